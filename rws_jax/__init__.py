@@ -1,0 +1,3 @@
+"""rws_jax: Robust Weight Signatures in JAX/Flax."""
+
+__version__ = "0.1.0"
