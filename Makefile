@@ -1,0 +1,50 @@
+# Two commands on a fresh machine:  `make demo` (main job)  and  `make test` (tests).
+# Each one creates .venv and installs what it needs on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+PRESET ?= offline
+OUT    ?= results/$(PRESET)
+
+.PHONY: venv data demo test test-fast bench bench-quick grid clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Fashion-MNIST from Debian's dataset-fashion-mnist package (no network at run time).
+data:
+	@if [ ! -f $(FMNIST) ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)); \
+	  else \
+	    echo "Fashion-MNIST is missing: run 'sudo apt-get install -y dataset-fashion-mnist' (Debian/Ubuntu)"; exit 1; \
+	  fi; \
+	fi
+
+demo: venv data
+	$(PY) -m rws_jax demo --preset $(PRESET) --out $(OUT)
+
+test: venv data
+	$(PY) -m pytest -q tests
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow" tests
+
+bench-quick: venv
+	$(PY) -m benchmarks --quick --out results/bench-quick
+
+bench: venv data
+	$(PY) -m benchmarks --out results/bench
+
+grid: venv data
+	$(PY) -m rws_jax corruption-grid --out results/corruption_grid.png
+
+clean:
+	rm -rf $(VENV) results runs .pytest_cache
