@@ -1,3 +1,99 @@
-"""rws_jax: Robust Weight Signatures in JAX/Flax."""
+"""rws_jax: Robust Weight Signatures (Cai, Zhang, Wang, ICML 2023) in JAX/Flax.
+
+A robust weight signature (RWS) is the part of a robust fine-tuning direction that
+is orthogonal to the clean fine-tuning direction, kept for the shallow layers only.
+Patching adds ``α · RWS`` to a model's weights::
+
+    import rws_jax as rws
+    sig = rws.extract(theta_init, theta_std, theta_fog, rws.first_k(7), name="fog")
+    patched, undo = rws.patch(theta_std, sig, 1.0, return_undo=True)
+    restored = rws.unpatch(patched, undo)          # bit-exact
+    rws.save_signature("fog.rws", rws.quantize(sig, 8))
+"""
+
+from rws_jax.algebra import (
+    Undo,
+    add,
+    check_compatible,
+    check_finite,
+    coefficients,
+    compose,
+    negate,
+    patch,
+    scale,
+    subtract,
+    unpatch,
+)
+from rws_jax.errors import (
+    IncompatibleSignatureError,
+    NonFiniteError,
+    PatchStackError,
+    RWSError,
+    SignatureFileError,
+)
+from rws_jax.extraction import extract, project_out, relative_change
+from rws_jax.quantization import (
+    QuantizedTensor,
+    dequantize,
+    dequantize_tensor,
+    quantize,
+    quantize_reference,
+    quantize_tensor,
+)
+from rws_jax.selection import Selection, SelectionError, by_paths, by_pattern, first_k
+from rws_jax.signature import Signature, SignatureMeta
+from rws_jax.storage import (
+    bytes_on_disk,
+    load_signature,
+    load_variables,
+    read_signature_info,
+    save_signature,
+    save_variables,
+    storage_ratio,
+)
+from rws_jax.tree_paths import fingerprint
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "IncompatibleSignatureError",
+    "NonFiniteError",
+    "PatchStackError",
+    "QuantizedTensor",
+    "RWSError",
+    "Selection",
+    "SelectionError",
+    "Signature",
+    "SignatureFileError",
+    "SignatureMeta",
+    "Undo",
+    "add",
+    "by_paths",
+    "by_pattern",
+    "bytes_on_disk",
+    "check_compatible",
+    "check_finite",
+    "coefficients",
+    "compose",
+    "dequantize",
+    "dequantize_tensor",
+    "extract",
+    "fingerprint",
+    "first_k",
+    "load_signature",
+    "load_variables",
+    "negate",
+    "patch",
+    "project_out",
+    "quantize",
+    "quantize_reference",
+    "quantize_tensor",
+    "read_signature_info",
+    "relative_change",
+    "save_signature",
+    "save_variables",
+    "scale",
+    "storage_ratio",
+    "subtract",
+    "unpatch",
+]

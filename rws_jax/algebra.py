@@ -1,0 +1,265 @@
+"""Signature algebra and patching: scale, negate, add/compose, patch, exact removal.
+
+Patching computes, for each kept leaf, in one fused jitted pass::
+
+    θ_patched = θ + Σ_k α_k · RWS_k          (mode='linear', the paper's equation)
+
+Signatures with different layer selections combine: a leaf is updated by the
+signatures that hold it. Quantized signatures are dequantized inside the same pass.
+Coefficients are traced, so changing α does not recompile.
+
+``mode='reference'`` reproduces the reference PyTorch code, which scales each
+signature by ``w = α/N`` (N = number combined) and then applies ``w`` a second time
+by accident, i.e. uses coefficients ``(α_k/N)²``.
+
+Removal: :func:`patch` can return an :class:`Undo` record holding the original
+leaves, and :func:`unpatch` puts them back — bit-exact, unlike subtracting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rws_jax import tree_paths
+from rws_jax.errors import IncompatibleSignatureError, NonFiniteError, RWSError
+from rws_jax.extraction import delta_dtype
+from rws_jax.quantization import as_float
+from rws_jax.signature import Signature, SignatureMeta
+
+PyTree = Any
+MODES = ("linear", "reference")
+
+
+def coefficients(alphas, num: int, mode: str = "linear") -> jax.Array:
+    """``f32[num]`` coefficients applied to the signatures.
+
+    ``alphas`` is a scalar (same α for all) or a sequence of ``num`` values.
+    ``'linear'``: α_k. ``'reference'``: (α_k / num)², the reference code's weighting.
+    """
+    if mode not in MODES:
+        raise RWSError(f"unknown combination mode {mode!r}: choose one of {MODES}")
+    a = np.asarray(alphas, dtype=np.float32)
+    if a.ndim == 0:
+        a = np.full((num,), a, np.float32)
+    if a.shape != (num,):
+        raise RWSError(f"got {a.size} coefficients for {num} signatures")
+    if not np.all(np.isfinite(a)):
+        raise NonFiniteError(f"coefficients must be finite, got {a.tolist()}")
+    if mode == "reference":
+        a = (a / num) ** 2
+    return jnp.asarray(a)
+
+
+def _as_list(signatures) -> list[Signature]:
+    if isinstance(signatures, Signature):
+        return [signatures]
+    sigs = list(signatures)
+    if not sigs:
+        raise RWSError("need at least one signature")
+    for s in sigs:
+        if not isinstance(s, Signature):
+            raise RWSError(f"expected a Signature, got {type(s).__name__}")
+    return sigs
+
+
+def _combine_impl(leaves: dict | None, deltas: tuple, alphas: jax.Array) -> dict:
+    """``leaves[p] + Σ_k alphas[k] · deltas[k][p]`` for every path in any delta."""
+    paths = sorted({p for d in deltas for p in d})
+    out = {}
+    for p in paths:
+        terms = [(k, d[p]) for k, d in enumerate(deltas) if p in d]
+        base = None if leaves is None else leaves[p]
+        acc_dtype = delta_dtype(base.dtype if base is not None else as_float(terms[0][1]).dtype)
+        acc = None if base is None else base.astype(acc_dtype)
+        for k, v in terms:
+            term = alphas[k].astype(acc_dtype) * as_float(v).astype(acc_dtype)
+            acc = term if acc is None else acc + term
+        out[p] = acc if base is None else acc.astype(base.dtype)
+    return out
+
+
+_combine = jax.jit(_combine_impl)
+_combine_donated = jax.jit(_combine_impl, donate_argnums=0)
+
+
+@jax.jit
+def _all_finite(deltas: tuple) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(as_float(v))) for d in deltas for v in d.values()]
+    return jnp.all(jnp.stack(leaves))
+
+
+def check_finite(signatures) -> None:
+    """Raises :class:`NonFiniteError` naming the first signature holding NaN/inf."""
+    for s in _as_list(signatures):
+        if not bool(_all_finite((s.deltas,))):
+            bad = [p for p, v in s.deltas.items() if not bool(jnp.all(jnp.isfinite(as_float(v))))]
+            raise NonFiniteError(f"signature {s.name!r} holds NaN/inf in {bad[:5]}")
+
+
+def check_compatible(signature: Signature, variables: PyTree, *, check_base: bool = True, flat=None) -> None:
+    """Raises :class:`IncompatibleSignatureError` unless ``signature`` fits ``variables``.
+
+    Every patched leaf must exist with the shape and dtype the signature was made
+    for. With ``check_base`` the whole tree must also match the base model's
+    fingerprint (paths, shapes, dtypes); pass ``check_base=False`` to patch a model
+    that shares only the patched layers (e.g. another dataset's head size).
+    """
+    if flat is None:
+        flat, _ = tree_paths.flatten(variables)
+    specs = {p: (tuple(s), d) for p, s, d in signature.meta.leaf_specs}
+    for p in sorted(signature.deltas):
+        if p not in flat:
+            raise IncompatibleSignatureError(
+                f"signature {signature.name!r} patches {p!r}, which this model does not have "
+                f"(model leaves look like {list(flat)[:3]})"
+            )
+        have = tree_paths.leaf_spec(flat[p])
+        want = specs.get(p)
+        if want is not None and have != want:
+            raise IncompatibleSignatureError(
+                f"signature {signature.name!r} was made for {p!r} of shape {want[0]} dtype {want[1]}; "
+                f"this model has shape {have[0]} dtype {have[1]}"
+            )
+        v = signature.deltas[p]
+        vshape = tuple(getattr(v, "shape", ()))
+        if vshape != have[0]:
+            raise IncompatibleSignatureError(
+                f"signature {signature.name!r} holds a delta of shape {vshape} for {p!r}, model leaf is {have[0]}"
+            )
+    if check_base:
+        fp = tree_paths.fingerprint(variables)
+        if fp != signature.meta.base_fingerprint:
+            raise IncompatibleSignatureError(
+                f"signature {signature.name!r} was extracted from a model with fingerprint "
+                f"{signature.meta.base_fingerprint}, this model's is {fp} (different structure, shapes or "
+                "dtypes). If it shares the patched layers on purpose (transfer), pass check_base=False."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class Undo:
+    """The original leaves a :func:`patch` overwrote: ``{path: array}``."""
+
+    originals: dict
+    fingerprint: str
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(sorted(self.originals))
+
+
+def patch(
+    variables: PyTree,
+    signatures: Signature | Sequence[Signature],
+    alphas=1.0,
+    *,
+    mode: str = "linear",
+    donate: bool = False,
+    check_base: bool = True,
+    check_values: bool = True,
+    return_undo: bool = False,
+):
+    """``θ + Σ_k α_k · RWS_k`` on the signatures' leaves, in one jitted pass.
+
+    Args:
+      variables: the model to patch (Linen variable dict, NNX ``State``, any pytree).
+      signatures: one ``Signature`` or a sequence of K of them (float or quantized,
+        any mix of layer selections).
+      alphas: scalar or ``K`` coefficients.
+      mode: ``'linear'`` (paper) or ``'reference'`` (``(α/K)²``, see module doc).
+      donate: let XLA reuse the patched leaves' buffers (in-place update). The
+        patched leaves of ``variables`` are invalid afterwards; with
+        ``return_undo`` copies of them are kept first.
+      check_base: also require the whole tree to match the base fingerprint.
+      check_values: refuse signatures holding NaN/inf (one reduction over them).
+      return_undo: also return an :class:`Undo` for bit-exact :func:`unpatch`.
+
+    Returns:
+      The patched tree (same structure; untouched leaves are the same objects), or
+      ``(patched, undo)``. Nothing is modified if an error is raised.
+    """
+    sigs = _as_list(signatures)
+    alpha = coefficients(alphas, len(sigs), mode)
+    flat, rebuild = tree_paths.flatten(variables)
+    for s in sigs:
+        check_compatible(s, variables, check_base=check_base, flat=flat)
+    if check_values:
+        check_finite(sigs)
+    paths = sorted({p for s in sigs for p in s.deltas})
+    leaves = {p: flat[p] for p in paths}
+    undo = None
+    if return_undo:
+        originals = {p: jnp.array(x, copy=True) for p, x in leaves.items()} if donate else dict(leaves)
+        undo = Undo(originals=originals, fingerprint=tree_paths.fingerprint(variables, paths))
+    fn = _combine_donated if donate else _combine
+    new = fn(leaves, tuple(s.deltas for s in sigs), alpha)
+    patched = rebuild(new)
+    return (patched, undo) if return_undo else patched
+
+
+def unpatch(patched: PyTree, undo: Undo) -> PyTree:
+    """Restores the leaves a :func:`patch` changed, bit for bit."""
+    flat, rebuild = tree_paths.flatten(patched)
+    missing = [p for p in undo.originals if p not in flat]
+    if missing:
+        raise IncompatibleSignatureError(f"cannot restore {missing[:5]}: not in this tree")
+    for p, x in undo.originals.items():
+        if tree_paths.leaf_spec(flat[p]) != tree_paths.leaf_spec(x):
+            raise IncompatibleSignatureError(f"cannot restore {p!r}: the tree's leaf has another shape or dtype")
+    return rebuild(dict(undo.originals))
+
+
+def subtract(variables: PyTree, signatures, alphas=1.0, **kwargs) -> PyTree:
+    """Arithmetic removal ``θ − Σ α_k RWS_k`` (exact only up to float rounding;
+    use :func:`unpatch` for a bit-exact restore)."""
+    sigs = _as_list(signatures)
+    return patch(variables, sigs, -np.asarray(coefficients(alphas, len(sigs), kwargs.pop("mode", "linear"))), **kwargs)
+
+
+def compose(signatures: Sequence[Signature], alphas=1.0, *, mode: str = "linear", name: str | None = None) -> Signature:
+    """One signature equal to ``Σ_k α_k · RWS_k`` (union of the layer selections).
+
+    All signatures must come from the same base model (same fingerprint). Patching
+    with the result equals patching with the K signatures (up to float rounding).
+    """
+    sigs = _as_list(signatures)
+    alpha = coefficients(alphas, len(sigs), mode)
+    fps = {s.meta.base_fingerprint for s in sigs}
+    if len(fps) > 1:
+        raise IncompatibleSignatureError(f"cannot compose signatures of different base models: {sorted(fps)}")
+    specs: dict[str, tuple] = {}
+    for s in sigs:
+        for p, shape, dtype in s.meta.leaf_specs:
+            if p in specs and specs[p] != (tuple(shape), dtype):
+                raise IncompatibleSignatureError(f"signatures disagree on leaf {p!r}: {specs[p]} vs {(shape, dtype)}")
+            specs[p] = (tuple(shape), dtype)
+    deltas = _combine(None, tuple(s.deltas for s in sigs), alpha)
+    meta = SignatureMeta(
+        base_fingerprint=sigs[0].meta.base_fingerprint,
+        leaf_specs=tuple((p, *specs[p]) for p in sorted(specs)),
+        name=name if name is not None else "+".join(s.name or "?" for s in sigs),
+        severity=sigs[0].meta.severity if len({s.meta.severity for s in sigs}) == 1 else None,
+        kind="composed" if len(sigs) > 1 else sigs[0].meta.kind,
+        selection=sigs[0].meta.selection if len({s.meta.selection for s in sigs}) == 1 else "",
+    )
+    return Signature(deltas=dict(deltas), meta=meta)
+
+
+def scale(signature: Signature, alpha: float) -> Signature:
+    """``α · RWS`` (dequantizes a quantized signature)."""
+    return compose([signature], alpha, name=signature.name)
+
+
+def negate(signature: Signature) -> Signature:
+    """``−RWS``."""
+    return scale(signature, -1.0)
+
+
+def add(*signatures: Signature) -> Signature:
+    """``RWS_1 + RWS_2 + ...``."""
+    return compose(list(signatures), 1.0)

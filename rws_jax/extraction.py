@@ -1,0 +1,156 @@
+"""Signature extraction: the per-tensor rank-1 orthogonal projection of DESIGN.md §1.
+
+For every kept tensor, flattened::
+
+    a     = θ_std − θ_init            # clean fine-tuning direction
+    Δ     = θ_rob − θ_init            # robust fine-tuning direction
+    RWS   = Δ − (Δ·â) â,   â = a/‖a‖
+
+computed without ever forming a d×d matrix (two reductions and an axpy per tensor).
+When ``a`` is zero or tiny the projection is the identity, so no NaN can appear.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rws_jax import selection as selection_lib
+from rws_jax import tree_paths
+from rws_jax.errors import IncompatibleSignatureError, NonFiniteError
+from rws_jax.signature import Signature, SignatureMeta, leaf_specs_for
+
+PyTree = Any
+
+
+def delta_dtype(dtype) -> jnp.dtype:
+    """Deltas are kept at least in float32 (bf16/fp16 deltas do not round-trip)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def project_out(delta: jax.Array, direction: jax.Array, eps: float = 1e-12) -> jax.Array:
+    """Removes from ``delta`` its component along ``direction`` (any shape, same shape).
+
+    ``delta − (delta·â) â`` with ``â = direction/‖direction‖``. If ``max|direction|``
+    is below ``eps`` the direction is treated as zero and ``delta`` is returned.
+    The direction is rescaled by its max-abs before squaring, so tiny but non-zero
+    directions neither underflow nor overflow. Works on sharded arrays: only two
+    scalar all-reduces are needed.
+    """
+    dt = delta_dtype(delta.dtype)
+    d = delta.astype(dt)
+    a = direction.astype(dt)
+    amax = jnp.max(jnp.abs(a))
+    ok = amax > eps
+    a = a / jnp.where(ok, amax, 1.0)
+    norm_sq = jnp.sum(a * a)
+    coef = jnp.sum(d * a) / jnp.where(ok, norm_sq, 1.0)
+    return jnp.where(ok, d - coef * a, d)
+
+
+@jax.jit(static_argnames=("project", "eps"))
+def _extract_leaves(init: dict, standard: dict, robust: dict, project: bool, eps: float):
+    out, finite = {}, {}
+    for p in init:
+        dt = delta_dtype(init[p].dtype)
+        delta = robust[p].astype(dt) - init[p].astype(dt)
+        if project:
+            delta = project_out(delta, standard[p].astype(dt) - init[p].astype(dt), eps)
+        out[p] = delta
+        finite[p] = jnp.all(jnp.isfinite(delta))
+    return out, finite
+
+
+def extract(
+    init: PyTree,
+    standard: PyTree,
+    robust: PyTree,
+    select: Any = 7,
+    *,
+    project: bool = True,
+    name: str = "",
+    severity: int | None = None,
+    eps: float = 1e-12,
+) -> Signature:
+    """Extracts a robust weight signature.
+
+    Args:
+      init: θ_init variables (Linen dict ``{'params': ..., 'batch_stats': ...}``,
+        NNX ``State`` or any dict pytree).
+      standard: θ_std, same structure (fine-tuned from ``init`` on clean data).
+      robust: θ_rob,c, same structure (fine-tuned from ``init`` on corruption c).
+        Only the selected leaves of ``standard`` are read.
+      select: layer selection: a :class:`~rws_jax.selection.Selection`
+        (``first_k``, ``by_pattern``, ``by_paths``), an int k (first k units in
+        natural name order, ``params`` only, head excluded), a regex, or a list of
+        paths. Default: the reference's first 7 units.
+      project: ``True`` for the paper's RWS (orthogonal to the clean direction);
+        ``False`` for the plain difference ``θ_rob − θ_init`` (task vector).
+      name, severity: labels stored in the signature (e.g. ``'fog'``, ``5``).
+      eps: max-abs below which the clean direction counts as zero.
+
+    Returns:
+      ``Signature`` with one float32 (or wider) delta per selected leaf, each of the
+      leaf's shape, e.g. ``deltas['params/conv_0/kernel']: f32[3, 3, C_in, C_out]``.
+
+    Raises:
+      IncompatibleSignatureError: the three trees differ in a selected leaf's
+        presence, shape or dtype.
+      NonFiniteError: a delta is NaN/inf (a model holds NaN/inf).
+    """
+    sel = selection_lib.as_selection(select)
+    flat_init, _ = tree_paths.flatten(init)
+    flat_std, _ = tree_paths.flatten(standard)
+    flat_rob, _ = tree_paths.flatten(robust)
+    paths = sel.resolve(init)
+    for label, other in (("standard", flat_std), ("robust", flat_rob)):
+        for p in paths:
+            if p not in other:
+                raise IncompatibleSignatureError(f"{label} model has no leaf {p!r} (present in init)")
+            if tree_paths.leaf_spec(other[p]) != tree_paths.leaf_spec(flat_init[p]):
+                raise IncompatibleSignatureError(
+                    f"{label} model leaf {p!r} is {tree_paths.leaf_spec(other[p])}, "
+                    f"init has {tree_paths.leaf_spec(flat_init[p])} (shape, dtype)"
+                )
+    pick = lambda flat: {p: flat[p] for p in paths}  # noqa: E731
+    deltas, finite = _extract_leaves(pick(flat_init), pick(flat_std), pick(flat_rob), project=project, eps=float(eps))
+    bad = [p for p, ok in finite.items() if not bool(ok)]
+    if bad:
+        raise NonFiniteError(f"NaN/inf in the weight difference of {bad[:5]}: one of the models holds NaN or inf")
+    meta = SignatureMeta(
+        base_fingerprint=tree_paths.fingerprint(init),
+        leaf_specs=leaf_specs_for(flat_init, paths),
+        name=name,
+        severity=severity,
+        kind="projected" if project else "difference",
+        selection=json.dumps(sel.to_json(), sort_keys=True),
+    )
+    return Signature(deltas=dict(deltas), meta=meta)
+
+
+def relative_change(init: PyTree, other: PyTree, *, collections=("params",)) -> dict[str, float]:
+    """Per-unit relative weight change ``‖θ_other − θ_init‖ / ‖θ_init‖``.
+
+    Returns ``{unit_name: float}`` over every floating leaf of the chosen
+    collections (head included), the quantity of the paper's layer-wise plot.
+    """
+    flat_i, _ = tree_paths.flatten(init)
+    flat_o, _ = tree_paths.flatten(other)
+    colls = tree_paths.collection_of(init)
+    num: dict[str, float] = {}
+    den: dict[str, float] = {}
+    for p, x in flat_i.items():
+        c = colls[p]
+        if collections is not None and c is not None and c not in collections:
+            continue
+        if not np.issubdtype(np.dtype(x.dtype), np.floating):
+            continue
+        u = tree_paths.unit_of(p, c)
+        x32 = jnp.asarray(x, jnp.float32)
+        num[u] = num.get(u, 0.0) + float(jnp.sum((jnp.asarray(flat_o[p], jnp.float32) - x32) ** 2))
+        den[u] = den.get(u, 0.0) + float(jnp.sum(x32**2))
+    return {u: float(np.sqrt(num[u]) / max(np.sqrt(den[u]), 1e-30)) for u in num}

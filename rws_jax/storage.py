@@ -1,0 +1,378 @@
+"""Signature files: orbax-checkpoint directories with checked metadata.
+
+Layout of a signature file (a directory, as every orbax checkpoint)::
+
+    fog.rws/
+      arrays/   orbax StandardSave of {'t00000': ..., 't00001_data': ..., ...}
+      meta/     orbax JsonSave: format version, labels, layer selection, leaf specs,
+                quantization of each tensor, base fingerprint, sha256 checksum
+
+Loading checks, before anything reaches a model: the format version and every
+quantization scheme are known; declared sizes are sane and match what orbax
+stored; the checksum over metadata and array bytes matches (catches truncation and
+bit flips); values are finite; and, given ``like=variables``, that the signature
+fits that model. Nothing is unpickled: arrays come from tensorstore, metadata is JSON.
+
+Saving is atomic: the new file is written completely under a temporary name next to
+the target and then swapped in by rename, so an interrupted save leaves the earlier
+file (or nothing) in place, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from rws_jax import tree_paths
+from rws_jax.algebra import check_compatible
+from rws_jax.errors import NonFiniteError, SignatureFileError
+from rws_jax.quantization import BITS, SCHEMES, QuantizedTensor
+from rws_jax.signature import Signature, SignatureMeta
+
+FORMAT = "rws_jax.signature"
+FORMAT_VERSION = 1
+MAX_DECLARED_BYTES = 64 << 30  # refuse files declaring more than 64 GiB of arrays
+_ARRAYS, _META = "arrays", "meta"
+_DTYPES = ("float16", "bfloat16", "float32", "float64", "uint8")
+
+
+# ----------------------------------------------------------------------------- saving
+
+
+def _entries(sig: Signature) -> tuple[list[dict], dict[str, np.ndarray]]:
+    entries, arrays = [], {}
+    for i, p in enumerate(sorted(sig.deltas)):
+        v = sig.deltas[p]
+        key = f"t{i:05d}"
+        if isinstance(v, QuantizedTensor):
+            parts = {"data": v.data, "scale": v.scale, "offset": v.offset}
+            entry = {
+                "path": p,
+                "key": key,
+                "shape": list(v.shape),
+                "dtype": v.dtype,
+                "quant": {"bits": v.bits, "scheme": v.scheme, "axis": v.axis},
+            }
+        else:
+            parts = {"value": v}
+            entry = {"path": p, "key": key, "shape": list(v.shape), "dtype": str(v.dtype), "quant": None}
+        entry["arrays"] = {}
+        for part, arr in parts.items():
+            a = np.asarray(jax.device_get(arr))
+            arrays[f"{key}_{part}"] = a
+            entry["arrays"][part] = {"shape": list(a.shape), "dtype": str(a.dtype)}
+        entries.append(entry)
+    return entries, arrays
+
+
+def _checksum(meta: dict, arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    body = {k: v for k, v in meta.items() if k != "checksum"}
+    h.update(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(k.encode())
+        h.update(str(a.dtype).encode())
+        h.update(repr(tuple(a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _meta_dict(sig: Signature, entries: list[dict]) -> dict:
+    m = sig.meta
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": m.name,
+        "severity": m.severity,
+        "kind": m.kind,
+        "selection": m.selection,
+        "quantization": m.quantization,
+        "base_fingerprint": m.base_fingerprint,
+        "leaf_specs": [[p, list(s), d] for p, s, d in m.leaf_specs],
+        "tensors": entries,
+    }
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swaps two paths (Linux renameat2 RENAME_EXCHANGE). False if unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return rc == 0
+
+
+def _checkpointer() -> ocp.Checkpointer:
+    handler = ocp.CompositeCheckpointHandler(
+        **{_ARRAYS: ocp.StandardCheckpointHandler(), _META: ocp.JsonCheckpointHandler()}
+    )
+    return ocp.Checkpointer(handler)
+
+
+def _write_orbax(tmp: Path, items: dict) -> None:
+    ckptr = _checkpointer()
+    try:
+        ckptr.save(tmp, ocp.args.Composite(**items))
+    finally:
+        ckptr.close()
+
+
+def atomic_write_dir(path: str | os.PathLike, write_fn, *, overwrite: bool = False) -> Path:
+    """Runs ``write_fn(tmp_dir)`` and moves the finished directory to ``path``.
+
+    The old ``path`` (if ``overwrite``) is replaced only once the new one is
+    complete: by an atomic exchange where the OS offers it, else by two renames
+    with the old copy kept under ``<path>.old-*`` until the new one is in place.
+    """
+    path = Path(path).absolute()
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        write_fn(tmp)
+        if path.exists():
+            if _exchange(tmp, path):
+                shutil.rmtree(tmp)
+            else:
+                old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+                os.rename(path, old)
+                os.rename(tmp, path)
+                shutil.rmtree(old)
+        else:
+            os.rename(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def save_signature(path: str | os.PathLike, sig: Signature, *, overwrite: bool = False) -> Path:
+    """Writes ``sig`` to the directory ``path`` (atomically). Returns the path."""
+    if not isinstance(sig, Signature):
+        raise TypeError(f"expected a Signature, got {type(sig).__name__}")
+    entries, arrays = _entries(sig)
+    meta = _meta_dict(sig, entries)
+    meta["checksum"] = _checksum(meta, arrays)
+    items = {_ARRAYS: ocp.args.StandardSave(arrays), _META: ocp.args.JsonSave(meta)}
+    return atomic_write_dir(path, lambda tmp: _write_orbax(tmp, items), overwrite=overwrite)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _fail(path, msg) -> SignatureFileError:
+    return SignatureFileError(f"{path}: {msg}")
+
+
+def _read_meta(path: Path) -> dict:
+    meta_file = path / _META / "metadata"
+    if not path.is_dir():
+        raise _fail(path, "no such signature file (expected a directory written by save_signature)")
+    if not meta_file.is_file():
+        raise _fail(path, "not a signature file, or an incomplete one: its meta/ part is missing")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _fail(path, f"metadata is not valid JSON (truncated or tampered): {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise _fail(path, "metadata does not describe an rws_jax signature")
+    return meta
+
+
+def _validate_meta(path: Path, meta: dict) -> None:
+    version = meta.get("format_version")
+    if not isinstance(version, int):
+        raise _fail(path, f"format_version missing or invalid: {version!r}")
+    if version > FORMAT_VERSION:
+        raise _fail(
+            path,
+            f"written by a newer rws_jax (format version {version}, this one reads up to {FORMAT_VERSION}); upgrade rws_jax",
+        )
+    tensors = meta.get("tensors")
+    if not isinstance(tensors, list) or not tensors:
+        raise _fail(path, "metadata lists no tensors")
+    total = 0
+    for t in tensors:
+        if not isinstance(t, dict) or not all(k in t for k in ("path", "key", "shape", "dtype", "arrays")):
+            raise _fail(path, f"malformed tensor entry {str(t)[:80]}")
+        if t["dtype"] not in _DTYPES:
+            raise _fail(path, f"tensor {t['path']!r} has unsupported dtype {t['dtype']!r}")
+        q = t.get("quant")
+        if q is not None:
+            if q.get("scheme") not in SCHEMES:
+                raise _fail(path, f"tensor {t['path']!r} uses unknown quantization scheme {q.get('scheme')!r}")
+            if q.get("bits") not in BITS:
+                raise _fail(path, f"tensor {t['path']!r} uses unsupported bit width {q.get('bits')!r}")
+        for part in t["arrays"].values():
+            shape = part.get("shape")
+            if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+                raise _fail(path, f"tensor {t['path']!r} declares an invalid shape {shape!r}")
+            total += int(np.prod(shape, dtype=np.float64)) * np.dtype(part.get("dtype", "float32")).itemsize
+        if not all(isinstance(d, int) and d >= 0 for d in t["shape"]):
+            raise _fail(path, f"tensor {t['path']!r} declares an invalid shape {t['shape']!r}")
+    if total > MAX_DECLARED_BYTES:
+        raise _fail(path, f"declares {total / 2**30:.1f} GiB of arrays, over the {MAX_DECLARED_BYTES >> 30} GiB limit")
+
+
+def _restore_arrays(path: Path, meta: dict) -> dict[str, np.ndarray]:
+    ckptr = _checkpointer()
+    try:
+        try:
+            stored = ckptr.metadata(path).item_metadata[_ARRAYS]
+        except Exception as e:  # noqa: BLE001 - orbax raises many types for broken files
+            raise _fail(path, f"cannot read the array metadata (truncated or corrupt file): {e}") from None
+        declared = {f"{t['key']}_{part}": a for t in meta["tensors"] for part, a in t["arrays"].items()}
+        stored_keys = set(stored.keys()) if stored is not None else set()
+        if stored_keys != set(declared):
+            raise _fail(path, f"metadata lists arrays {sorted(declared)[:4]}..., the file holds {sorted(stored_keys)[:4]}...")
+        for k, a in declared.items():
+            s = stored[k]
+            if list(s.shape) != a["shape"] or str(np.dtype(s.dtype)) != a["dtype"]:
+                raise _fail(
+                    path,
+                    f"metadata says array {k} is {a['dtype']}{a['shape']}, the file holds "
+                    f"{np.dtype(s.dtype)}{list(s.shape)}: metadata and contents disagree",
+                )
+        try:
+            restored = ckptr.restore(path, ocp.args.Composite(**{_ARRAYS: ocp.args.StandardRestore()}))[_ARRAYS]
+        except Exception as e:  # noqa: BLE001
+            raise _fail(path, f"cannot read the arrays (truncated or corrupt file): {type(e).__name__}: {e}") from None
+    finally:
+        ckptr.close()
+    return {k: np.asarray(v) for k, v in restored.items()}
+
+
+def load_signature(
+    path: str | os.PathLike, *, like: Any = None, check_base: bool = True, verify: bool = True
+) -> Signature:
+    """Reads a signature file written by :func:`save_signature`.
+
+    Args:
+      path: the signature directory.
+      like: optional model variables; if given, the signature must fit them
+        (see :func:`rws_jax.check_compatible`).
+      check_base: with ``like``, also require the base-model fingerprint to match.
+      verify: check the sha256 checksum (disable only for trusted files).
+
+    Raises:
+      SignatureFileError: missing, truncated, tampered, lying or future-format file.
+      NonFiniteError: the file holds NaN/inf.
+      IncompatibleSignatureError: the signature does not fit ``like``.
+    """
+    path = Path(path)
+    meta = _read_meta(path)
+    _validate_meta(path, meta)
+    arrays = _restore_arrays(path, meta)
+    if verify and _checksum(meta, arrays) != meta.get("checksum"):
+        raise _fail(path, "checksum mismatch: the file was modified or corrupted after it was written")
+    deltas = {}
+    for t in meta["tensors"]:
+        get = lambda part: arrays[f"{t['key']}_{part}"]  # noqa: E731
+        q = t.get("quant")
+        if q is None:
+            v = get("value")
+            if list(v.shape) != t["shape"] or str(v.dtype) != t["dtype"]:
+                raise _fail(path, f"tensor {t['path']!r}: metadata says {t['dtype']}{t['shape']}, data is {v.dtype}{list(v.shape)}")
+            if not np.all(np.isfinite(v)):
+                raise NonFiniteError(f"{path}: tensor {t['path']!r} holds NaN/inf")
+            deltas[t["path"]] = jax.numpy.asarray(v)
+        else:
+            n = int(np.prod(t["shape"]))
+            expect = n if q["bits"] == 8 else -(-n * q["bits"] // 8)
+            data = get("data")
+            if data.dtype != np.uint8 or data.size != expect:
+                raise _fail(path, f"tensor {t['path']!r}: {data.size} code bytes for {t['shape']} at {q['bits']} bit (want {expect})")
+            scale, offset = get("scale"), get("offset")
+            if not (np.all(np.isfinite(scale)) and np.all(np.isfinite(offset))):
+                raise NonFiniteError(f"{path}: tensor {t['path']!r} has NaN/inf quantization scale or offset")
+            deltas[t["path"]] = QuantizedTensor(
+                data=jax.numpy.asarray(data),
+                scale=jax.numpy.asarray(scale),
+                offset=jax.numpy.asarray(offset),
+                shape=tuple(t["shape"]),
+                dtype=t["dtype"],
+                bits=q["bits"],
+                scheme=q["scheme"],
+                axis=q["axis"],
+            )
+    specs = tuple((p, tuple(s), d) for p, s, d in meta.get("leaf_specs", []))
+    if {p for p, _, _ in specs} != set(deltas):
+        raise _fail(path, "leaf_specs and tensors name different leaves")
+    sig = Signature(
+        deltas=deltas,
+        meta=SignatureMeta(
+            base_fingerprint=str(meta.get("base_fingerprint", "")),
+            leaf_specs=specs,
+            name=str(meta.get("name", "")),
+            severity=meta.get("severity"),
+            kind=str(meta.get("kind", "")),
+            selection=str(meta.get("selection", "")),
+            quantization=str(meta.get("quantization", "")),
+        ),
+    )
+    if like is not None:
+        check_compatible(sig, like, check_base=check_base)
+    return sig
+
+
+def read_signature_info(path: str | os.PathLike) -> dict:
+    """The metadata of a signature file (labels, selection, sizes) without its arrays."""
+    path = Path(path)
+    meta = _read_meta(path)
+    _validate_meta(path, meta)
+    return {k: v for k, v in meta.items() if k != "tensors"} | {"num_tensors": len(meta["tensors"])}
+
+
+# ------------------------------------------------------------------- full models, sizes
+
+
+def save_variables(path: str | os.PathLike, variables: Any, *, overwrite: bool = False) -> Path:
+    """Saves a full model the same way (orbax StandardSave, atomic) for comparison."""
+    flat, _ = tree_paths.flatten(variables)
+    arrays = {f"t{i:05d}": np.asarray(jax.device_get(flat[p])) for i, p in enumerate(sorted(flat))}
+    meta = {"format": "rws_jax.variables", "paths": sorted(flat), "fingerprint": tree_paths.fingerprint(variables)}
+    items = {_ARRAYS: ocp.args.StandardSave(arrays), _META: ocp.args.JsonSave(meta)}
+    return atomic_write_dir(path, lambda tmp: _write_orbax(tmp, items), overwrite=overwrite)
+
+
+def load_variables(path: str | os.PathLike, like: Any) -> Any:
+    """Loads variables saved by :func:`save_variables` into the structure of ``like``."""
+    path = Path(path)
+    meta = json.loads((path / _META / "metadata").read_text())
+    flat, rebuild = tree_paths.flatten(like)
+    if meta.get("fingerprint") != tree_paths.fingerprint(like):
+        raise SignatureFileError(f"{path}: saved variables do not match the structure of `like`")
+    ckptr = _checkpointer()
+    try:
+        arrays = ckptr.restore(path, ocp.args.Composite(**{_ARRAYS: ocp.args.StandardRestore()}))[_ARRAYS]
+    finally:
+        ckptr.close()
+    return rebuild({p: jax.numpy.asarray(arrays[f"t{i:05d}"]) for i, p in enumerate(meta["paths"])})
+
+
+def bytes_on_disk(path: str | os.PathLike) -> int:
+    """Total size of the files under ``path``."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def storage_ratio(signature_path: str | os.PathLike, model_path: str | os.PathLike) -> float:
+    """Bytes on disk of the full model file / bytes of the signature file."""
+    return bytes_on_disk(model_path) / bytes_on_disk(signature_path)

@@ -1,0 +1,139 @@
+"""Flat, string-keyed views of variable pytrees.
+
+Every model format we accept (Flax Linen variable dicts, Flax NNX ``State``, any
+nested dict pytree) is reduced to an ordered mapping ``path -> array`` where a path
+is the ``'/'``-joined list of keys, e.g. ``'params/conv_0/kernel'`` for Linen or
+``'conv_0/kernel'`` for an NNX ``State`` (the trailing ``value`` attribute of an
+NNX ``Variable`` is dropped). Signatures are keyed by these paths, so one signature
+can patch the same layers of any tree that has them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Callable, Iterable, Mapping
+
+import jax
+import numpy as np
+
+PyTree = Any
+
+_NNX_VALUE_KEYS = ("value", "raw_value")
+
+# NNX variable types -> the Linen collection name they correspond to.
+_NNX_COLLECTIONS = {"Param": "params", "BatchStat": "batch_stats"}
+
+
+def _key_name(key) -> str:
+    if isinstance(key, jax.tree_util.DictKey):
+        return str(key.key)
+    if isinstance(key, jax.tree_util.GetAttrKey):
+        return key.name
+    if isinstance(key, jax.tree_util.SequenceKey):
+        return str(key.idx)
+    if isinstance(key, jax.tree_util.FlattenedIndexKey):
+        return str(key.key)
+    return str(key)
+
+
+def path_to_str(key_path: tuple) -> str:
+    """``(DictKey('params'), DictKey('conv_0'), DictKey('kernel'))`` -> ``'params/conv_0/kernel'``."""
+    names = [_key_name(k) for k in key_path]
+    if len(names) > 1 and isinstance(key_path[-1], jax.tree_util.GetAttrKey) and names[-1] in _NNX_VALUE_KEYS:
+        names = names[:-1]
+    return "/".join(names)
+
+
+def flatten(tree: PyTree) -> tuple[dict[str, Any], Callable[[Mapping[str, Any]], PyTree]]:
+    """Flattens ``tree`` to ``({path: leaf}, rebuild)``.
+
+    ``rebuild(replacements)`` returns a new tree of the same structure where the
+    leaves named in ``replacements`` are swapped; every other leaf is the very same
+    object as in ``tree`` (nothing is copied).
+    """
+    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    paths = [path_to_str(p) for p, _ in leaves_with_path]
+    if len(set(paths)) != len(paths):
+        raise ValueError("tree has two leaves with the same path string; rws_jax needs unique paths")
+    flat = dict(zip(paths, (leaf for _, leaf in leaves_with_path)))
+
+    def rebuild(replacements: Mapping[str, Any]) -> PyTree:
+        unknown = set(replacements) - flat.keys()
+        if unknown:
+            raise KeyError(f"paths not in the tree: {sorted(unknown)[:5]}")
+        return jax.tree_util.tree_unflatten(treedef, [replacements.get(p, flat[p]) for p in paths])
+
+    return flat, rebuild
+
+
+def collection_of(tree: PyTree) -> dict[str, str | None]:
+    """Maps each leaf path to its collection (``'params'``, ``'batch_stats'``, ...).
+
+    Linen variable dicts carry the collection as their first key. For NNX ``State``
+    the collection is derived from the ``Variable`` type (``Param`` -> ``'params'``,
+    ``BatchStat`` -> ``'batch_stats'``). Plain dicts without collections map to ``None``.
+    """
+    out: dict[str, str | None] = {}
+    nnx_var = _nnx_variable_type()
+    if nnx_var is not None:
+        with_vars = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: isinstance(x, nnx_var))[0]
+        if any(isinstance(leaf, nnx_var) for _, leaf in with_vars):
+            for p, leaf in with_vars:
+                name = type(leaf).__name__
+                out[path_to_str(p)] = _NNX_COLLECTIONS.get(name, name)
+            return _expand_value_paths(out, tree)
+    top = set(tree.keys()) if isinstance(tree, Mapping) else set()
+    has_collections = "params" in top or "batch_stats" in top
+    for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        s = path_to_str(p)
+        out[s] = s.split("/", 1)[0] if has_collections else None
+    return out
+
+
+def _expand_value_paths(var_collections: dict[str, str | None], tree: PyTree) -> dict[str, str | None]:
+    # NNX Variables flatten to one array leaf; their path strings already match.
+    leaf_paths = flatten(tree)[0].keys()
+    return {p: var_collections.get(p) for p in leaf_paths}
+
+
+def _nnx_variable_type():
+    try:
+        from flax import nnx  # noqa: PLC0415
+    except Exception:  # pragma: no cover - flax is a dependency
+        return None
+    return getattr(nnx, "Variable", None)
+
+
+def unit_of(path: str, collection: str | None) -> str:
+    """The *unit* a leaf belongs to: its first path component below the collection.
+
+    ``'params/block_0_1/conv1/kernel'`` -> ``'block_0_1'``; ``'conv_3/kernel'`` -> ``'conv_3'``.
+    """
+    parts = path.split("/")
+    if collection is not None and parts[0] == collection and len(parts) > 1:
+        parts = parts[1:]
+    return parts[0]
+
+
+def leaf_spec(leaf) -> tuple[tuple[int, ...], str]:
+    return tuple(int(d) for d in np.shape(leaf)), str(np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype)))
+
+
+def fingerprint(tree: PyTree, paths: Iterable[str] | None = None) -> str:
+    """A short sha256 of the tree's leaf paths, shapes and dtypes (not values).
+
+    With ``paths`` only those leaves are covered. Two trees with the same fingerprint
+    accept the same signatures.
+    """
+    flat, _ = flatten(tree)
+    keys = sorted(flat) if paths is None else sorted(paths)
+    spec = [[k, *leaf_spec(flat[k])] for k in keys]
+    return hashlib.sha256(json.dumps(spec, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def natural_key(name: str):
+    """Sort key under which ``conv_2`` comes before ``conv_10``."""
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
