@@ -147,7 +147,7 @@ def relative_change(init: PyTree, other: PyTree, *, collections=("params",)) -> 
         c = colls[p]
         if collections is not None and c is not None and c not in collections:
             continue
-        if not np.issubdtype(np.dtype(x.dtype), np.floating):
+        if not jnp.issubdtype(x.dtype, jnp.floating):
             continue
         u = tree_paths.unit_of(p, c)
         x32 = jnp.asarray(x, jnp.float32)

@@ -4,10 +4,13 @@ The paper keeps the *shallow* layers: the first ``k`` units in forward order (a 
 is a conv layer of VGG, the stem or one residual block of a ResNet). A unit is the
 first path component below the collection (``'params/conv_3/kernel'`` -> ``conv_3``).
 
-Dict keys do not record forward order once a tree has been through ``jax.tree_util``
-or a checkpoint (keys come back sorted), so ``first_k`` takes the order from the
-model (``model.unit_names``) when given, else sorts unit names naturally
-(``conv_2`` before ``conv_10``; ``stem`` first).
+Forward order, in order of preference: the ``order`` argument (our models give it
+as ``model.unit_names``); else the key order of the tree's dicts, which is module
+creation order for Linen and NNX (forward order for ``@nn.compact`` code), unless
+those keys are already sorted — a tree that has been through ``jax.tree_util`` or a
+checkpoint comes back sorted and carries no order — in which case unit names are
+sorted naturally (``stem`` first, ``conv_2`` before ``conv_10``). Pass ``order``
+whenever the names do not sort into forward order.
 
 Examples::
 
@@ -22,8 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
+import jax.numpy as jnp
 import numpy as np
 
 from rws_jax import tree_paths
@@ -103,6 +107,9 @@ class Selection:
             if unknown and not all(self._is_head(u) for u in unknown):
                 raise SelectionError(f"units {unknown[:5]} are missing from the given forward order")
             return [u for u in self.order if u in present]
+        inserted = [u for u in _insertion_order(variables) if u in present]
+        if len(inserted) == len(present) and inserted != sorted(inserted):
+            return inserted
         return sorted(present, key=lambda u: (u not in _STEM_NAMES, tree_paths.natural_key(u)))
 
     def _is_head(self, unit: str) -> bool:
@@ -111,7 +118,7 @@ class Selection:
     def _eligible(self, path: str, leaf, collection: str | None) -> bool:
         if self.collections is not None and collection is not None and collection not in self.collections:
             return False
-        if self.floating_only and not np.issubdtype(np.dtype(leaf.dtype), np.floating):
+        if self.floating_only and not jnp.issubdtype(leaf.dtype, jnp.floating):
             return False
         if self.exclude_head and self._is_head(tree_paths.unit_of(path, collection)):
             return False
@@ -135,6 +142,17 @@ class Selection:
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
         return cls(**d)
+
+
+def _insertion_order(variables: Any) -> list[str]:
+    """Unit names in the key order of the tree's mappings (module creation order)."""
+    if not isinstance(variables, Mapping):
+        return []
+    order: list[str] = []
+    colls = [variables[c] for c in ("params", "batch_stats") if isinstance(variables.get(c), Mapping)]
+    for mapping in colls or [variables]:
+        order += [str(k) for k in mapping.keys() if str(k) not in order]
+    return order
 
 
 def first_k(

@@ -34,7 +34,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from rws_jax import tree_paths
-from rws_jax.algebra import check_compatible
+from rws_jax.algebra import check_compatible, check_finite
 from rws_jax.errors import NonFiniteError, SignatureFileError
 from rws_jax.quantization import BITS, SCHEMES, QuantizedTensor
 from rws_jax.signature import Signature, SignatureMeta
@@ -161,10 +161,18 @@ def atomic_write_dir(path: str | os.PathLike, write_fn, *, overwrite: bool = Fal
     return path
 
 
-def save_signature(path: str | os.PathLike, sig: Signature, *, overwrite: bool = False) -> Path:
-    """Writes ``sig`` to the directory ``path`` (atomically). Returns the path."""
+def save_signature(
+    path: str | os.PathLike, sig: Signature, *, overwrite: bool = False, check_values: bool = True
+) -> Path:
+    """Writes ``sig`` to the directory ``path`` (atomically). Returns the path.
+
+    Refuses (``NonFiniteError``) a signature holding NaN/inf unless ``check_values=False``;
+    refuses to replace an existing file unless ``overwrite=True``.
+    """
     if not isinstance(sig, Signature):
         raise TypeError(f"expected a Signature, got {type(sig).__name__}")
+    if check_values:
+        check_finite(sig)
     entries, arrays = _entries(sig)
     meta = _meta_dict(sig, entries)
     meta["checksum"] = _checksum(meta, arrays)

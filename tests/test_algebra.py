@@ -1,0 +1,140 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rws_jax as rws
+
+
+@pytest.fixture(scope="module")
+def sigs(tiny_models):
+    _, init, std, fog, snow = tiny_models
+    return (
+        rws.extract(init, std, fog, rws.first_k(2), name="fog"),
+        rws.extract(init, std, snow, rws.first_k(3), name="snow"),
+    )
+
+
+def _leaf(tree, path):
+    for k in path.split("/"):
+        tree = tree[k]
+    return tree
+
+
+def test_patch_formula(tiny_models, sigs):
+    _, _, std, *_ = tiny_models
+    fog, snow = sigs
+    out = rws.patch(std, [fog, snow], [0.7, -0.3])
+    for p in snow.deltas:
+        want = _leaf(std, p) + 0.7 * fog.deltas.get(p, 0.0) - 0.3 * snow.deltas[p]
+        chex.assert_trees_all_close(_leaf(out, p), want, rtol=1e-6, atol=1e-7)
+    # untouched leaves are the very same arrays
+    assert out["params"]["head"]["kernel"] is std["params"]["head"]["kernel"]
+    assert out["batch_stats"]["bn_0"]["mean"] is std["batch_stats"]["bn_0"]["mean"]
+
+
+@pytest.mark.parametrize("donate", [False, True])
+def test_patch_then_unpatch_is_bit_exact(tiny_models, sigs, donate):
+    _, _, std, *_ = tiny_models
+    model = jax.tree.map(jnp.copy, std)
+    patched, undo = rws.patch(model, list(sigs), [1.3, 0.6], donate=donate, return_undo=True)
+    restored = rws.unpatch(patched, undo)
+    chex.assert_trees_all_equal(restored, std)
+    assert undo.paths == tuple(sorted(sigs[1].deltas))
+
+
+def test_compose_is_order_independent(tiny_models, sigs):
+    fog, snow = sigs
+    ab = rws.compose([fog, snow], [0.4, 0.9])
+    ba = rws.compose([snow, fog], [0.9, 0.4])
+    chex.assert_trees_all_close(ab.deltas, ba.deltas, rtol=1e-6, atol=1e-7)
+    assert set(ab.deltas) == set(fog.deltas) | set(snow.deltas)
+    assert ab.name == "fog+snow" and ab.meta.kind == "composed"
+
+
+def test_compose_equals_patching_with_all(tiny_models, sigs):
+    _, _, std, *_ = tiny_models
+    fused = rws.patch(std, list(sigs), [0.5, 2.0])
+    via_compose = rws.patch(std, rws.compose(list(sigs), [0.5, 2.0]))
+    sequential = rws.patch(rws.patch(std, sigs[0], 0.5), sigs[1], 2.0)
+    chex.assert_trees_all_close(fused, via_compose, rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(fused, sequential, rtol=1e-6, atol=1e-7)
+
+
+def test_scale_is_linear(sigs):
+    fog, _ = sigs
+    chex.assert_trees_all_close(rws.scale(rws.scale(fog, 2.0), 3.0).deltas, rws.scale(fog, 6.0).deltas, rtol=1e-6)
+    chex.assert_trees_all_close(
+        rws.add(rws.scale(fog, 0.25), rws.scale(fog, 0.75)).deltas, fog.deltas, rtol=1e-6, atol=1e-7
+    )
+    chex.assert_trees_all_close(rws.add(fog, rws.negate(fog)).deltas, jax.tree.map(jnp.zeros_like, fog.deltas))
+
+
+def test_subtract_undoes_patch_up_to_rounding(tiny_models, sigs):
+    _, _, std, *_ = tiny_models
+    back = rws.subtract(rws.patch(std, sigs[0], 0.8), sigs[0], 0.8)
+    chex.assert_trees_all_close(back, std, atol=1e-6)
+
+
+def test_tree_map_over_signatures_gives_signature(sigs):
+    fog, _ = sigs
+    fog2 = fog.relabel(name="fog-seed2")
+    avg = jax.tree_util.tree_map(lambda a, b: (a + b) / 2, fog, fog2)
+    assert isinstance(avg, rws.Signature)
+    chex.assert_trees_all_close(avg.deltas, fog.deltas)
+    doubled = jax.tree_util.tree_map(lambda x: 2 * x, fog)
+    assert isinstance(doubled, rws.Signature) and doubled.name == "fog"
+
+
+def test_reference_mode_squares_alpha_over_n(tiny_models, sigs):
+    _, _, std, *_ = tiny_models
+    chex.assert_trees_all_close(rws.coefficients([1.0, 1.0], 2, "reference"), jnp.array([0.25, 0.25]))
+    ref = rws.patch(std, list(sigs), 1.0, mode="reference")
+    lin = rws.patch(std, list(sigs), 0.25)
+    chex.assert_trees_all_close(ref, lin)
+
+
+def test_bad_coefficients(tiny_models, sigs):
+    _, _, std, *_ = tiny_models
+    with pytest.raises(rws.RWSError, match="3 coefficients for 2"):
+        rws.patch(std, list(sigs), [1.0, 2.0, 3.0])
+    with pytest.raises(rws.NonFiniteError):
+        rws.patch(std, list(sigs), [1.0, float("nan")])
+    with pytest.raises(rws.RWSError, match="mode"):
+        rws.patch(std, list(sigs), 1.0, mode="squared")
+
+
+def test_incompatible_models_are_refused_and_untouched(tiny_models, sigs):
+    model, _, std, *_ = tiny_models
+    model_cls = type(model)
+    fog, _ = sigs
+    wide = model_cls(width=8).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+    before = jax.tree.map(np.asarray, wide)
+    with pytest.raises(rws.IncompatibleSignatureError, match="shape"):
+        rws.patch(wide, fog, 1.0, donate=True)
+    chex.assert_trees_all_equal(jax.tree.map(np.asarray, wide), before)
+    other_head = model_cls(num_classes=3).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+    with pytest.raises(rws.IncompatibleSignatureError, match="fingerprint"):
+        rws.patch(other_head, fog)
+    rws.patch(other_head, fog, check_base=False)  # transfer: shares the patched layers
+    missing = {"params": {k: v for k, v in std["params"].items() if k != "conv_1"}}
+    with pytest.raises(rws.IncompatibleSignatureError, match="conv_1"):
+        rws.patch(missing, sigs[1], check_base=False)
+
+
+def test_nan_signature_refused_model_untouched(tiny_models, sigs):
+    _, _, std, *_ = tiny_models
+    fog, _ = sigs
+    bad = jax.tree.map(lambda x: x.at[(0,) * x.ndim].set(jnp.inf), fog)
+    model = jax.tree.map(jnp.copy, std)
+    with pytest.raises(rws.NonFiniteError, match="fog"):
+        rws.patch(model, bad, donate=True)
+    chex.assert_trees_all_equal(model, std)
+
+
+def test_compose_refuses_other_base(tiny_models, sigs):
+    fog, _ = sigs
+    other = fog.replace(meta=fog.meta.__class__(base_fingerprint="0" * 16, leaf_specs=fog.meta.leaf_specs))
+    with pytest.raises(rws.IncompatibleSignatureError, match="different base"):
+        rws.compose([fog, other])
