@@ -343,3 +343,19 @@ def test_integration_fashion_mnist_real_run():
     assert "batch_stats" in best
     res = evaluate(best, model.apply, ds.val, batch_size=500)
     assert res["accuracy"] == pytest.approx(hist["best_val_accuracy"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_real_corruptions_inside_train_step():
+    pytest.importorskip("rws_jax.corruptions")
+    images, labels = synthetic(16, hw=32, c=3)
+    for spec in ["gaussian_noise", ("contrast", "brightness")]:
+        fn = build_corrupt_fn(spec, 5, "cifar10")
+        out = jax.jit(fn)(jax.random.PRNGKey(0), jnp.asarray(images))
+        assert out.shape == images.shape and out.dtype == jnp.uint8
+        assert not np.array_equal(np.asarray(out), images)
+        state, model = tiny_state(seed=0, hw=32)
+        state = create_train_state(model, jax.random.PRNGKey(0), state.tx, (1, 32, 32, 3))
+        step = make_train_step(model.apply, state.tx, corrupt_fn=fn, augment=True)
+        state, m = step(state, batch_of(images, labels), jax.random.PRNGKey(1))
+        assert np.isfinite(float(m["loss"]))
