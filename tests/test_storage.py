@@ -1,0 +1,171 @@
+import json
+import os
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rws_jax as rws
+
+
+@pytest.fixture(scope="module")
+def sig(tiny_models):
+    _, init, std, fog, _ = tiny_models
+    return rws.extract(init, std, fog, rws.first_k(3), name="fog", severity=5)
+
+
+def _largest_data_file(path: Path) -> Path:
+    files = [f for f in (path / "arrays").rglob("*") if f.is_file() and "ocdbt.process_0/d/" in str(f)]
+    return max(files, key=lambda f: f.stat().st_size)
+
+
+@pytest.fixture(scope="module")
+def big_sig():
+    """A signature large enough that its array bytes dominate the file."""
+    x = jax.random.normal(jax.random.key(0), (3, 3, 32, 64))
+    return rws.Signature(
+        deltas={"params/conv_0/kernel": x},
+        meta=rws.SignatureMeta(base_fingerprint="0" * 16, leaf_specs=(("params/conv_0/kernel", x.shape, "float32"),), name="big"),
+    )
+
+
+def test_roundtrip_float_is_exact(tmp_path, sig, tiny_models):
+    _, _, std, *_ = tiny_models
+    rws.save_signature(tmp_path / "fog.rws", sig)
+    back = rws.load_signature(tmp_path / "fog.rws", like=std)
+    chex.assert_trees_all_equal(back.deltas, sig.deltas)
+    assert back.meta == sig.meta and back.meta.leaf_specs == sig.meta.leaf_specs
+    assert back.name == "fog" and back.meta.severity == 5 and json.loads(back.meta.selection)["k"] == 3
+    info = rws.read_signature_info(tmp_path / "fog.rws")
+    assert info["num_tensors"] == len(sig.deltas) and info["format_version"] == 1
+
+
+@pytest.mark.parametrize("bits,per_channel,scheme", [(8, False, "asymmetric"), (4, True, "symmetric"), (2, False, "symmetric")])
+def test_roundtrip_quantized(tmp_path, sig, bits, per_channel, scheme):
+    q = rws.quantize(sig, bits, per_channel=per_channel, scheme=scheme)
+    rws.save_signature(tmp_path / "q.rws", q)
+    back = rws.load_signature(tmp_path / "q.rws")
+    chex.assert_trees_all_equal(back.deltas, q.deltas)
+    assert back.meta.quantization == q.meta.quantization
+
+
+def test_storage_ratio_grows_with_quantization(tmp_path):
+    def model(seed):
+        ks = jax.random.split(jax.random.key(seed), 4)
+        return {"params": {f"conv_{i}": {"kernel": jax.random.normal(ks[i], (3, 3, 32, 32))} for i in range(4)}}
+
+    init, std, rob = model(0), model(1), model(2)
+    s = rws.extract(init, std, rob, rws.first_k(1))
+    rws.save_variables(tmp_path / "model", std)
+    sizes = {}
+    for bits in (None, 8, 4, 2):
+        path = tmp_path / f"s{bits}"
+        rws.save_signature(path, s if bits is None else rws.quantize(s, bits))
+        sizes[bits] = rws.bytes_on_disk(path)
+    assert sizes[None] > sizes[8] > sizes[4] > sizes[2]
+    ratio_fp32 = rws.storage_ratio(tmp_path / "sNone", tmp_path / "model")
+    assert 2.5 < ratio_fp32 < 4.5  # 1 of 4 equal layers kept, plus per-file overhead
+    assert rws.storage_ratio(tmp_path / "s8", tmp_path / "model") > 2.5 * ratio_fp32
+
+
+def test_model_roundtrip(tmp_path, tiny_models):
+    _, _, std, *_ = tiny_models
+    rws.save_variables(tmp_path / "m", std)
+    chex.assert_trees_all_equal(rws.load_variables(tmp_path / "m", like=std), std)
+
+
+def test_no_silent_overwrite_and_atomic_replace(tmp_path, sig):
+    p = tmp_path / "fog.rws"
+    rws.save_signature(p, sig)
+    with pytest.raises(FileExistsError):
+        rws.save_signature(p, sig)
+    doubled = rws.scale(sig, 2.0)
+    rws.save_signature(p, doubled, overwrite=True)
+    chex.assert_trees_all_equal(rws.load_signature(p).deltas, doubled.deltas)
+    assert sorted(os.listdir(tmp_path)) == ["fog.rws"]  # no temporaries left behind
+
+
+def test_nan_is_refused_on_save_and_on_load(tmp_path, sig):
+    bad = jax.tree.map(lambda x: x.at[(0,) * x.ndim].set(jnp.nan), sig)
+    with pytest.raises(rws.NonFiniteError):
+        rws.save_signature(tmp_path / "bad.rws", bad)
+    assert not (tmp_path / "bad.rws").exists()
+    rws.save_signature(tmp_path / "bad.rws", bad, check_values=False)
+    with pytest.raises(rws.NonFiniteError, match="NaN"):
+        rws.load_signature(tmp_path / "bad.rws")
+
+
+def test_missing_and_not_a_signature(tmp_path):
+    with pytest.raises(rws.SignatureFileError, match="no such signature file"):
+        rws.load_signature(tmp_path / "nope.rws")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(rws.SignatureFileError, match="meta"):
+        rws.load_signature(tmp_path / "dir")
+
+
+def test_bit_flip_is_detected(tmp_path, big_sig):
+    p = rws.save_signature(tmp_path / "fog.rws", big_sig)
+    f = _largest_data_file(p)
+    raw = bytearray(f.read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    f.write_bytes(bytes(raw))
+    with pytest.raises(rws.SignatureFileError, match="checksum|corrupt|truncated"):
+        rws.load_signature(p)
+
+
+def test_truncated_file_is_detected(tmp_path, big_sig):
+    p = rws.save_signature(tmp_path / "fog.rws", big_sig)
+    f = _largest_data_file(p)
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
+    with pytest.raises(rws.SignatureFileError, match="truncated|corrupt|checksum"):
+        rws.load_signature(p)
+    (p / "meta" / "metadata").write_text('{"format": "rws_jax.sig')
+    with pytest.raises(rws.SignatureFileError, match="JSON"):
+        rws.load_signature(p)
+
+
+def _edit_meta(p: Path, fn):
+    m = p / "meta" / "metadata"
+    meta = json.loads(m.read_text())
+    fn(meta)
+    m.write_text(json.dumps(meta))
+
+
+def test_lying_metadata(tmp_path, sig):
+    p = rws.save_signature(tmp_path / "fog.rws", sig)
+    _edit_meta(p, lambda m: m["tensors"][0]["arrays"]["value"].__setitem__("shape", [7]))
+    with pytest.raises(rws.SignatureFileError, match="disagree"):
+        rws.load_signature(p)
+
+
+def test_relabelled_file_fails_checksum(tmp_path, sig):
+    p = rws.save_signature(tmp_path / "fog.rws", sig)
+    _edit_meta(p, lambda m: m.__setitem__("name", "snow"))
+    with pytest.raises(rws.SignatureFileError, match="checksum"):
+        rws.load_signature(p)
+
+
+def test_newer_format_unknown_scheme_huge_size(tmp_path, sig):
+    p = rws.save_signature(tmp_path / "a.rws", rws.quantize(sig, 8))
+    _edit_meta(p, lambda m: m.__setitem__("format_version", 99))
+    with pytest.raises(rws.SignatureFileError, match="newer"):
+        rws.load_signature(p)
+    p = rws.save_signature(tmp_path / "b.rws", rws.quantize(sig, 8))
+    _edit_meta(p, lambda m: m["tensors"][0]["quant"].__setitem__("scheme", "log"))
+    with pytest.raises(rws.SignatureFileError, match="unknown quantization scheme 'log'"):
+        rws.load_signature(p)
+    p = rws.save_signature(tmp_path / "c.rws", sig)
+    _edit_meta(p, lambda m: m["tensors"][0]["arrays"]["value"].__setitem__("shape", [1 << 20, 1 << 20]))
+    with pytest.raises(rws.SignatureFileError, match="GiB"):
+        rws.load_signature(p)
+
+
+def test_load_against_another_model(tmp_path, sig, tiny_models):
+    model, *_ = tiny_models
+    p = rws.save_signature(tmp_path / "fog.rws", sig)
+    wide = type(model)(width=8).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+    with pytest.raises(rws.IncompatibleSignatureError, match="shape"):
+        rws.load_signature(p, like=wide)
