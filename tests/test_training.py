@@ -164,6 +164,7 @@ def test_epoch_permutation_depends_on_seed_and_epoch_only():
 
 
 # --------------------------------------------------------------------------- steps
+@pytest.mark.slow
 def test_train_step_decreases_loss_and_updates_batch_stats():
     images, labels = synthetic(64)
     state, model = tiny_state()
@@ -272,6 +273,7 @@ def _splits():
     return (images[:160], labels[:160]), (images[160:], labels[160:])
 
 
+@pytest.mark.slow
 def test_fit_resume_is_bitwise_identical(tmp_path):
     train, val = _splits()
     full_vars, full_hist = fit(Tiny(), train, val, FIT_CFG, workdir=str(tmp_path / "a"), progress=False)
