@@ -1,0 +1,364 @@
+"""Small image operators shared by the corruptions (pure jax.numpy / lax).
+
+Every function here works on ONE image of shape ``(H, W, C)`` (or a 2-D map
+``(H, W)``) holding float32 values in ``[0, 1]``; batching is done by
+``jax.vmap`` in :mod:`rws_jax.corruptions.registry`.  Kernels are built from
+Python/jnp constants at trace time, so the functions are jit- and vmap-able.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# ----------------------------------------------------------------------------
+# padding / convolution
+# ----------------------------------------------------------------------------
+
+# numpy pad-mode names for the border rules of the libraries the reference uses
+#   cv2 BORDER_REFLECT_101 (filter2D default) -> 'reflect'   (d c b | a b c d | c b a)
+#   skimage.filters.gaussian default 'nearest' -> 'edge'
+#   scipy 'reflect'                            -> 'symmetric' (d c b a | a b c d | d c b a)
+
+
+def _as_hwc(x):
+    squeeze = x.ndim == 2
+    if squeeze:
+        x = x[..., None]
+    return x, squeeze
+
+
+def conv2d(x, kernel, pad_mode="reflect"):
+    """Correlate every channel of ``x`` (H, W[, C]) with a 2-D ``kernel``.
+
+    Border handled by padding with ``jnp.pad(mode=pad_mode)``; output has the
+    input's spatial size (the kernel anchor is its centre, like cv2.filter2D).
+    """
+    x, squeeze = _as_hwc(x)
+    kh, kw = kernel.shape
+    ph, pw = kh // 2, kw // 2
+    xp = _pad(x, ph, pw, pad_mode)
+    # (C, 1, H, W) as a batch of single-channel images
+    lhs = jnp.transpose(xp, (2, 0, 1))[:, None]
+    rhs = jnp.asarray(kernel, x.dtype)[None, None]
+    out = lax.conv_general_dilated(lhs, rhs, (1, 1), "VALID",
+                                   precision=lax.Precision.HIGHEST)
+    out = jnp.transpose(out[:, 0], (1, 2, 0))
+    return out[..., 0] if squeeze else out
+
+
+def _pad(x, ph, pw, mode):
+    """Pad (H, W, C) spatially; falls back to repeated padding when the pad is
+    wider than the image (numpy's reflect needs pad < size)."""
+    H, W = x.shape[:2]
+    if mode in ("reflect", "symmetric") and (ph >= H or pw >= W):
+        # pad in several rounds so that each round is legal
+        while ph > 0 or pw > 0:
+            h, w = x.shape[:2]
+            sh = min(ph, h - 1 if mode == "reflect" else h)
+            sw = min(pw, w - 1 if mode == "reflect" else w)
+            x = jnp.pad(x, ((sh, sh), (sw, sw), (0, 0)), mode=mode)
+            ph, pw = ph - sh, pw - sw
+        return x
+    return jnp.pad(x, ((ph, ph), (pw, pw), (0, 0)), mode=mode)
+
+
+def gaussian_kernel_1d(sigma: float, truncate: float = 4.0):
+    """scipy.ndimage / skimage Gaussian taps: radius int(truncate*sigma+0.5)."""
+    radius = int(truncate * float(sigma) + 0.5)
+    if sigma <= 0 or radius == 0:
+        return jnp.ones((1,), jnp.float32)
+    t = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+    k = jnp.exp(-0.5 * (t / sigma) ** 2)
+    return k / jnp.sum(k)
+
+
+def gaussian_blur(x, sigma, truncate: float = 4.0, pad_mode: str = "edge"):
+    """``skimage.filters.gaussian`` over the two spatial axes (separable).
+
+    ``sigma`` may be a float or an (sigma_y, sigma_x) pair of Python floats.
+    """
+    if isinstance(sigma, (tuple, list)):
+        sy, sx = (float(s) for s in sigma)
+    else:
+        sy = sx = float(sigma)
+    ky = gaussian_kernel_1d(sy, truncate)
+    kx = gaussian_kernel_1d(sx, truncate)
+    if ky.shape[0] > 1:
+        x = conv2d(x, ky[:, None], pad_mode)
+    if kx.shape[0] > 1:
+        x = conv2d(x, kx[None, :], pad_mode)
+    return x
+
+
+def box_blur3(x):
+    """cv2.blur(x, (3, 3)) with the default BORDER_REFLECT_101."""
+    return conv2d(x, jnp.full((3, 3), 1.0 / 9.0, jnp.float32), "reflect")
+
+
+# ----------------------------------------------------------------------------
+# geometry
+# ----------------------------------------------------------------------------
+
+def shift_edge(x, dy, dx):
+    """``out[y, x] = img[clip(y - dy), clip(x - dx)]`` with (traced) integer
+    shifts: the edge-replicating shift of imagecorruptions' ``shift``."""
+    H, W = x.shape[:2]
+    rows = jnp.clip(jnp.arange(H) - dy, 0, H - 1)
+    cols = jnp.clip(jnp.arange(W) - dx, 0, W - 1)
+    return jnp.take(jnp.take(x, rows, axis=0), cols, axis=1)
+
+
+def motion_blur(x, radius: int, sigma: float, angle_deg):
+    """ImageMagick ``MotionBlurImage`` as re-implemented by imagecorruptions.
+
+    One-sided Gaussian kernel of width ``2*radius+1`` laid along ``angle``
+    (degrees, may be traced); taps beyond the image border are dropped
+    (the reference's ``break``), edges are replicated.
+    """
+    radius = int(radius)
+    width = 2 * radius + 1
+    i = jnp.arange(width, dtype=jnp.float32)
+    k = jnp.exp(-(i ** 2) / (2.0 * float(sigma) ** 2))
+    k = k / jnp.sum(k)
+    a = jnp.deg2rad(angle_deg)
+    sin, cos = jnp.sin(a), jnp.cos(a)
+    H, W = x.shape[:2]
+    out = jnp.zeros_like(x)
+    alive = jnp.asarray(True)
+    for t in range(width):
+        dy = -jnp.ceil(t * sin - 0.5).astype(jnp.int32)
+        dx = -jnp.ceil(t * cos - 0.5).astype(jnp.int32)
+        alive = alive & (jnp.abs(dy) < H) & (jnp.abs(dx) < W)
+        out = out + jnp.where(alive, k[t], 0.0) * shift_edge(x, dy, dx)
+    return out
+
+
+def _zoom_coords(n: int, z: float):
+    """Source coordinates of ``clipped_zoom`` along one axis (Python floats).
+
+    Reference: crop the centre ``ch = ceil(n / z)`` pixels, ``scipy.ndimage.zoom``
+    (order 1, corner-aligned) them to ``round(ch * z)`` pixels and trim the
+    centre ``n``.  Returns the source coordinate of each output pixel.
+    """
+    ch = int(math.ceil(n / float(z)))
+    top = (n - ch) // 2
+    out = int(round(ch * z))
+    trim = (out - n) // 2
+    if out <= 1:
+        return [float(top)] * n
+    step = (ch - 1) / (out - 1)
+    coords = []
+    for o in range(n):
+        j = min(max(o + trim, 0), out - 1)
+        coords.append(top + j * step)
+    return coords
+
+
+def clipped_zoom(x, z: float):
+    """Centre zoom by a static factor ``z >= 1`` (bilinear), same size out."""
+    x, squeeze = _as_hwc(x)
+    H, W, C = x.shape
+    cy = jnp.asarray(_zoom_coords(H, z), jnp.float32)
+    cx = jnp.asarray(_zoom_coords(W, z), jnp.float32)
+    out = bilinear_sample(x, cy[:, None] * jnp.ones((1, W)),
+                          jnp.ones((H, 1)) * cx[None, :], mode="nearest")
+    return out[..., 0] if squeeze else out
+
+
+def bilinear_sample(x, rows, cols, mode="nearest"):
+    """Sample every channel of (H, W, C) ``x`` at float ``rows``/``cols``
+    (each (H', W')) with ``jax.scipy.ndimage.map_coordinates(order=1)``."""
+    from jax.scipy.ndimage import map_coordinates
+
+    def one(ch):
+        return map_coordinates(ch, [rows, cols], order=1, mode=mode)
+
+    return jax.vmap(one, in_axes=2, out_axes=2)(x)
+
+
+def box_resize_matrix(n_in: int, n_out: int):
+    """PIL ``Image.BOX`` resampling weights (n_out, n_in).
+
+    PIL keeps input pixel ``x`` for output ``o`` when its centre lies in
+    ``[c - s/2, c + s/2)`` with ``c = (o + .5) * s``, ``s = max(n_in/n_out, 1)``.
+    """
+    scale = n_in / n_out
+    fs = max(scale, 1.0)
+    o = jnp.arange(n_out, dtype=jnp.float32)[:, None]
+    xs = jnp.arange(n_in, dtype=jnp.float32)[None, :] + 0.5
+    c = (o + 0.5) * scale
+    w = ((xs >= c - fs / 2) & (xs < c + fs / 2)).astype(jnp.float32)
+    # guarantee at least one tap (upsampling corner cases)
+    nearest = jnp.clip(jnp.floor(c), 0, n_in - 1)
+    w = jnp.where(jnp.sum(w, 1, keepdims=True) > 0, w,
+                  (jnp.arange(n_in)[None, :] == nearest).astype(jnp.float32))
+    return w / jnp.sum(w, axis=1, keepdims=True)
+
+
+def nearest_index(n_in: int, n_out: int):
+    """PIL ``Image.NEAREST`` source index of each output pixel."""
+    idx = jnp.floor((jnp.arange(n_out) + 0.5) * (n_in / n_out)).astype(jnp.int32)
+    return jnp.clip(idx, 0, n_in - 1)
+
+
+# ----------------------------------------------------------------------------
+# colour
+# ----------------------------------------------------------------------------
+
+def rgb_to_gray(x):
+    """cv2 COLOR_RGB2GRAY weights (ITU-R 601); returns (H, W, 1)."""
+    w = jnp.asarray([0.299, 0.587, 0.114], x.dtype)
+    return jnp.sum(x * w, axis=-1, keepdims=True)
+
+
+def hsv_value_add(x, c):
+    """skimage rgb2hsv -> V = clip(V + c) -> hsv2rgb, in closed form.
+
+    Every RGB channel of ``hsv2rgb`` is V times a factor of (H, S) only, so
+    moving V scales the pixel; black pixels (S = H = 0 in skimage) turn grey.
+    """
+    v = jnp.max(x, axis=-1, keepdims=True)
+    v2 = jnp.clip(v + c, 0.0, 1.0)
+    safe = jnp.where(v > 0, v, 1.0)
+    return jnp.where(v > 0, x * (v2 / safe), v2 * jnp.ones_like(x))
+
+
+def hsv_saturation_affine(x, a, b):
+    """skimage rgb2hsv -> S = clip(S * a + b) -> hsv2rgb, in closed form.
+
+    With H and V fixed, ``rgb = V - V*S*f(H)`` per channel, so
+    ``rgb' = V - (V - rgb) * S'/S``; achromatic pixels have H = 0 in skimage,
+    which hsv2rgb maps to (V, V(1-S'), V(1-S')) (a red tint when b > 0).
+    """
+    v = jnp.max(x, axis=-1, keepdims=True)
+    mn = jnp.min(x, axis=-1, keepdims=True)
+    s = jnp.where(v > 0, (v - mn) / jnp.where(v > 0, v, 1.0), 0.0)
+    s2 = jnp.clip(s * a + b, 0.0, 1.0)
+    chroma = jnp.where(s > 0, v - (v - x) * (s2 / jnp.where(s > 0, s, 1.0)), 0.0)
+    red = jnp.concatenate([v, v * (1 - s2), v * (1 - s2)], axis=-1)
+    return jnp.where(s > 0, chroma, red)
+
+
+# ----------------------------------------------------------------------------
+# kernels with traced parameters (one compilation for all severities)
+# ----------------------------------------------------------------------------
+
+def gaussian_taps(sigma, kmax: int, truncate: float = 4.0):
+    """Gaussian taps on a static grid ``[-kmax, kmax]`` for a possibly traced
+    ``sigma``; taps beyond scipy's radius ``int(truncate*sigma + .5)`` are 0,
+    so the result equals :func:`gaussian_kernel_1d` zero-padded."""
+    t = jnp.arange(-kmax, kmax + 1, dtype=jnp.float32)
+    sigma = jnp.asarray(sigma, jnp.float32)
+    radius = jnp.floor(truncate * sigma + 0.5)
+    safe = jnp.maximum(sigma, 1e-6)
+    k = jnp.where(jnp.abs(t) <= radius, jnp.exp(-0.5 * (t / safe) ** 2), 0.0)
+    return k / jnp.sum(k)
+
+
+def gaussian_blur_dyn(x, sigma, kmax: int, truncate: float = 4.0,
+                      pad_mode: str = "edge"):
+    """:func:`gaussian_blur` with a traced sigma (scalar or (sy, sx))."""
+    if kmax <= 0:
+        return x
+    if isinstance(sigma, (tuple, list)):
+        sy, sx = sigma
+    else:
+        sy = sx = sigma
+    x = conv2d(x, gaussian_taps(sy, kmax, truncate)[:, None], pad_mode)
+    return conv2d(x, gaussian_taps(sx, kmax, truncate)[None, :], pad_mode)
+
+
+def gauss_radius(sigma: float, truncate: float = 4.0) -> int:
+    return int(truncate * float(sigma) + 0.5) if sigma > 0 else 0
+
+
+def motion_blur_dyn(x, radius, sigma, angle_deg, wmax: int):
+    """:func:`motion_blur` with traced ``radius``/``sigma``: static loop over
+    ``2*wmax+1`` taps, taps ``>= 2*radius+1`` get weight 0."""
+    width = 2 * int(wmax) + 1
+    i = jnp.arange(width, dtype=jnp.float32)
+    sigma = jnp.asarray(sigma, jnp.float32)
+    k = jnp.exp(-(i ** 2) / (2.0 * sigma ** 2))
+    k = jnp.where(i < 2 * jnp.asarray(radius, jnp.float32) + 1, k, 0.0)
+    k = k / jnp.sum(k)
+    a = jnp.deg2rad(angle_deg)
+    sin, cos = jnp.sin(a), jnp.cos(a)
+    H, W = x.shape[:2]
+    out = jnp.zeros_like(x)
+    alive = jnp.asarray(True)
+    for t in range(width):
+        dy = -jnp.ceil(t * sin - 0.5).astype(jnp.int32)
+        dx = -jnp.ceil(t * cos - 0.5).astype(jnp.int32)
+        alive = alive & (jnp.abs(dy) < H) & (jnp.abs(dx) < W)
+        out = out + jnp.where(alive, k[t], 0.0) * shift_edge(x, dy, dx)
+    return out
+
+
+def zoom_coords_dyn(n: int, z):
+    """:func:`_zoom_coords` for a traced zoom factor (jnp)."""
+    z = jnp.asarray(z, jnp.float32)
+    ch = jnp.ceil(n / z)
+    top = jnp.floor((n - ch) / 2)
+    out = jnp.round(ch * z)
+    trim = jnp.floor((out - n) / 2)
+    step = jnp.where(out > 1, (ch - 1) / jnp.maximum(out - 1, 1), 0.0)
+    o = jnp.arange(n, dtype=jnp.float32)
+    j = jnp.clip(o + trim, 0, jnp.maximum(out - 1, 0))
+    return top + j * step
+
+
+def clipped_zoom_dyn(x, z):
+    """:func:`clipped_zoom` with a traced zoom factor."""
+    x, squeeze = _as_hwc(x)
+    H, W, C = x.shape
+    cy = zoom_coords_dyn(H, z)
+    cx = zoom_coords_dyn(W, z)
+    out = bilinear_sample(x, cy[:, None] * jnp.ones((1, W)),
+                          jnp.ones((H, 1)) * cx[None, :], mode="nearest")
+    return out[..., 0] if squeeze else out
+
+
+def box_resize_matrix_dyn(n_in: int, n_out):
+    """:func:`box_resize_matrix` for a traced output size ``n_out <= n_in``;
+    returns an (n_in, n_in) matrix whose first ``n_out`` rows are used."""
+    n_out = jnp.asarray(n_out, jnp.float32)
+    scale = n_in / n_out
+    fs = jnp.maximum(scale, 1.0)
+    o = jnp.arange(n_in, dtype=jnp.float32)[:, None]
+    xs = jnp.arange(n_in, dtype=jnp.float32)[None, :] + 0.5
+    c = (o + 0.5) * scale
+    w = ((xs >= c - fs / 2) & (xs < c + fs / 2)).astype(jnp.float32)
+    return w / jnp.maximum(jnp.sum(w, axis=1, keepdims=True), 1.0)
+
+
+def nearest_index_dyn(n_in, n_out: int):
+    """:func:`nearest_index` for a traced input size."""
+    n_in = jnp.asarray(n_in, jnp.float32)
+    idx = jnp.floor((jnp.arange(n_out, dtype=jnp.float32) + 0.5) * n_in / n_out)
+    return jnp.clip(idx, 0, n_in - 1).astype(jnp.int32)
+
+
+# ----------------------------------------------------------------------------
+# randomness: one PRNG call per corruption keeps the compiled program small
+# ----------------------------------------------------------------------------
+
+def uniforms(key, *shapes):
+    """Independent U[0, 1) arrays of the given static shapes from ONE draw."""
+    sizes = [math.prod(s) for s in shapes]
+    flat = jax.random.uniform(key, (sum(sizes),), jnp.float32)
+    out, start = [], 0
+    for s, n in zip(shapes, sizes):
+        out.append(flat[start:start + n].reshape(s))
+        start += n
+    return out
+
+
+def to_normal(u):
+    """Standard normal by inverse CDF of a uniform array."""
+    from jax.scipy.special import ndtri
+    eps = 1e-7
+    return ndtri(jnp.clip(u, eps, 1.0 - eps))
