@@ -1,0 +1,175 @@
+"""Command line: ``rws-jax <command>`` or ``python -m rws_jax <command>``.
+
+Every pipeline command takes ``--preset NAME`` or ``--config FILE`` (YAML or Python),
+``--set key=value`` overrides and ``--out DIR`` (the run directory; default
+``results/<preset>``). Stages cache their outputs in the run directory, so rerunning
+a command skips what is done; ``demo``/``run`` runs every stage and writes the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default=None, help="named preset (see `rws-jax presets`); default: offline")
+    p.add_argument("--config", default=None, help="YAML or Python config file (may name a preset)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set finetune.epochs=3 (repeatable)")
+    p.add_argument("--out", default=None, help="run directory (default results/<preset name>)")
+    p.add_argument("--force-config", action="store_true",
+                   help="reuse a run directory made with another config")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _make_run(args):
+    from rws_jax.pipeline import Run, load_config
+
+    preset = args.preset or (None if args.config else "offline")
+    cfg = load_config(args.config, preset_name=preset, overrides=args.overrides)
+    out = Path(args.out or f"results/{cfg.name}")
+    run = Run(cfg, out, progress=not args.quiet, force_config=args.force_config)
+    (out / "command.txt").write_text("rws-jax " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "\n")
+    return run
+
+
+def _cmd_presets(args) -> int:
+    from rws_jax.pipeline import PRESETS
+
+    for name, d in PRESETS.items():
+        print(f"{name:20s} {d.get('description', '')}")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from rws_jax.pipeline import run_all
+
+    run_all(_make_run(args))
+    return 0
+
+
+def _stage(name):
+    def cmd(args) -> int:
+        from rws_jax.pipeline import STAGES
+
+        run = _make_run(args)
+        if name == "finetune-robust" and args.corruption:
+            STAGES[name](run, args.corruption)
+        elif name == "quantize" and args.bits:
+            STAGES[name](run, args.bits)
+        else:
+            STAGES[name](run)
+        return 0
+
+    return cmd
+
+
+def _cmd_report(args) -> int:
+    from rws_jax.pipeline import write_report
+
+    print(write_report(_make_run(args)))
+    return 0
+
+
+def _cmd_patch(args) -> int:
+    import rws_jax as rws
+    from rws_jax.training import evaluate
+
+    run = _make_run(args)
+    sigs = [rws.load_signature(f) for f in args.signature_file] + [
+        run.quantized(c, args.bits) if args.bits else run.signature(c) for c in args.signature
+    ]
+    if not sigs:
+        print("name at least one --signature CORRUPTION or --signature-file PATH", file=sys.stderr)
+        return 2
+    base = {"standard": run.standard, "transfer": lambda: run.transfer(None),
+            "updated": run.standard_updated}[args.model]()
+    alphas = args.alpha if args.alpha else [1.0]
+    patched = rws.patch(base, sigs, alphas if len(alphas) > 1 else alphas[0], check_base=args.model != "transfer")
+    transfer = args.model == "transfer"
+    for name, variables in (("before", base), ("patched", patched)):
+        for t in ["clean", *{s.name for s in sigs if s.name in run.cfg.corruptions}]:
+            acc = evaluate(variables, run.model.apply, run.test_set(t, transfer=transfer), run.cfg.eval_batch_size,
+                           eval_step=run.eval_step)["accuracy"]
+            print(f"{name:8s} {t:20s} accuracy {100 * acc:.2f}%")
+    if args.save:
+        print("saved", rws.save_variables(args.save, patched, overwrite=args.overwrite))
+    return 0
+
+
+def _cmd_grid(args) -> int:
+    from rws_jax.corruptions import grid
+
+    argv = ["--out", args.out or "results/corruption_grid.png", "--preset", args.corruption_preset,
+            "--dataset", args.dataset]
+    return grid.main(argv) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rws-jax", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("presets", help="list the named configs").set_defaults(fn=_cmd_presets)
+    for name in ("demo", "run"):
+        p = sub.add_parser(name, help="every stage, cached, then the report")
+        _add_run_args(p)
+        p.set_defaults(fn=_cmd_run)
+    helps = {
+        "pretrain": "train θ_init on the pre-training half",
+        "finetune-standard": "fine-tune θ_std from θ_init on clean data",
+        "finetune-robust": "fine-tune θ_rob,c from θ_init on corrupted data (and the mixture model)",
+        "transfer": "models of the transfer dataset and of an updated backbone",
+        "extract": "extract the signatures (RWS_c) into signatures/",
+        "quantize": "quantized copies of the signatures",
+        "analyse": "layer-wise weight change and signature similarity",
+        "evaluate": "TA/RA of standard, robust, patched, quantized, composed, mixture and transfer models",
+        "storage": "bytes on disk of signatures vs. the full model",
+    }
+    for name, text in helps.items():
+        p = sub.add_parser(name, help=text)
+        _add_run_args(p)
+        if name == "finetune-robust":
+            p.add_argument("--corruption", action="append", help="only these corruptions (repeatable)")
+        if name == "quantize":
+            p.add_argument("--bits", type=int, action="append", choices=(2, 4, 8), help="bit widths (repeatable)")
+        p.set_defaults(fn=_stage(name))
+    p = sub.add_parser("report", help="write report.md and figures/ from the stored metrics")
+    _add_run_args(p)
+    p.set_defaults(fn=_cmd_report)
+    p = sub.add_parser("patch", help="patch a model of the run with signatures, evaluate, optionally save it")
+    _add_run_args(p)
+    p.add_argument("--signature", action="append", default=[], help="corruption name of a run signature (repeatable)")
+    p.add_argument("--signature-file", action="append", default=[], help="path of a signature file (repeatable)")
+    p.add_argument("--alpha", type=float, action="append", help="coefficient (one, or one per signature)")
+    p.add_argument("--bits", type=int, choices=(2, 4, 8), help="use the quantized run signatures")
+    p.add_argument("--model", choices=("standard", "transfer", "updated"), default="standard")
+    p.add_argument("--save", help="save the patched variables to this directory")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(fn=_cmd_patch)
+    p = sub.add_parser("corruption-grid", help="PNG grid of every corruption at every severity")
+    p.add_argument("--out", default=None)
+    p.add_argument("--corruption-preset", default="cifar10", choices=("cifar10", "imagenet"))
+    p.add_argument("--dataset", default="fashion_mnist", choices=("fashion_mnist", "synthetic"))
+    p.set_defaults(fn=_cmd_grid)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except Exception as e:  # a clear one-line error for user mistakes, traceback for bugs
+        from rws_jax.data import DatasetNotFoundError
+        from rws_jax.errors import RWSError
+        from rws_jax.pipeline import ConfigMismatchError
+
+        if isinstance(e, (RWSError, DatasetNotFoundError, ConfigMismatchError, FileNotFoundError, ValueError)):
+            print(f"rws-jax: error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

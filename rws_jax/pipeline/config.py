@@ -1,0 +1,245 @@
+"""Pipeline configuration: one frozen dataclass, named presets, YAML/Python config files.
+
+A config file is YAML (``*.yaml``/``*.yml``) or Python (``*.py`` defining ``CONFIG``, a
+dict or a :class:`PipelineConfig`). Either may name a ``preset`` to start from and
+override any field; ``pretrain``/``finetune``/``transfer_finetune`` are dicts of
+:class:`rws_jax.training.TrainConfig` fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import runpy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Everything that decides an end-to-end RWS run.
+
+    Data: ``dataset`` is split into a pre-training half (θ_init) and a fine-tuning half
+    (θ_std, θ_rob,c, the mixture model); ``*_examples`` cap each (None = all).
+    ``transfer_dataset`` is a second dataset whose models are fine-tuned from the same
+    θ_init (the transfer experiment and the cross-dataset similarity).
+    """
+
+    name: str = "custom"
+    description: str = ""
+    # data
+    dataset: str = "fashion_mnist"
+    dataset_source: str | None = None
+    data_dir: str | None = None
+    val_size: int | None = None
+    pretrain_examples: int | None = None
+    finetune_examples: int | None = None
+    test_examples: int | None = None
+    transfer_dataset: str | None = "digits"
+    transfer_test_examples: int | None = None
+    # model
+    model: str = "vgg16"
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
+    # corruptions
+    corruptions: tuple = ("gaussian_noise", "defocus_blur", "fog", "contrast")
+    severity: int = 5
+    corruption_preset: str = "cifar10"
+    # signatures
+    keep_units: int = 7
+    collections: tuple = ("params",)
+    alphas: tuple = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+    quant_bits: tuple = (8, 4, 2)
+    # training (TrainConfig overrides)
+    pretrain: dict = dataclasses.field(default_factory=dict)
+    finetune: dict = dataclasses.field(default_factory=dict)
+    transfer_finetune: dict = dataclasses.field(default_factory=dict)
+    update_backbone_epochs: int = 1
+    mixture: bool = True
+    seed: int = 0
+    eval_batch_size: int = 500
+
+    def __post_init__(self):
+        for f in ("corruptions", "collections", "alphas", "quant_bits"):
+            v = getattr(self, f)
+            if not isinstance(v, tuple):
+                object.__setattr__(self, f, tuple(v))
+        from rws_jax.corruptions import CORRUPTIONS, PRESETS  # noqa: PLC0415
+
+        unknown = [c for c in self.corruptions if c not in CORRUPTIONS]
+        if unknown:
+            raise ValueError(f"unknown corruption(s) {unknown}; valid: {', '.join(CORRUPTIONS)}")
+        if not self.corruptions:
+            raise ValueError("the config names no corruption")
+        if self.corruption_preset not in PRESETS:
+            raise ValueError(f"unknown corruption preset {self.corruption_preset!r}; valid: {PRESETS}")
+        if not 1 <= int(self.severity) <= 5:
+            raise ValueError(f"severity must be 1..5, got {self.severity}")
+        bad_bits = [b for b in self.quant_bits if b not in (2, 4, 8)]
+        if bad_bits:
+            raise ValueError(f"quant_bits must be among 2, 4, 8; got {bad_bits}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, **changes) -> "PipelineConfig":
+        return dataclasses.replace(self, **changes)
+
+    def digest(self) -> str:
+        import hashlib  # noqa: PLC0415
+
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+_GRAY = {"flip": False}
+
+PRESETS: dict[str, dict] = {
+    # ~10 minutes on 2 CPU cores: a narrow VGG-16 on Fashion-MNIST, four corruptions.
+    "offline": dict(
+        name="offline",
+        description="Fashion-MNIST (Debian IDX files), VGG-16 at width 1/8, 4 corruptions; ~10 min on 2 CPU cores",
+        dataset="fashion_mnist",
+        val_size=1000,
+        pretrain_examples=12000,
+        finetune_examples=4000,
+        test_examples=2000,
+        transfer_dataset="digits",
+        model="vgg16",
+        model_kwargs={"width": 0.125},
+        corruptions=["gaussian_noise", "defocus_blur", "fog", "contrast"],
+        pretrain=dict(epochs=3, batch_size=128, lr=0.05, schedule="cosine", warmup_epochs=0.3, **_GRAY),
+        finetune=dict(epochs=2, batch_size=128, lr=0.01, schedule="cosine", **_GRAY),
+        transfer_finetune=dict(epochs=6, batch_size=64, lr=0.01, schedule="cosine", **_GRAY),
+        update_backbone_epochs=1,
+    ),
+    # Seconds-scale, for tests: same stages, tiny sizes.
+    "tiny": dict(
+        name="tiny",
+        description="smoke test of every stage on a few hundred images",
+        dataset="fashion_mnist",
+        val_size=200,
+        pretrain_examples=512,
+        finetune_examples=256,
+        test_examples=200,
+        transfer_dataset="digits",
+        transfer_test_examples=100,
+        model="vgg16",
+        model_kwargs={"width": 0.0625},
+        keep_units=3,
+        corruptions=["gaussian_noise", "contrast"],
+        alphas=[0.0, 0.5, 1.0, 2.0],
+        quant_bits=[8, 4],
+        pretrain=dict(epochs=1, batch_size=64, lr=0.05, schedule="constant", **_GRAY),
+        finetune=dict(epochs=1, batch_size=64, lr=0.01, schedule="constant", **_GRAY),
+        transfer_finetune=dict(epochs=1, batch_size=64, lr=0.01, schedule="constant", **_GRAY),
+        update_backbone_epochs=1,
+        eval_batch_size=100,
+    ),
+    # The full Fashion-MNIST run: all training data, VGG-16 at width 1/2, 8 corruptions.
+    "fashion_mnist_full": dict(
+        name="fashion_mnist_full",
+        description="Fashion-MNIST, VGG-16 at width 1/2, 8 corruptions, reference-like schedule (hours on CPU)",
+        dataset="fashion_mnist",
+        val_size=5000,
+        transfer_dataset="digits",
+        model="vgg16",
+        model_kwargs={"width": 0.5},
+        corruptions=[
+            "gaussian_noise", "impulse_noise", "defocus_blur", "motion_blur",
+            "fog", "contrast", "pixelate", "jpeg_compression",
+        ],
+        pretrain=dict(epochs=20, batch_size=128, lr=0.05, schedule="cosine", warmup_epochs=1, **_GRAY),
+        finetune=dict(epochs=10, batch_size=128, lr=0.01, schedule="step", milestones=[5, 8], **_GRAY),
+        transfer_finetune=dict(epochs=20, batch_size=64, lr=0.01, schedule="cosine", **_GRAY),
+        update_backbone_epochs=5,
+    ),
+}
+
+# CIFAR presets: the reference recipe (DESIGN.md §1) with TFDS data, for TPU/GPU users.
+_REFERENCE = dict(
+    epochs=50, batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="step", milestones=[20, 40]
+)
+_ALL19 = [
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
+    "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
+    "jpeg_compression", "speckle_noise", "gaussian_blur", "spatter", "saturate",
+]
+for _name, _ds, _other in (("cifar10_vgg16", "cifar10", "cifar100"), ("cifar100_vgg16", "cifar100", "cifar10")):
+    PRESETS[_name] = dict(
+        name=_name,
+        description=f"{_ds} with tensorflow-datasets, VGG-16 (no BN), reference recipe, all 19 corruptions",
+        dataset=_ds,
+        val_size=5000,
+        transfer_dataset=None,
+        model="vgg16",
+        model_kwargs={},
+        corruptions=_ALL19,
+        keep_units=7,
+        pretrain=dict(_REFERENCE),
+        finetune=dict(_REFERENCE),
+        transfer_finetune=dict(_REFERENCE),
+        update_backbone_epochs=10,
+    )
+
+
+def preset(name: str, **overrides) -> PipelineConfig:
+    """A named preset (``'offline'``, ``'tiny'``, ``'fashion_mnist_full'``, ``'cifar10_vgg16'``, ...)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
+    return PipelineConfig(**{**PRESETS[name], **overrides})
+
+
+def _parse_value(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def apply_overrides(cfg: PipelineConfig, overrides: list[str] | None) -> PipelineConfig:
+    """Applies ``key=value`` strings (YAML values; ``finetune.epochs=3`` for nested dicts)."""
+    if not overrides:
+        return cfg
+    d = cfg.to_dict()
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        parts = key.split(".")
+        if parts[0] not in d:
+            raise ValueError(f"unknown config field {parts[0]!r}")
+        target = d
+        for p in parts[:-1]:
+            target = target.setdefault(p, {})
+        target[parts[-1]] = _parse_value(value)
+    return PipelineConfig(**d)
+
+
+def load_config(source: str | Path | None = None, *, preset_name: str | None = None,
+                overrides: list[str] | None = None) -> PipelineConfig:
+    """Builds a config from a preset name and/or a YAML/Python file, then overrides."""
+    data: dict = {}
+    if source is not None:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} not found")
+        if path.suffix == ".py":
+            obj = runpy.run_path(str(path)).get("CONFIG")
+            if obj is None:
+                raise ValueError(f"{path} defines no CONFIG")
+            data = obj.to_dict() if isinstance(obj, PipelineConfig) else dict(obj)
+        else:
+            data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} does not hold a mapping")
+    base = data.pop("preset", None) or preset_name
+    if base and base not in PRESETS:
+        raise ValueError(f"unknown preset {base!r}; valid: {', '.join(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(PipelineConfig)}
+    unknown = set(data) - fields
+    if unknown:
+        raise ValueError(f"unknown config field(s) {sorted(unknown)}")
+    merged = {**(PRESETS[base] if base else {}), **data}
+    return apply_overrides(PipelineConfig(**merged), overrides)

@@ -1,0 +1,249 @@
+"""The run's Markdown report and PNG figures, one per claim of the paper.
+
+Everything is read from the run directory's ``metrics/`` (written by the stages), so
+the report can be regenerated (``rws-jax report``) without recomputing anything.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import sys
+from pathlib import Path
+
+import jax
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from rws_jax.pipeline.stages import Run  # noqa: E402
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def _save(fig, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"figures/{path.name}"
+
+
+def fig_layer_change(run: Run, out: Path) -> str | None:
+    d = run.load_metrics("layer_change")
+    if d is None:
+        return None
+    units = d["units"]
+    x = np.arange(len(units))
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    ax.plot(x, [v or 0 for v in d["standard_vs_init"]], "k--", marker=".", label="θ_std vs θ_init (clean fine-tuning)")
+    for c in run.cfg.corruptions:
+        ax.plot(x, [v or 0 for v in d[c]], marker="o", ms=3, label=f"θ_rob,{c} vs θ_std")
+    ax.axvspan(-0.5, run.cfg.keep_units - 0.5, color="tab:green", alpha=0.08, label=f"kept units (k={run.cfg.keep_units})")
+    ax.set_xticks(x, units, rotation=60, fontsize=7)
+    ax.set_ylabel("‖Δθ‖ / ‖θ‖ per unit")
+    ax.set_title("Claim 1: robust and clean weights differ mostly in shallow layers")
+    ax.legend(fontsize=7)
+    return _save(fig, out / "layer_change.png")
+
+
+def fig_similarity(run: Run, out: Path) -> str | None:
+    d = run.load_metrics("similarity")
+    if d is None:
+        return None
+    sim = np.asarray(d["cosine"])
+    names = d["names"]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * len(names), 1.0 + 0.5 * len(names)))
+    im = ax.imshow(sim, cmap="viridis", vmin=min(0.0, sim.min()), vmax=1.0)
+    ax.set_xticks(range(len(names)), names, rotation=70, fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if sim[i, j] < 0.6 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    ax.set_title("Claim 2: cosine similarity of RWSs", fontsize=9)
+    return _save(fig, out / "similarity.png")
+
+
+def fig_alpha(run: Run, out: Path) -> str | None:
+    acc = run.accuracies
+    cs = run.cfg.corruptions
+    fig, axes = plt.subplots(1, len(cs), figsize=(3.0 * len(cs), 3.0), squeeze=False)
+    for ax, c in zip(axes[0], cs):
+        al = [a for a in run.cfg.alphas if f"patched/{c}/alpha={a:g}" in acc]
+        if not al:
+            continue
+        ra = [acc[f"patched/{c}/alpha={a:g}"][c] for a in al]
+        ta = [acc[f"patched/{c}/alpha={a:g}"]["clean"] for a in al]
+        ax.plot(al, [100 * v for v in ra], "o-", label=f"RA ({c})")
+        ax.plot(al, [100 * v for v in ta], "s--", label="TA (clean)")
+        if f"robust/{c}" in acc:
+            ax.axhline(100 * acc[f"robust/{c}"][c], color="tab:red", lw=0.8, ls=":", label="θ_rob RA")
+        ax.set_xlabel("α")
+        ax.set_title(c, fontsize=9)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("accuracy (%)")
+    fig.suptitle("Claim 4: α rescales robustness smoothly", fontsize=9)
+    return _save(fig, out / "alpha.png")
+
+
+def fig_transfer(run: Run, out: Path) -> str | None:
+    acc = run.accuracies
+    cs = run.cfg.corruptions
+    groups = []
+    if "transfer/standard" in acc:
+        groups.append((f"another dataset ({run.cfg.transfer_dataset})", "transfer/standard", "transfer/patched",
+                       "transfer/robust"))
+    if "updated/standard" in acc:
+        groups.append(("updated backbone", "updated/standard", "updated/patched", None))
+    if not groups:
+        return None
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.2), squeeze=False)
+    x = np.arange(len(cs))
+    for ax, (title, std, patched, robust) in zip(axes[0], groups):
+        bars = [("standard", [acc[std][c] for c in cs]),
+                ("standard + RWS (from the first model)", [acc[f"{patched}/{c}"][c] for c in cs])]
+        if robust:
+            bars.append(("robust (trained here)", [acc[f"{robust}/{c}"][c] for c in cs]))
+        w = 0.8 / len(bars)
+        for i, (label, vals) in enumerate(bars):
+            ax.bar(x + i * w, [100 * v for v in vals], w, label=label)
+        ax.set_xticks(x + w * (len(bars) - 1) / 2, cs, rotation=30, fontsize=7)
+        ax.set_ylabel("RA (%)")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=6)
+    fig.suptitle("Claim 6: RWSs transfer", fontsize=9)
+    return _save(fig, out / "transfer.png")
+
+
+def fig_storage(run: Run, out: Path) -> str | None:
+    d = run.load_metrics("storage")
+    if d is None:
+        return None
+    rows = d["rows"]
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    ax.bar([f"{r['bits']}-bit" for r in rows], [r["ratio"] for r in rows], color="tab:purple")
+    for i, r in enumerate(rows):
+        ax.text(i, r["ratio"], f"{r['ratio']:.1f}×", ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("full model bytes / signature bytes")
+    ax.set_title("Claim 7: storage ratio on disk", fontsize=9)
+    return _save(fig, out / "storage.png")
+
+
+def _accuracy_table(run: Run) -> list[str]:
+    acc = run.accuracies
+    cs = run.cfg.corruptions
+    rows = [("Standard θ_std", lambda c: acc.get("standard", {}).get(c), lambda c: acc.get("standard", {}).get("clean")),
+            ("Robust θ_rob,c (one model per column)", lambda c: acc.get(f"robust/{c}", {}).get(c),
+             lambda c: acc.get(f"robust/{c}", {}).get("clean")),
+            ("θ_std + RWS_c (α=1)", lambda c: acc.get(f"patched/{c}/alpha=1", {}).get(c),
+             lambda c: acc.get(f"patched/{c}/alpha=1", {}).get("clean"))]
+    for b in run.cfg.quant_bits:
+        rows.append((f"θ_std + {b}-bit RWS_c", lambda c, b=b: acc.get(f"patched_q{b}/{c}", {}).get(c),
+                     lambda c, b=b: acc.get(f"patched_q{b}/{c}", {}).get("clean")))
+    rows += [("θ_std + Σ_c RWS_c (all composed, α=1)", lambda c: acc.get("composed", {}).get(c),
+              lambda c: acc.get("composed", {}).get("clean")),
+             ("θ_std + Σ_c RWS_c, reference weighting (α/N)², α=N", lambda c: acc.get("composed_reference_mode", {}).get(c),
+              lambda c: acc.get("composed_reference_mode", {}).get("clean")),
+             ("θ_std + Σ_c RWS_c, 8-bit reference quantizer (shared range)",
+              lambda c: acc.get("composed_q8_shared_range", {}).get(c),
+              lambda c: acc.get("composed_q8_shared_range", {}).get("clean"))]
+    if run.cfg.mixture:
+        rows.append(("Mixture-trained (\"data augmentation\")", lambda c: acc.get("mixture", {}).get(c),
+                     lambda c: acc.get("mixture", {}).get("clean")))
+    head = "| model | " + " | ".join(f"RA {c}" for c in cs) + " | mean RA | mean TA |"
+    lines = [head, "|" + "---|" * (len(cs) + 3)]
+    for label, ra, ta in rows:
+        ras = [ra(c) for c in cs]
+        tas = [ta(c) for c in cs]
+        mean_ra = np.mean(ras) if all(v is not None for v in ras) else None
+        mean_ta = np.mean([t for t in tas if t is not None]) if any(t is not None for t in tas) else None
+        lines.append(f"| {label} | " + " | ".join(_pct(v) for v in ras) + f" | {_pct(mean_ra)} | {_pct(mean_ta)} |")
+    return lines
+
+
+def _transfer_table(run: Run) -> list[str]:
+    acc = run.accuracies
+    cs = run.cfg.corruptions
+    lines = []
+    if "transfer/standard" in acc:
+        lines += [f"**Another dataset: {run.cfg.transfer_dataset}** (models fine-tuned from the same θ_init; "
+                  f"RWSs extracted on {run.cfg.dataset})", "",
+                  "| corruption | standard RA | + RWS RA | robust (trained on it) RA | standard TA | + RWS TA |",
+                  "|---|---|---|---|---|---|"]
+        for c in cs:
+            lines.append(f"| {c} | {_pct(acc['transfer/standard'].get(c))} | {_pct(acc[f'transfer/patched/{c}'][c])} | "
+                         f"{_pct(acc[f'transfer/robust/{c}'][c])} | {_pct(acc['transfer/standard']['clean'])} | "
+                         f"{_pct(acc[f'transfer/patched/{c}']['clean'])} |")
+        lines.append("")
+    if "updated/standard" in acc:
+        lines += ["**Updated backbone** (θ_init trained further, then a new θ_std; RWSs from the old θ_init)", "",
+                  "| corruption | standard RA | + RWS RA | standard TA | + RWS TA |", "|---|---|---|---|---|"]
+        for c in cs:
+            lines.append(f"| {c} | {_pct(acc['updated/standard'].get(c))} | {_pct(acc[f'updated/patched/{c}'][c])} | "
+                         f"{_pct(acc['updated/standard']['clean'])} | {_pct(acc[f'updated/patched/{c}']['clean'])} |")
+    return lines
+
+
+def write_report(run: Run, command: str | None = None) -> Path:
+    """Writes ``report.md`` and ``figures/*.png`` into the run directory."""
+    figs = run.dir / "figures"
+    figs.mkdir(exist_ok=True)
+    cfg = run.cfg
+    if command is None and (run.dir / "command.txt").exists():
+        command = (run.dir / "command.txt").read_text().strip()
+    lines = [
+        f"# Robust Weight Signatures: run `{cfg.name}`",
+        "",
+        f"{cfg.description}",
+        "",
+        f"- generated {datetime.datetime.now().isoformat(timespec='seconds')} by rws_jax on "
+        f"{platform.node()} ({jax.default_backend()}, {jax.device_count()} device(s), Python {sys.version.split()[0]}, "
+        f"jax {jax.__version__})",
+        f"- command: `{command or '(library call)'}`",
+        f"- config: [`config.yaml`](config.yaml) (digest `{cfg.digest()}`), reproduced at the end",
+        f"- data: {cfg.dataset} (pre-training half for θ_init: {len(run.halves[0])} images, fine-tuning half: "
+        f"{len(run.halves[1])}, validation {len(run.data.val)}, test {len(run.data.test)}); "
+        f"corrupted test sets made with our JAX corruptions at severity {cfg.severity} ({cfg.corruption_preset} constants)",
+        f"- model: {cfg.model} {cfg.model_kwargs or ''}; signatures keep the first {cfg.keep_units} units "
+        f"({', '.join(run.selection.units(run.standard())[: cfg.keep_units])}) of {', '.join(cfg.collections)}",
+        "- TA = clean test accuracy, RA = accuracy on the corrupted test set; checkpoints were selected on the "
+        "validation split only.",
+        "",
+    ]
+    f1 = fig_layer_change(run, figs)
+    if f1:
+        lines += ["## 1. Clean and robust weights differ mostly in shallow layers", "", f"![layer change]({f1})", ""]
+    f2 = fig_similarity(run, figs)
+    if f2:
+        lines += ["## 2. RWSs are discriminative", "",
+                  "Cosine similarity between signatures, for each corruption on both datasets (same θ_init). "
+                  "High on the diagonal blocks' matching corruption, low across corruptions.", "",
+                  f"![similarity]({f2})", ""]
+    lines += ["## 3. Patching recovers robustness, 5. composition, 7. quantization", ""]
+    lines += _accuracy_table(run) + [""]
+    f4 = fig_alpha(run, figs)
+    if f4:
+        lines += ["## 4. α rescales robustness", "", f"![alpha]({f4})", ""]
+    t = _transfer_table(run)
+    f6 = fig_transfer(run, figs)
+    if t or f6:
+        lines += ["## 6. Transfer", ""] + t + [""] + ([f"![transfer]({f6})", ""] if f6 else [])
+    st = run.load_metrics("storage")
+    if st:
+        f7 = fig_storage(run, figs)
+        lines += ["## 7. Storage", "",
+                  f"{st['kept_tensors']} tensors, {st['signature_elements']:,} of the model's {st['model_elements']:,} "
+                  "values; both files written with orbax-checkpoint (`save_signature` / `save_variables`).", "",
+                  "| signature | bytes on disk | full model bytes | ratio |", "|---|---|---|---|"]
+        for r in st["rows"]:
+            lines.append(f"| {r['bits']}-bit | {r['signature_bytes']:,.0f} | {r['model_bytes']:,} | {r['ratio']:.1f}× |")
+        lines += ["", f"![storage]({f7})", ""]
+    lines += ["## Config", "", "```yaml", cfg.to_yaml().rstrip(), "```", ""]
+    path = run.dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path

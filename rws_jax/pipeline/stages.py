@@ -1,0 +1,415 @@
+"""The stages of an end-to-end RWS run, each cached on disk in the run directory.
+
+Layout of a run directory::
+
+    <out>/config.yaml             the config the run was made with (a rerun must match)
+    <out>/checkpoints/<model>/    orbax checkpoints of every trained model (fit resumes)
+    <out>/signatures/<c>.rws      RWS_c (float32); <c>.q8.rws, <c>.q4.rws ... quantized
+    <out>/signatures/transfer/    RWSs of the transfer dataset (for the similarity plot)
+    <out>/storage/model           the standard model saved like a signature (size ratio)
+    <out>/metrics/*.json          accuracies and weight statistics
+    <out>/report.md, figures/     written by :mod:`rws_jax.pipeline.report`
+
+Rerunning a stage whose outputs exist loads them instead of recomputing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import rws_jax as rws
+from rws_jax import corruptions as corruptions_lib
+from rws_jax.data import ArraySplit, load_dataset, split_disjoint
+from rws_jax.models import get_model, unit_order
+from rws_jax.pipeline.config import PipelineConfig
+from rws_jax.training import TrainConfig, evaluate, fit, make_eval_step
+
+# Names of the trained models (checkpoint sub-directories).
+INIT, INIT_UPDATED, STANDARD, STANDARD_UPDATED, MIXTURE = "init", "init_updated", "standard", "standard_updated", "mixture"
+
+
+def robust_name(c: str) -> str:
+    return f"robust_{c}"
+
+
+def transfer_name(c: str | None) -> str:
+    return "transfer_standard" if c is None else f"transfer_robust_{c}"
+
+
+class ConfigMismatchError(RuntimeError):
+    """The run directory was made with another config."""
+
+
+class Run:
+    """A run directory plus its config; loads data and models lazily."""
+
+    def __init__(self, cfg: PipelineConfig, out: str | Path, *, progress: bool = True,
+                 log: Callable[[str], None] = print, force_config: bool = False):
+        self.cfg = cfg
+        self.dir = Path(out)
+        self.progress = progress
+        self.log = log
+        self.dir.mkdir(parents=True, exist_ok=True)
+        saved = self.dir / "config.yaml"
+        if saved.exists() and not force_config:
+            import yaml  # noqa: PLC0415
+
+            old = yaml.safe_load(saved.read_text())
+            if old != cfg.to_dict():
+                diff = sorted(k for k in set(old) | set(cfg.to_dict()) if old.get(k) != cfg.to_dict().get(k))
+                raise ConfigMismatchError(
+                    f"{self.dir} was made with another config (fields {diff} differ); "
+                    "use another --out, delete it, or pass --force-config to reuse its stages anyway"
+                )
+        saved.write_text(cfg.to_yaml())
+
+    # ------------------------------------------------------------------ paths
+    def path(self, *parts: str) -> Path:
+        p = self.dir.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    # ------------------------------------------------------------------- data
+    @functools.cached_property
+    def data(self):
+        c = self.cfg
+        return load_dataset(c.dataset, val_size=c.val_size, seed=c.seed, data_dir=c.data_dir,
+                            source=c.dataset_source, max_test=c.test_examples)
+
+    @functools.cached_property
+    def halves(self) -> tuple[ArraySplit, ArraySplit]:
+        """(pre-training split, fine-tuning split): disjoint halves of the training set."""
+        pre, fine = split_disjoint(self.data.train, 2, seed=self.cfg.seed)
+        return pre.head(self.cfg.pretrain_examples), fine.head(self.cfg.finetune_examples)
+
+    @functools.cached_property
+    def transfer_data(self):
+        c = self.cfg
+        if c.transfer_dataset is None:
+            return None
+        ds = load_dataset(c.transfer_dataset, seed=c.seed, max_test=c.transfer_test_examples)
+        if ds.image_shape != self.data.image_shape or ds.num_classes != self.data.num_classes:
+            raise ValueError(
+                f"transfer dataset {c.transfer_dataset} has images {ds.image_shape} and {ds.num_classes} classes; "
+                f"{c.dataset} has {self.data.image_shape} and {self.data.num_classes}: they must agree"
+            )
+        return ds
+
+    # ------------------------------------------------------------------ model
+    @functools.cached_property
+    def model(self):
+        return get_model(self.cfg.model, self.data.num_classes, **self.cfg.model_kwargs)
+
+    @functools.cached_property
+    def selection(self) -> rws.Selection:
+        return rws.first_k(self.cfg.keep_units, order=unit_order(self.model), collections=self.cfg.collections)
+
+    @functools.cached_property
+    def eval_step(self):
+        return make_eval_step(self.model.apply)
+
+    def train_config(self, which: str, **changes) -> TrainConfig:
+        base = {"pretrain": self.cfg.pretrain, "finetune": self.cfg.finetune,
+                "transfer": self.cfg.transfer_finetune}[which]
+        return TrainConfig(**{"seed": self.cfg.seed, "eval_batch_size": self.cfg.eval_batch_size,
+                              "corruption_preset": self.cfg.corruption_preset, "severity": self.cfg.severity,
+                              **base, **changes})
+
+    # --------------------------------------------------------------- training
+    @functools.cached_property
+    def _trained(self) -> dict:
+        return {}
+
+    def _fit(self, name: str, train: ArraySplit, val: ArraySplit, tc: TrainConfig, init=None) -> dict:
+        if name in self._trained:
+            return self._trained[name]
+        t0 = time.time()
+        done = (self.dir / "checkpoints" / name / "done").exists()
+        variables, history = fit(self.model, train, val, tc, init_variables=init,
+                                 workdir=str(self.path("checkpoints", name)), progress=self.progress)
+        (self.dir / "checkpoints" / name / "done").write_text(json.dumps({"best_epoch": history.get("best_epoch")}))
+        if not done:
+            self.log(f"  trained {name}: best val acc {history.get('best_val_accuracy'):.4f} "
+                     f"(epoch {history.get('best_epoch')}) in {time.time() - t0:.0f}s")
+        self._trained[name] = variables
+        return variables
+
+    @property
+    def theta_init(self) -> dict:
+        pre, _ = self.halves
+        return self._fit(INIT, pre, self.data.val, self.train_config("pretrain"))
+
+    @property
+    def theta_init_updated(self) -> dict:
+        """An updated backbone: θ_init trained further on the pre-training data."""
+        pre, _ = self.halves
+        tc = self.train_config("pretrain", epochs=self.cfg.update_backbone_epochs, warmup_epochs=0.0,
+                               lr=self.cfg.finetune.get("lr", 0.01), seed=self.cfg.seed + 1)
+        return self._fit(INIT_UPDATED, pre, self.data.val, tc, init=self.theta_init)
+
+    def finetune(self, name: str, corruption=None, *, backbone: str = INIT) -> dict:
+        _, fine = self.halves
+        init = self.theta_init if backbone == INIT else self.theta_init_updated
+        tc = self.train_config("finetune", corruption=corruption, seed=self.cfg.seed + 2)
+        return self._fit(name, fine, self.data.val, tc, init=init)
+
+    def standard(self) -> dict:
+        return self.finetune(STANDARD)
+
+    def standard_updated(self) -> dict:
+        return self.finetune(STANDARD_UPDATED, backbone=INIT_UPDATED)
+
+    def robust(self, c: str) -> dict:
+        return self.finetune(robust_name(c), c)
+
+    def mixture(self) -> dict:
+        return self.finetune(MIXTURE, tuple(self.cfg.corruptions))
+
+    def transfer(self, c: str | None) -> dict:
+        ds = self.transfer_data
+        tc = self.train_config("transfer", corruption=c, seed=self.cfg.seed + 3)
+        return self._fit(transfer_name(c), ds.train, ds.val, tc, init=self.theta_init)
+
+    # ------------------------------------------------------------- signatures
+    def signature_path(self, c: str, bits: int | None = None, *, transfer: bool = False) -> Path:
+        suffix = "" if bits is None else f".q{bits}"
+        return self.path("signatures", *(("transfer",) if transfer else ()), f"{c}{suffix}.rws")
+
+    def signature(self, c: str, *, transfer: bool = False) -> rws.Signature:
+        """RWS_c (extracted once, then loaded from its file)."""
+        path = self.signature_path(c, transfer=transfer)
+        if path.exists():
+            return rws.load_signature(path)
+        std = self.transfer(None) if transfer else self.standard()
+        rob = self.transfer(c) if transfer else self.robust(c)
+        sig = rws.extract(self.theta_init, std, rob, self.selection, name=c, severity=self.cfg.severity)
+        rws.save_signature(path, sig)
+        return sig
+
+    def quantized(self, c: str, bits: int) -> rws.Signature:
+        path = self.signature_path(c, bits)
+        if path.exists():
+            return rws.load_signature(path)
+        q = rws.quantize(self.signature(c), bits)
+        rws.save_signature(path, q)
+        return q
+
+    # ------------------------------------------------------------- evaluation
+    @functools.cached_property
+    def _corrupted_cache(self) -> dict:
+        return {}
+
+    def test_set(self, which: str, *, transfer: bool = False) -> ArraySplit:
+        """The clean test split, or the test split corrupted with ``which`` (seeded, fixed)."""
+        key = (which, transfer)
+        if key in self._corrupted_cache:
+            return self._corrupted_cache[key]
+        test = (self.transfer_data if transfer else self.data).test
+        if which == "clean":
+            out = test
+        else:
+            idx = list(corruptions_lib.CORRUPTIONS).index(which)
+            base = jax.random.fold_in(jax.random.key(self.cfg.seed + 777), idx + (100 if transfer else 0))
+            chunks = []
+            for i in range(0, len(test), 500):
+                chunks.append(np.asarray(corruptions_lib.corrupt(
+                    jnp.asarray(test.images[i:i + 500]), which, self.cfg.severity, jax.random.fold_in(base, i),
+                    preset=self.cfg.corruption_preset)))
+            out = ArraySplit(np.concatenate(chunks), test.labels)
+        self._corrupted_cache[key] = out
+        return out
+
+    @functools.cached_property
+    def _accuracy_file(self) -> Path:
+        return self.path("metrics", "accuracy.json")
+
+    @functools.cached_property
+    def accuracies(self) -> dict:
+        f = self._accuracy_file
+        return json.loads(f.read_text()) if f.exists() else {}
+
+    def accuracy(self, variant: str, variables_fn: Callable[[], Any], test_sets: list[str], *,
+                 transfer: bool = False) -> dict[str, float]:
+        """Accuracy of a model variant on test sets, cached in metrics/accuracy.json."""
+        have = self.accuracies.setdefault(variant, {})
+        missing = [t for t in test_sets if t not in have]
+        if missing:
+            variables = variables_fn()
+            for t in missing:
+                r = evaluate(variables, self.model.apply, self.test_set(t, transfer=transfer),
+                             self.cfg.eval_batch_size, eval_step=self.eval_step)
+                have[t] = r["accuracy"]
+            self._accuracy_file.write_text(json.dumps(self.accuracies, indent=1, sort_keys=True))
+        return {t: have[t] for t in test_sets}
+
+    def save_metrics(self, name: str, data: Any) -> None:
+        self.path("metrics", f"{name}.json").write_text(json.dumps(data, indent=1))
+
+    def load_metrics(self, name: str) -> Any:
+        f = self.dir / "metrics" / f"{name}.json"
+        return json.loads(f.read_text()) if f.exists() else None
+
+
+# ---------------------------------------------------------------------------- stages
+
+
+def stage_pretrain(run: Run) -> None:
+    run.log("[pretrain] θ_init")
+    _ = run.theta_init
+
+
+def stage_finetune_standard(run: Run) -> None:
+    run.log("[finetune-standard] θ_std")
+    run.standard()
+
+
+def stage_finetune_robust(run: Run, corruptions: list[str] | None = None) -> None:
+    for c in corruptions or run.cfg.corruptions:
+        run.log(f"[finetune-robust] θ_rob,{c}")
+        run.robust(c)
+    if run.cfg.mixture and not corruptions:
+        run.log("[finetune-robust] mixture of all corruptions (data-augmentation baseline)")
+        run.mixture()
+
+
+def stage_transfer(run: Run) -> None:
+    if run.cfg.transfer_dataset is not None:
+        run.log(f"[transfer] {run.cfg.transfer_dataset}: standard and robust models from the same θ_init")
+        run.transfer(None)
+        for c in run.cfg.corruptions:
+            run.transfer(c)
+    if run.cfg.update_backbone_epochs:
+        run.log("[transfer] updated backbone and its standard model")
+        run.standard_updated()
+
+
+def stage_extract(run: Run) -> None:
+    run.log("[extract] signatures")
+    for c in run.cfg.corruptions:
+        run.signature(c)
+        if run.cfg.transfer_dataset is not None:
+            run.signature(c, transfer=True)
+
+
+def stage_quantize(run: Run, bits: list[int] | None = None) -> None:
+    for b in bits or run.cfg.quant_bits:
+        run.log(f"[quantize] {b}-bit signatures")
+        for c in run.cfg.corruptions:
+            run.quantized(c, b)
+
+
+def stage_weight_stats(run: Run) -> None:
+    """Claims 1 and 2: layer-wise relative change and signature similarity."""
+    run.log("[analyse] layer-wise weight change and signature similarity")
+    order = [u for u in unit_order(run.model)] + ["head"]
+    std = run.standard()
+    change = {"units": order, "standard_vs_init": _ordered(rws.relative_change(run.theta_init, std), order)}
+    for c in run.cfg.corruptions:
+        change[c] = _ordered(rws.relative_change(std, run.robust(c)), order)
+    run.save_metrics("layer_change", change)
+    sigs = {f"{run.cfg.dataset}:{c}": run.signature(c) for c in run.cfg.corruptions}
+    if run.cfg.transfer_dataset is not None:
+        sigs |= {f"{run.cfg.transfer_dataset}:{c}": run.signature(c, transfer=True) for c in run.cfg.corruptions}
+    names = list(sigs)
+    vecs = [jnp.concatenate([jnp.ravel(s.deltas[p]) for p in sorted(s.deltas)]) for s in sigs.values()]
+    sim = [[float(jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b) + 1e-30)) for b in vecs] for a in vecs]
+    run.save_metrics("similarity", {"names": names, "cosine": sim})
+
+
+def _ordered(d: dict, order: list[str]) -> list[float | None]:
+    return [d.get(u) for u in order]
+
+
+def stage_evaluate(run: Run) -> None:
+    """Claims 3–6: TA/RA of every model variant on the clean and corrupted test sets."""
+    cfg = run.cfg
+    cs = list(cfg.corruptions)
+    run.log("[evaluate] standard, robust, mixture models")
+    std = run.standard
+    run.accuracy("standard", std, ["clean", *cs])
+    for c in cs:
+        run.accuracy(f"robust/{c}", lambda c=c: run.robust(c), ["clean", c])
+    if cfg.mixture:
+        run.accuracy("mixture", run.mixture, ["clean", *cs])
+
+    run.log("[evaluate] patched models (α sweep), quantized and composed signatures")
+    for c in cs:
+        sig = run.signature(c)
+        for a in cfg.alphas:
+            run.accuracy(f"patched/{c}/alpha={a:g}", lambda a=a, sig=sig: rws.patch(std(), sig, a), ["clean", c])
+        for b in cfg.quant_bits:
+            run.accuracy(f"patched_q{b}/{c}", lambda b=b, c=c: rws.patch(std(), run.quantized(c, b), 1.0), ["clean", c])
+    sigs = [run.signature(c) for c in cs]
+    run.accuracy("composed", lambda: rws.patch(std(), sigs, 1.0), ["clean", *cs])
+    run.accuracy("composed_reference_mode", lambda: rws.patch(std(), sigs, float(len(sigs)), mode="reference"),
+                 ["clean", *cs])
+    run.accuracy("composed_q8_shared_range", lambda: rws.patch(std(), rws.quantize_reference(sigs, 256), 1.0),
+                 ["clean", *cs])
+
+    if cfg.transfer_dataset is not None:
+        run.log(f"[evaluate] transfer to {cfg.transfer_dataset}")
+        tstd = lambda: run.transfer(None)  # noqa: E731
+        run.accuracy("transfer/standard", tstd, ["clean", *cs], transfer=True)
+        for c in cs:
+            run.accuracy(f"transfer/patched/{c}", lambda c=c: rws.patch(tstd(), run.signature(c), 1.0), ["clean", c],
+                         transfer=True)
+            run.accuracy(f"transfer/robust/{c}", lambda c=c: run.transfer(c), ["clean", c], transfer=True)
+    if cfg.update_backbone_epochs:
+        run.log("[evaluate] transfer to an updated backbone")
+        ustd = run.standard_updated
+        run.accuracy("updated/standard", ustd, ["clean", *cs])
+        for c in cs:
+            run.accuracy(f"updated/patched/{c}", lambda c=c: rws.patch(ustd(), run.signature(c), 1.0), ["clean", c])
+
+
+def stage_storage(run: Run) -> None:
+    """Claim 7 (size half): bytes on disk of the signature files vs. the full model."""
+    run.log("[storage] signature files vs. the full model file")
+    model_path = run.dir / "storage" / "model"
+    if not model_path.exists():
+        rws.save_variables(run.path("storage", "model"), run.standard())
+    model_bytes = rws.bytes_on_disk(model_path)
+    rows = []
+    for b in (None, *run.cfg.quant_bits):
+        sizes = [rws.bytes_on_disk(run.signature_path(c, b)) for c in run.cfg.corruptions]
+        mean = float(np.mean(sizes))
+        rows.append({"bits": 32 if b is None else b, "signature_bytes": mean, "model_bytes": model_bytes,
+                     "ratio": model_bytes / mean})
+    sig = run.signature(run.cfg.corruptions[0])
+    n_model = sum(int(np.prod(np.shape(x))) for x in jax.tree_util.tree_leaves(run.standard()))
+    run.save_metrics("storage", {"rows": rows, "signature_elements": sig.num_elements(), "model_elements": n_model,
+                                 "kept_tensors": len(sig.deltas)})
+
+
+STAGES = {
+    "pretrain": stage_pretrain,
+    "finetune-standard": stage_finetune_standard,
+    "finetune-robust": stage_finetune_robust,
+    "transfer": stage_transfer,
+    "extract": stage_extract,
+    "quantize": stage_quantize,
+    "analyse": stage_weight_stats,
+    "evaluate": stage_evaluate,
+    "storage": stage_storage,
+}
+
+
+def run_all(run: Run) -> None:
+    """Every stage in order (each skips what is already on disk), then the report."""
+    from rws_jax.pipeline.report import write_report  # noqa: PLC0415
+
+    t0 = time.time()
+    for name, fn in STAGES.items():
+        t = time.time()
+        fn(run)
+        run.log(f"  ({name}: {time.time() - t:.0f}s)")
+    path = write_report(run)
+    run.log(f"[report] {path}  (total {time.time() - t0:.0f}s)")
