@@ -41,7 +41,8 @@ from rws_jax.quantization import (
     quantize_tensor,
 )
 from rws_jax.selection import Selection, SelectionError, by_paths, by_pattern, first_k
-from rws_jax.signature import Signature, SignatureMeta
+from rws_jax.patch_stack import AppliedPatch, PatchStack
+from rws_jax.signature import Signature, SignatureMeta, signature_fingerprint
 from rws_jax.storage import (
     bytes_on_disk,
     load_signature,
@@ -56,8 +57,10 @@ from rws_jax.tree_paths import fingerprint
 __version__ = "0.1.0"
 
 __all__ = [
+    "AppliedPatch",
     "IncompatibleSignatureError",
     "NonFiniteError",
+    "PatchStack",
     "PatchStackError",
     "QuantizedTensor",
     "RWSError",
@@ -93,6 +96,7 @@ __all__ = [
     "save_signature",
     "save_variables",
     "scale",
+    "signature_fingerprint",
     "storage_ratio",
     "subtract",
     "unpatch",

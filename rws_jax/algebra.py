@@ -28,7 +28,7 @@ import numpy as np
 from rws_jax import tree_paths
 from rws_jax.errors import IncompatibleSignatureError, NonFiniteError, RWSError
 from rws_jax.extraction import delta_dtype
-from rws_jax.quantization import as_float
+from rws_jax.quantization import as_float, delta_sharding
 from rws_jax.signature import Signature, SignatureMeta
 
 PyTree = Any
@@ -67,9 +67,12 @@ def _as_list(signatures) -> list[Signature]:
     return sigs
 
 
-def _combine_impl(leaves: dict | None, deltas: tuple, alphas: jax.Array) -> dict:
-    """``leaves[p] + Σ_k alphas[k] · deltas[k][p]`` for every path in any delta."""
+def _combine_impl(leaves: dict | None, deltas: tuple, alphas: jax.Array, shardings: tuple | None = None) -> dict:
+    """``leaves[p] + Σ_k alphas[k] · deltas[k][p]`` for every path in any delta.
+
+    ``shardings``: static ``((path, sharding), ...)`` pinned on the outputs."""
     paths = sorted({p for d in deltas for p in d})
+    sh = dict(shardings or ())
     out = {}
     for p in paths:
         terms = [(k, d[p]) for k, d in enumerate(deltas) if p in d]
@@ -79,12 +82,33 @@ def _combine_impl(leaves: dict | None, deltas: tuple, alphas: jax.Array) -> dict
         for k, v in terms:
             term = alphas[k].astype(acc_dtype) * as_float(v).astype(acc_dtype)
             acc = term if acc is None else acc + term
-        out[p] = acc if base is None else acc.astype(base.dtype)
+        out[p] = tree_paths.constrain(acc if base is None else acc.astype(base.dtype), sh.get(p))
     return out
 
 
-_combine = jax.jit(_combine_impl)
-_combine_donated = jax.jit(_combine_impl, donate_argnums=0)
+_combine_jit = jax.jit(_combine_impl, static_argnames=("shardings",))
+_combine_donated_jit = jax.jit(_combine_impl, donate_argnums=0, static_argnames=("shardings",))
+
+
+def _out_shardings(leaves: dict | None, deltas: tuple) -> tuple | None:
+    """Output shardings of a combine: the model leaf's, else the first delta's."""
+    found = {}
+    for p in sorted({p for d in deltas for p in d}):
+        s = tree_paths.device_sharding(leaves[p]) if leaves is not None else None
+        if s is None and leaves is None:
+            s = next((delta_sharding(d[p]) for d in deltas if p in d and delta_sharding(d[p]) is not None), None)
+        found[p] = s
+    return tree_paths.static_shardings(found)
+
+
+def _combine(leaves: dict | None, deltas: tuple, alphas: jax.Array) -> dict:
+    """Jitted :func:`_combine_impl`; sharded inputs give outputs sharded the same way."""
+    return _combine_jit(leaves, deltas, alphas, shardings=_out_shardings(leaves, deltas))
+
+
+def _combine_donated(leaves: dict, deltas: tuple, alphas: jax.Array) -> dict:
+    """:func:`_combine` reusing (donating) the buffers of ``leaves``."""
+    return _combine_donated_jit(leaves, deltas, alphas, shardings=_out_shardings(leaves, deltas))
 
 
 @jax.jit

@@ -52,15 +52,16 @@ def project_out(delta: jax.Array, direction: jax.Array, eps: float = 1e-12) -> j
     return jnp.where(ok, d - coef * a, d)
 
 
-@jax.jit(static_argnames=("project", "eps"))
-def _extract_leaves(init: dict, standard: dict, robust: dict, project: bool, eps: float):
+@jax.jit(static_argnames=("project", "eps", "shardings"))
+def _extract_leaves(init: dict, standard: dict, robust: dict, project: bool, eps: float, shardings: tuple | None = None):
     out, finite = {}, {}
+    sh = dict(shardings or ())
     for p in init:
         dt = delta_dtype(init[p].dtype)
         delta = robust[p].astype(dt) - init[p].astype(dt)
         if project:
             delta = project_out(delta, standard[p].astype(dt) - init[p].astype(dt), eps)
-        out[p] = delta
+        out[p] = tree_paths.constrain(delta, sh.get(p))
         finite[p] = jnp.all(jnp.isfinite(delta))
     return out, finite
 
@@ -117,7 +118,11 @@ def extract(
                     f"init has {tree_paths.leaf_spec(flat_init[p])} (shape, dtype)"
                 )
     pick = lambda flat: {p: flat[p] for p in paths}  # noqa: E731
-    deltas, finite = _extract_leaves(pick(flat_init), pick(flat_std), pick(flat_rob), project=project, eps=float(eps))
+    # Deltas come out sharded like the leaves of ``init`` (no gather on a mesh).
+    shardings = tree_paths.static_shardings({p: tree_paths.device_sharding(flat_init[p]) for p in paths})
+    deltas, finite = _extract_leaves(
+        pick(flat_init), pick(flat_std), pick(flat_rob), project=project, eps=float(eps), shardings=shardings
+    )
     bad = [p for p, ok in finite.items() if not bool(ok)]
     if bad:
         raise NonFiniteError(f"NaN/inf in the weight difference of {bad[:5]}: one of the models holds NaN or inf")

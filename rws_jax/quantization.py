@@ -11,6 +11,16 @@ Every scheme stores unsigned codes ``q`` in ``[0, 2**bits − 1]`` and dequantiz
 Rounding is half-to-even (``jnp.round``), as in the reference. The error of every
 element is at most ``scale/2`` (plus float rounding). 4- and 2-bit codes are packed
 2 and 4 to a byte, so a 4-bit signature takes half the bytes of an 8-bit one.
+
+Packing layout (chosen so that quantization works on sharded tensors without
+gathering them): in memory, codes are packed *along the last axis* —
+``data: uint8[*shape[:-1], shape[-1] // (8 // bits)]`` — whenever that axis (and, for
+a sharded tensor, each shard of it) divides by the number of codes per byte; the
+packed array is then sharded like the tensor and every shard packs its own codes.
+Otherwise the codes stay unpacked (``uint8[*shape]``, one code a byte). The layout is
+read off ``data.shape``; an older flat layout (``uint8[ceil(n·bits/8)]``) is still
+understood. Files always hold the compact flat layout (see :func:`to_flat_packed`),
+whatever the layout in memory.
 Per-channel quantization uses one (scale, offset) per slice along ``axis``
 (default −1, the output features of Flax ``Conv``/``Dense`` kernels); leaves with
 fewer than 2 dimensions (biases) fall back to per-tensor.
@@ -30,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from rws_jax import tree_paths
 from rws_jax.errors import RWSError
 from rws_jax.signature import Signature
 
@@ -42,7 +53,9 @@ class QuantizedTensor:
     """Quantized stand-in for one delta tensor.
 
     Attributes:
-      data: ``uint8[ceil(n · bits / 8)]`` packed codes (``uint8[*shape]`` for 8 bit).
+      data: ``uint8`` codes: ``[*shape]`` (8 bit, or unpacked), ``[*shape[:-1],
+        shape[-1] // (8 // bits)]`` (packed along the last axis) or the legacy flat
+        ``[ceil(n · bits / 8)]`` (see the module doc).
       scale: ``f32[]`` (per tensor) or ``f32[1, ..., C, ..., 1]`` (per channel).
       offset: same shape as ``scale``.
       shape, dtype: shape and dtype of the dequantized tensor (static).
@@ -102,6 +115,114 @@ def unpack_codes(data: jax.Array, bits: int, shape: tuple) -> jax.Array:
     return codes.reshape(-1)[:n].reshape(shape)
 
 
+def can_pack_last_axis(shape: tuple, bits: int, shard_shape: tuple | None = None) -> bool:
+    """Whether ``bits``-bit codes of ``shape`` pack along the last axis (see module doc).
+
+    With ``shard_shape`` (the per-device block of a sharded tensor) each shard's last
+    axis must divide too, so that packing needs no communication.
+    """
+    if bits == 8 or len(shape) == 0:
+        return False
+    per_byte = 8 // bits
+    if shape[-1] % per_byte:
+        return False
+    return shard_shape is None or (len(shard_shape) == len(shape) and shard_shape[-1] % per_byte == 0)
+
+
+def pack_last_axis(q: jax.Array, bits: int) -> jax.Array:
+    """``uint8[..., C]`` codes -> ``uint8[..., C // (8 // bits)]`` (``C`` must divide)."""
+    q = q.astype(jnp.uint8)
+    if bits == 8:
+        return q
+    per_byte = 8 // bits
+    grouped = q.reshape(*q.shape[:-1], q.shape[-1] // per_byte, per_byte)
+    shifts = jnp.arange(per_byte, dtype=jnp.uint8) * bits
+    return jnp.sum(grouped << shifts, axis=-1, dtype=jnp.uint8)
+
+
+def unpack_last_axis(data: jax.Array, bits: int, shape: tuple) -> jax.Array:
+    """Inverse of :func:`pack_last_axis`."""
+    if bits == 8:
+        return data.reshape(shape)
+    per_byte = 8 // bits
+    shifts = jnp.arange(per_byte, dtype=jnp.uint8) * bits
+    mask = jnp.uint8((1 << bits) - 1)
+    codes = (data[..., None] >> shifts) & mask
+    return codes.reshape(shape)
+
+
+def layout_of(data_shape: tuple, bits: int, shape: tuple) -> str:
+    """``'codes'`` (one code a byte), ``'last_axis'`` or ``'flat'`` (see module doc)."""
+    data_shape, shape = tuple(data_shape), tuple(shape)
+    if data_shape == shape:
+        return "codes"
+    if bits != 8 and len(shape) and shape[-1] % (8 // bits) == 0:
+        if data_shape == (*shape[:-1], shape[-1] // (8 // bits)):
+            return "last_axis"
+    n = int(np.prod(shape))
+    if len(data_shape) == 1 and data_shape[0] == (n if bits == 8 else -(-n * bits // 8)):
+        return "flat"
+    raise RWSError(f"quantized data of shape {data_shape} does not fit a {bits}-bit tensor of shape {shape}")
+
+
+def codes_of(qt: "QuantizedTensor") -> jax.Array:
+    """The unsigned codes of ``qt`` as ``uint8[*qt.shape]``, whatever the packing (traceable)."""
+    layout = layout_of(qt.data.shape, qt.bits, qt.shape)
+    if layout == "codes":
+        return qt.data.astype(jnp.uint8)
+    if layout == "last_axis":
+        return unpack_last_axis(qt.data, qt.bits, qt.shape)
+    return unpack_codes(qt.data.reshape(-1), qt.bits, qt.shape)
+
+
+def _np_pack_flat(q: np.ndarray, bits: int) -> np.ndarray:
+    q = np.asarray(q, np.uint8).reshape(-1)
+    if bits == 8:
+        return q
+    per_byte = 8 // bits
+    q = np.pad(q, (0, (-q.size) % per_byte)).reshape(-1, per_byte)
+    shifts = (np.arange(per_byte, dtype=np.uint8) * bits).astype(np.uint8)
+    return np.bitwise_or.reduce(q << shifts, axis=1).astype(np.uint8)
+
+
+def _np_unpack_flat(data: np.ndarray, bits: int, n: int) -> np.ndarray:
+    data = np.asarray(data, np.uint8).reshape(-1)
+    if bits == 8:
+        return data[:n]
+    per_byte = 8 // bits
+    shifts = (np.arange(per_byte, dtype=np.uint8) * bits).astype(np.uint8)
+    return ((data[:, None] >> shifts) & np.uint8((1 << bits) - 1)).reshape(-1)[:n]
+
+
+def to_flat_packed(qt: "QuantizedTensor") -> np.ndarray:
+    """The on-disk layout: codes packed flat, ``uint8[ceil(n · bits / 8)]`` (host numpy)."""
+    data = np.asarray(jax.device_get(qt.data))
+    layout = layout_of(data.shape, qt.bits, qt.shape)
+    n = int(np.prod(qt.shape))
+    if layout == "flat":
+        return data.reshape(-1)
+    if layout == "codes":
+        return _np_pack_flat(data, qt.bits)
+    per_byte = 8 // qt.bits
+    shifts = (np.arange(per_byte, dtype=np.uint8) * qt.bits).astype(np.uint8)
+    codes = ((data[..., None] >> shifts) & np.uint8((1 << qt.bits) - 1)).reshape(-1)
+    return _np_pack_flat(codes[:n], qt.bits)
+
+
+def from_flat_packed(data: np.ndarray, bits: int, shape: tuple) -> np.ndarray:
+    """Inverse of :func:`to_flat_packed`: the in-memory layout that :func:`quantize_tensor`
+    gives an unsharded tensor of ``shape`` (host numpy)."""
+    shape = tuple(int(d) for d in shape)
+    n = int(np.prod(shape))
+    codes = _np_unpack_flat(data, bits, n).reshape(shape)
+    if not can_pack_last_axis(shape, bits):
+        return codes
+    per_byte = 8 // bits
+    shifts = (np.arange(per_byte, dtype=np.uint8) * bits).astype(np.uint8)
+    grouped = codes.reshape(*shape[:-1], shape[-1] // per_byte, per_byte)
+    return np.bitwise_or.reduce(grouped << shifts, axis=-1).astype(np.uint8)
+
+
 def _reduce_axes(ndim: int, axis: int | None) -> tuple[int, ...] | None:
     if axis is None:
         return None
@@ -115,9 +236,13 @@ def quantize_tensor(
     scheme: str = "asymmetric",
     axis: int | None = None,
     value_range: tuple[jax.Array, jax.Array] | None = None,
+    pack: bool | None = None,
 ) -> QuantizedTensor:
     """Quantizes one tensor. ``axis`` selects per-channel; ``value_range=(lo, hi)``
-    overrides the min/max (the reference shares it across signatures)."""
+    overrides the min/max (the reference shares it across signatures).
+
+    ``pack``: pack 4/2-bit codes along the last axis (``None``: whenever the last axis
+    divides, see the module doc; ``False``: keep one code a byte)."""
     _check(bits, scheme)
     x = jnp.asarray(x)
     out_dtype = str(x.dtype)
@@ -145,11 +270,15 @@ def quantize_tensor(
         safe = jnp.where(scale > 0, scale, 1.0)
         q = jnp.clip(jnp.round(xf / safe), -half, half) + half
         offset = -half * scale
+    shape = tuple(int(d) for d in x.shape)
+    if pack is None:
+        pack = can_pack_last_axis(shape, bits)
+    pack = bool(pack) and can_pack_last_axis(shape, bits)
     return QuantizedTensor(
-        data=pack_codes(q, bits),
+        data=pack_last_axis(q, bits) if pack else q.astype(jnp.uint8),
         scale=scale.astype(jnp.float32),
         offset=offset.astype(jnp.float32),
-        shape=tuple(int(d) for d in x.shape),
+        shape=shape,
         dtype=out_dtype,
         bits=bits,
         scheme=scheme,
@@ -159,7 +288,7 @@ def quantize_tensor(
 
 def dequantize_tensor(qt: QuantizedTensor) -> jax.Array:
     """``q · scale + offset`` in float32, cast to the original dtype."""
-    codes = unpack_codes(qt.data, qt.bits, qt.shape).astype(jnp.float32)
+    codes = codes_of(qt).astype(jnp.float32)
     return (codes * qt.scale + qt.offset).astype(qt.dtype)
 
 
@@ -172,12 +301,44 @@ def describe(bits: int, scheme: str, per_channel: bool, shared: bool = False) ->
     return f"{scheme}/{'per_channel' if per_channel else 'per_tensor'}/{bits}" + ("/shared_range" if shared else "")
 
 
-@jax.jit(static_argnames=("bits", "scheme", "axis"))
+@jax.jit(static_argnames=("bits", "scheme", "axis", "packs", "shardings"))
+def _quantize_all_jit(deltas: dict, bits: int, scheme: str, axis: int | None, ranges: dict | None = None,
+                      packs: tuple | None = None, shardings: tuple | None = None):
+    pack_of = dict(packs or ())
+    sh = dict(shardings or ())
+    out = {}
+    for p, x in deltas.items():
+        qt = quantize_tensor(
+            x, bits, scheme=scheme, axis=axis, value_range=None if ranges is None else ranges[p], pack=pack_of.get(p)
+        )
+        if p in sh:
+            data_sh, param_sh = sh[p]
+            qt = qt.replace(
+                data=tree_paths.constrain(qt.data, data_sh),
+                scale=tree_paths.constrain(qt.scale, param_sh),
+                offset=tree_paths.constrain(qt.offset, param_sh),
+            )
+        out[p] = qt
+    return out
+
+
 def _quantize_all(deltas: dict, bits: int, scheme: str, axis: int | None, ranges: dict | None = None):
-    return {
-        p: quantize_tensor(x, bits, scheme=scheme, axis=axis, value_range=None if ranges is None else ranges[p])
-        for p, x in deltas.items()
-    }
+    """Quantizes every delta; sharded deltas stay sharded (codes packed per shard)."""
+    packs, shardings = [], {}
+    for p, x in deltas.items():
+        shape = tuple(int(d) for d in x.shape)
+        packs.append((p, can_pack_last_axis(shape, bits, tree_paths.shard_shape(x))))
+        s = tree_paths.device_sharding(x)
+        if s is not None:
+            ndim = len(shape)
+            ax = None if axis is None or ndim < 2 else axis % ndim
+            param_sh = tree_paths.derived_sharding(s, ndim if ax is not None else 0, () if ax is None else (ax,))
+            data_sh = tree_paths.derived_sharding(s, ndim)
+            shardings[p] = (data_sh, param_sh)
+    return _quantize_all_jit(
+        deltas, bits=bits, scheme=scheme, axis=axis, ranges=ranges, packs=tuple(sorted(packs)),
+        shardings=tree_paths.static_shardings(shardings),
+    )
 
 
 def quantize(
@@ -227,9 +388,27 @@ def quantize_reference(sigs: Sequence[Signature], levels: int = 256) -> list[Sig
     return out
 
 
-@jax.jit
+@jax.jit(static_argnames=("shardings",))
+def _dequantize_all_jit(deltas: dict, shardings: tuple | None = None) -> dict:
+    sh = dict(shardings or ())
+    return {p: tree_paths.constrain(as_float(v), sh.get(p)) for p, v in deltas.items()}
+
+
+def delta_sharding(value):
+    """The sharding a delta (float or quantized) has, as the sharding of its float value."""
+    if isinstance(value, QuantizedTensor):
+        s = tree_paths.device_sharding(value.data)
+        if s is None or layout_of(value.data.shape, value.bits, value.shape) == "flat":
+            return None
+        if layout_of(value.data.shape, value.bits, value.shape) == "codes":
+            return s
+        return tree_paths.derived_sharding(s, len(value.shape))
+    return tree_paths.device_sharding(value)
+
+
 def _dequantize_all(deltas: dict) -> dict:
-    return {p: as_float(v) for p, v in deltas.items()}
+    shardings = tree_paths.static_shardings({p: delta_sharding(v) for p, v in deltas.items()})
+    return _dequantize_all_jit(deltas, shardings=shardings)
 
 
 def dequantize(sig: Signature) -> Signature:

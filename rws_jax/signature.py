@@ -105,3 +105,44 @@ def leaf_specs_for(flat: Mapping[str, Any], paths) -> tuple:
     return tuple(
         (p, tuple(int(d) for d in np.shape(flat[p])), str(np.dtype(flat[p].dtype))) for p in sorted(paths)
     )
+
+
+def signature_fingerprint(sig: Signature) -> str:
+    """sha256 (hex) of a signature's *content*: its delta values plus the metadata
+    that decides what it does (base fingerprint, leaf specs, quantization).
+
+    Descriptive labels (name, severity, kind, selection) are left out, so a renamed
+    copy of a signature has the same fingerprint. A quantized tensor is hashed in the
+    on-disk (flat packed) layout, so the fingerprint does not depend on how its codes
+    are packed in memory or sharded; a saved and reloaded signature keeps it.
+    """
+    import hashlib  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    from rws_jax.quantization import QuantizedTensor, to_flat_packed  # noqa: PLC0415 (import cycle)
+
+    m = sig.meta
+    h = hashlib.sha256()
+    head = {
+        "base_fingerprint": m.base_fingerprint,
+        "leaf_specs": [[p, list(s), d] for p, s, d in m.leaf_specs],
+        "quantization": m.quantization,
+    }
+    h.update(json.dumps(head, sort_keys=True, separators=(",", ":")).encode())
+
+    def arr(a) -> None:
+        a = np.ascontiguousarray(np.asarray(jax.device_get(a)))
+        h.update(f"{a.dtype}{list(a.shape)}".encode())
+        h.update(a.tobytes())
+
+    for p in sorted(sig.deltas):
+        v = sig.deltas[p]
+        h.update(p.encode() + b"\0")
+        if isinstance(v, QuantizedTensor):
+            h.update(json.dumps([list(v.shape), v.dtype, v.bits, v.scheme, v.axis]).encode())
+            arr(to_flat_packed(v))
+            arr(v.scale)
+            arr(v.offset)
+        else:
+            arr(v)
+    return h.hexdigest()

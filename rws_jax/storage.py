@@ -24,6 +24,7 @@ import ctypes
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -36,7 +37,7 @@ import orbax.checkpoint as ocp
 from rws_jax import tree_paths
 from rws_jax.algebra import check_compatible, check_finite
 from rws_jax.errors import NonFiniteError, SignatureFileError
-from rws_jax.quantization import BITS, SCHEMES, QuantizedTensor
+from rws_jax.quantization import BITS, SCHEMES, QuantizedTensor, from_flat_packed, to_flat_packed
 from rws_jax.signature import Signature, SignatureMeta
 
 FORMAT = "rws_jax.signature"
@@ -44,6 +45,11 @@ FORMAT_VERSION = 1
 MAX_DECLARED_BYTES = 64 << 30  # refuse files declaring more than 64 GiB of arrays
 _ARRAYS, _META = "arrays", "meta"
 _DTYPES = ("float16", "bfloat16", "float32", "float64", "uint8")
+_KEY_RE = re.compile(r"t\d{5,}")
+
+
+def _is_shape(shape) -> bool:
+    return isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
 
 
 # ----------------------------------------------------------------------------- saving
@@ -55,7 +61,8 @@ def _entries(sig: Signature) -> tuple[list[dict], dict[str, np.ndarray]]:
         v = sig.deltas[p]
         key = f"t{i:05d}"
         if isinstance(v, QuantizedTensor):
-            parts = {"data": v.data, "scale": v.scale, "offset": v.offset}
+            # On disk the codes are always packed flat (compact whatever the in-memory layout).
+            parts = {"data": to_flat_packed(v), "scale": v.scale, "offset": v.offset}
             entry = {
                 "path": p,
                 "key": key,
@@ -218,21 +225,42 @@ def _validate_meta(path: Path, meta: dict) -> None:
     for t in tensors:
         if not isinstance(t, dict) or not all(k in t for k in ("path", "key", "shape", "dtype", "arrays")):
             raise _fail(path, f"malformed tensor entry {str(t)[:80]}")
+        if not isinstance(t["path"], str) or not isinstance(t["key"], str) or not _KEY_RE.fullmatch(t["key"]):
+            raise _fail(path, f"malformed tensor entry {str(t)[:80]}: bad path or key")
+        if not _is_shape(t["shape"]):
+            raise _fail(path, f"tensor {t['path']!r} declares an invalid shape {t['shape']!r}")
         if t["dtype"] not in _DTYPES:
             raise _fail(path, f"tensor {t['path']!r} has unsupported dtype {t['dtype']!r}")
         q = t.get("quant")
         if q is not None:
+            if not isinstance(q, dict):
+                raise _fail(path, f"tensor {t['path']!r} has malformed quantization {q!r}")
             if q.get("scheme") not in SCHEMES:
                 raise _fail(path, f"tensor {t['path']!r} uses unknown quantization scheme {q.get('scheme')!r}")
-            if q.get("bits") not in BITS:
+            if q.get("bits") not in BITS or isinstance(q.get("bits"), bool):
                 raise _fail(path, f"tensor {t['path']!r} uses unsupported bit width {q.get('bits')!r}")
+            axis = q.get("axis")
+            if axis is not None and (
+                not isinstance(axis, int) or isinstance(axis, bool) or not 0 <= axis < len(t["shape"])
+            ):
+                raise _fail(path, f"tensor {t['path']!r} declares an invalid channel axis {axis!r}")
+        want_parts = {"value"} if q is None else {"data", "scale", "offset"}
+        if not isinstance(t["arrays"], dict) or set(t["arrays"]) != want_parts:
+            raise _fail(path, f"tensor {t['path']!r} must hold arrays {sorted(want_parts)}, metadata lists {str(t['arrays'])[:80]}")
         for part in t["arrays"].values():
+            if not isinstance(part, dict):
+                raise _fail(path, f"tensor {t['path']!r} has a malformed array entry {str(part)[:80]}")
             shape = part.get("shape")
-            if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            if not _is_shape(shape):
                 raise _fail(path, f"tensor {t['path']!r} declares an invalid shape {shape!r}")
-            total += int(np.prod(shape, dtype=np.float64)) * np.dtype(part.get("dtype", "float32")).itemsize
-        if not all(isinstance(d, int) and d >= 0 for d in t["shape"]):
-            raise _fail(path, f"tensor {t['path']!r} declares an invalid shape {t['shape']!r}")
+            if part.get("dtype") not in _DTYPES:
+                raise _fail(path, f"tensor {t['path']!r} declares an array of unsupported dtype {part.get('dtype')!r}")
+            total += int(np.prod(shape, dtype=np.float64)) * np.dtype(part["dtype"]).itemsize
+        # the tensor itself (what it dequantizes to) must also be of a sane size
+        total_elems = float(np.prod(t["shape"], dtype=np.float64))
+        if total_elems * np.dtype(t["dtype"]).itemsize > MAX_DECLARED_BYTES:
+            raise _fail(path, f"tensor {t['path']!r} declares {total_elems:.3g} elements, over the "
+                        f"{MAX_DECLARED_BYTES >> 30} GiB limit")
     if total > MAX_DECLARED_BYTES:
         raise _fail(path, f"declares {total / 2**30:.1f} GiB of arrays, over the {MAX_DECLARED_BYTES >> 30} GiB limit")
 
@@ -306,10 +334,15 @@ def load_signature(
             if data.dtype != np.uint8 or data.size != expect:
                 raise _fail(path, f"tensor {t['path']!r}: {data.size} code bytes for {t['shape']} at {q['bits']} bit (want {expect})")
             scale, offset = get("scale"), get("offset")
+            nd = len(t["shape"])
+            want = () if q["axis"] is None else tuple(t["shape"][i] if i == q["axis"] else 1 for i in range(nd))
+            if tuple(scale.shape) != want or tuple(offset.shape) != want or scale.dtype != np.float32 or offset.dtype != np.float32:
+                raise _fail(path, f"tensor {t['path']!r}: scale/offset are {scale.dtype}{list(scale.shape)}, "
+                            f"{offset.dtype}{list(offset.shape)}; want float32{list(want)}")
             if not (np.all(np.isfinite(scale)) and np.all(np.isfinite(offset))):
                 raise NonFiniteError(f"{path}: tensor {t['path']!r} has NaN/inf quantization scale or offset")
             deltas[t["path"]] = QuantizedTensor(
-                data=jax.numpy.asarray(data),
+                data=jax.numpy.asarray(from_flat_packed(data, q["bits"], tuple(t["shape"]))),
                 scale=jax.numpy.asarray(scale),
                 offset=jax.numpy.asarray(offset),
                 shape=tuple(t["shape"]),

@@ -137,3 +137,68 @@ def natural_key(name: str):
     import re
 
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+# ------------------------------------------------------------------------ sharding helpers
+#
+# The jitted kernels of rws_jax (extract, quantize, dequantize, compose, patch) are
+# elementwise per leaf plus scalar or per-channel reductions, so under a
+# ``jax.sharding.Mesh`` every device works on its own shards and only scalars (or one
+# value per channel) are all-reduced; nothing gathers a whole tensor. To make sure the
+# outputs come back sharded like the inputs (XLA's propagation usually, but not always,
+# does that), the kernels take the wanted output shardings as a static argument and
+# pin them with ``jax.lax.with_sharding_constraint``.
+
+
+def device_sharding(x):
+    """``x.sharding`` if ``x`` is a concrete ``jax.Array`` spread over several devices.
+
+    ``None`` for numpy arrays, tracers and single-device arrays (nothing to preserve).
+    """
+    if not isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer):
+        return None
+    s = getattr(x, "sharding", None)
+    try:
+        if s is None or len(s.device_set) <= 1:
+            return None
+    except Exception:  # noqa: BLE001 - exotic sharding types
+        return None
+    return s
+
+
+def shard_shape(x) -> tuple[int, ...] | None:
+    """Shape of one device's block of ``x`` (``None`` unless ``x`` is sharded)."""
+    s = device_sharding(x)
+    if s is None:
+        return None
+    try:
+        return tuple(int(d) for d in s.shard_shape(tuple(x.shape)))
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def derived_sharding(sharding, ndim: int, keep_axes: Iterable[int] | None = None):
+    """A ``NamedSharding`` on the same mesh for an array derived from a leaf.
+
+    The derived array has ``ndim`` dimensions aligned with the leaf's; dimension ``i``
+    keeps the leaf's partitioning if ``i`` is in ``keep_axes`` (all if ``None``) and is
+    replicated otherwise. ``None`` when ``sharding`` is not a ``NamedSharding``.
+    """
+    from jax.sharding import NamedSharding, PartitionSpec  # noqa: PLC0415
+
+    if not isinstance(sharding, NamedSharding):
+        return None
+    spec = tuple(sharding.spec) + (None,) * max(0, ndim - len(sharding.spec))
+    keep = set(range(ndim)) if keep_axes is None else {a % max(ndim, 1) for a in keep_axes}
+    return NamedSharding(sharding.mesh, PartitionSpec(*(spec[i] if i in keep else None for i in range(ndim))))
+
+
+def constrain(x, sharding):
+    """``jax.lax.with_sharding_constraint(x, sharding)``, or ``x`` if ``sharding`` is None."""
+    return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding)
+
+
+def static_shardings(mapping: Mapping[str, Any]) -> tuple | None:
+    """``{path: sharding or None}`` as a hashable static argument (``None`` if all None)."""
+    items = tuple(sorted((p, s) for p, s in mapping.items() if s is not None))
+    return items or None
