@@ -6,11 +6,16 @@
 package (bethgelab/imagecorruptions, imagecorruptions/corruptions.py), tuned
 for 224x224 images.
 
-Spatial constants (blur radii and sigmas, pixel displacements) are stored at
-the preset's reference size (:data:`REFERENCE_SIZE`) and rescaled by
-``min(H, W) / REFERENCE_SIZE[preset]`` in :func:`scaled_params` for other
-image sizes; nothing changes for CIFAR images with the cifar10 preset or
-224x224 images with the imagenet preset.
+Spatial constants (blur radii and sigmas in pixels, glass-blur and motion
+blur extents, snow flake zoom, mud blur) are stored at the preset's reference
+size (:data:`REFERENCE_SIZE`).  For images LARGER than that size they are
+multiplied by ``min(H, W) / REFERENCE_SIZE[preset]`` (integers rounded) in
+:func:`scaled_params`, so that e.g. the cifar10 preset looks the same on a
+64x64 image as on a 32x32 one.  For smaller images the constants are used
+unchanged, as ``imagecorruptions`` does (shrinking them would turn
+sub-pixel blurs into the identity and break the severity ordering).
+Size-relative constants (zoom factors, pixelate factors, elastic fractions,
+the fog fractal, the frost texture) adapt to any size by construction.
 """
 
 from __future__ import annotations
@@ -156,7 +161,7 @@ def scaled_params(name: str, severity: int, preset: str, height: int,
                   width: int) -> dict[str, Any]:
     """Constants adapted to an ``height x width`` image (see module doc)."""
     p = raw_params(name, severity, preset)
-    s = min(height, width) / REFERENCE_SIZE[preset]
+    s = max(1.0, min(height, width) / REFERENCE_SIZE[preset])
     if s == 1.0:
         return p
     for k in _SPATIAL_FLOAT.get(name, ()):
