@@ -45,7 +45,7 @@ def fig_layer_change(run: Run, out: Path) -> str | None:
     ax.axvspan(-0.5, run.cfg.keep_units - 0.5, color="tab:green", alpha=0.08, label=f"kept units (k={run.cfg.keep_units})")
     ax.set_xticks(x, units, rotation=60, fontsize=7)
     ax.set_ylabel("‖Δθ‖ / ‖θ‖ per unit")
-    ax.set_title("Claim 1: robust and clean weights differ mostly in shallow layers")
+    ax.set_title("Layer-wise relative weight change (claim 1)")
     ax.legend(fontsize=7)
     return _save(fig, out / "layer_change.png")
 
@@ -65,7 +65,7 @@ def fig_similarity(run: Run, out: Path) -> str | None:
             ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=6,
                     color="white" if sim[i, j] < 0.6 else "black")
     fig.colorbar(im, ax=ax, fraction=0.04)
-    ax.set_title("Claim 2: cosine similarity of RWSs", fontsize=9)
+    ax.set_title("Cosine similarity of the RWSs (claim 2)", fontsize=9)
     return _save(fig, out / "similarity.png")
 
 
@@ -87,7 +87,7 @@ def fig_alpha(run: Run, out: Path) -> str | None:
         ax.set_title(c, fontsize=9)
         ax.legend(fontsize=6)
     axes[0][0].set_ylabel("accuracy (%)")
-    fig.suptitle("Claim 4: α rescales robustness smoothly", fontsize=9)
+    fig.suptitle("Accuracy vs. α (claim 4)", fontsize=9)
     return _save(fig, out / "alpha.png")
 
 
@@ -116,7 +116,7 @@ def fig_transfer(run: Run, out: Path) -> str | None:
         ax.set_ylabel("RA (%)")
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=6)
-    fig.suptitle("Claim 6: RWSs transfer", fontsize=9)
+    fig.suptitle("Transfer of RWSs (claim 6)", fontsize=9)
     return _save(fig, out / "transfer.png")
 
 
@@ -130,7 +130,7 @@ def fig_storage(run: Run, out: Path) -> str | None:
     for i, r in enumerate(rows):
         ax.text(i, r["ratio"], f"{r['ratio']:.1f}×", ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("full model bytes / signature bytes")
-    ax.set_title("Claim 7: storage ratio on disk", fontsize=9)
+    ax.set_title("Storage ratio on disk (claim 7)", fontsize=9)
     return _save(fig, out / "storage.png")
 
 
@@ -217,18 +217,18 @@ def write_report(run: Run, command: str | None = None) -> Path:
     ]
     f1 = fig_layer_change(run, figs)
     if f1:
-        lines += ["## 1. Clean and robust weights differ mostly in shallow layers", "", f"![layer change]({f1})", ""]
+        lines += ["## 1. Where do clean and robust weights differ? (layer-wise relative change)", "", f"![layer change]({f1})", ""]
     f2 = fig_similarity(run, figs)
     if f2:
-        lines += ["## 2. RWSs are discriminative", "",
-                  "Cosine similarity between signatures, for each corruption on both datasets (same θ_init). "
-                  "High on the diagonal blocks' matching corruption, low across corruptions.", "",
+        lines += ["## 2. Are RWSs discriminative? (cosine similarity)", "",
+                  "Cosine similarity between signatures of each corruption on both datasets (same θ_init). "
+                  "The paper's claim: high for the same corruption, low across corruptions.", "",
                   f"![similarity]({f2})", ""]
-    lines += ["## 3. Patching recovers robustness, 5. composition, 7. quantization", ""]
+    lines += ["## 3. Patching, 5. composition, 7. quantization: TA/RA (%)", ""]
     lines += _accuracy_table(run) + [""]
     f4 = fig_alpha(run, figs)
     if f4:
-        lines += ["## 4. α rescales robustness", "", f"![alpha]({f4})", ""]
+        lines += ["## 4. Scaling α", "", f"![alpha]({f4})", ""]
     t = _transfer_table(run)
     f6 = fig_transfer(run, figs)
     if t or f6:

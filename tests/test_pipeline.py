@@ -1,0 +1,112 @@
+"""The end-to-end pipeline on the tiny preset, the CLI and config files."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import rws_jax as rws
+from rws_jax import cli
+from rws_jax.pipeline import ConfigMismatchError, Run, load_config, preset, run_all
+
+pytestmark = pytest.mark.slow
+
+FIGURES = ["layer_change.png", "similarity.png", "alpha.png", "transfer.png", "storage.png"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    logs: list[str] = []
+    run = Run(preset("tiny"), out, progress=False, log=logs.append)
+    run_all(run)
+    return run, logs
+
+
+def test_pipeline_writes_report_figures_and_signatures(tiny_run):
+    run, logs = tiny_run
+    report = (run.dir / "report.md").read_text()
+    for fig in FIGURES:
+        assert (run.dir / "figures" / fig).stat().st_size > 5000
+        assert f"figures/{fig}" in report
+    for section in ("## 1.", "## 2.", "## 3.", "## 4.", "## 6.", "## 7.", "## Config"):
+        assert section in report
+    assert "command:" in report and "gaussian_noise" in report
+    for c in run.cfg.corruptions:
+        sig = rws.load_signature(run.signature_path(c), like=run.standard())
+        assert sig.name == c and len(sig.deltas) == 2 * run.cfg.keep_units  # kernel + bias per conv
+        for b in run.cfg.quant_bits:
+            assert rws.load_signature(run.signature_path(c, b)).meta.quantization.endswith(f"/{b}")
+    acc = json.loads((run.dir / "metrics" / "accuracy.json").read_text())
+    expected = {"standard", "mixture", "composed", "composed_q8_shared_range", "transfer/standard",
+                "updated/standard", *(f"patched/{c}/alpha={a:g}" for c in run.cfg.corruptions for a in run.cfg.alphas)}
+    assert expected <= set(acc)
+    assert all(0.0 <= v <= 1.0 for d in acc.values() for v in d.values())
+    storage = json.loads((run.dir / "metrics" / "storage.json").read_text())
+    assert [r["bits"] for r in storage["rows"]] == [32, 8, 4]
+    assert all(r["ratio"] > 1 for r in storage["rows"])
+
+
+def test_patched_accuracy_is_recomputable(tiny_run):
+    """The stored number for θ_std + RWS_c equals a fresh evaluation through the public API."""
+    from rws_jax.training import evaluate
+
+    run, _ = tiny_run
+    c = run.cfg.corruptions[0]
+    patched = rws.patch(run.standard(), rws.load_signature(run.signature_path(c)), 1.0)
+    acc = evaluate(patched, run.model.apply, run.test_set(c), run.cfg.eval_batch_size)["accuracy"]
+    stored = json.loads((run.dir / "metrics" / "accuracy.json").read_text())[f"patched/{c}/alpha=1"][c]
+    assert acc == pytest.approx(stored)
+
+
+def test_rerun_skips_finished_stages(tiny_run):
+    run, first_logs = tiny_run
+    assert any(line.strip().startswith("trained init") for line in first_logs)
+    logs: list[str] = []
+    run_all(Run(run.cfg, run.dir, progress=False, log=logs.append))
+    assert not any(line.strip().startswith("trained") for line in logs)
+
+
+def test_other_config_in_same_dir_is_refused(tiny_run):
+    run, _ = tiny_run
+    with pytest.raises(ConfigMismatchError, match="another config"):
+        Run(run.cfg.replace(severity=3), run.dir)
+
+
+def test_cli_patch_and_report(tiny_run, capsys, tmp_path):
+    run, _ = tiny_run
+    c = run.cfg.corruptions[0]
+    rc = cli.main(["patch", "--preset", "tiny", "--out", str(run.dir), "--signature", c, "--bits", "8",
+                   "--save", str(tmp_path / "patched")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "patched" in out and c in out and (tmp_path / "patched").is_dir()
+    assert cli.main(["report", "--preset", "tiny", "--out", str(run.dir), "--quiet"]) == 0
+
+
+def test_config_files_and_overrides(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("preset: tiny\nseverity: 3\nfinetune:\n  epochs: 2\n")
+    cfg = load_config(y, overrides=["keep_units=2", "corruptions=[fog]"])
+    assert (cfg.name, cfg.severity, cfg.finetune, cfg.keep_units, cfg.corruptions) == ("tiny", 3, {"epochs": 2}, 2, ("fog",))
+    p = tmp_path / "c.py"
+    p.write_text("CONFIG = {'preset': 'offline', 'keep_units': 5}\n")
+    assert load_config(p).keep_units == 5 and load_config(p).name == "offline"
+    with pytest.raises(ValueError, match="unknown corruption"):
+        load_config(preset_name="tiny", overrides=["corruptions=[fgo]"])
+    with pytest.raises(ValueError, match="unknown preset"):
+        load_config(preset_name="nope")
+    with pytest.raises(ValueError, match="unknown config field"):
+        load_config(preset_name="tiny", overrides=["epochs=3"])
+    for name in ("offline", "fashion_mnist_full", "cifar10_vgg16", "cifar100_vgg16"):
+        preset(name)
+
+
+def test_cli_entry_points(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "rws_jax", "presets"], capture_output=True, text=True, check=True)
+    assert "offline" in r.stdout and "cifar10_vgg16" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "rws_jax", "demo", "--preset", "nope", "--out", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "unknown preset 'nope'" in r.stderr
