@@ -1,0 +1,1 @@
+"""rws_jax benchmark suite: `python -m benchmarks [--quick] [--out DIR] [--only ...]`."""

@@ -1,0 +1,89 @@
+"""The benchmark suite's quick mode runs and writes sane JSON and Markdown."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root holds benchmarks/
+
+from benchmarks.__main__ import SECTIONS, run
+
+
+def _positive_finite(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+@pytest.mark.slow
+def test_quick_mode_writes_json_and_markdown(tmp_path):
+    res = run(quick=True, out=tmp_path, log=lambda *a: None)
+    js = json.loads((tmp_path / "results.json").read_text())
+    md = (tmp_path / "results.md").read_text()
+    assert js["mode"] == "quick"
+    for section in SECTIONS:
+        assert section in js, section
+        assert "error" not in js[section], js[section].get("error")
+    assert res["total_s"] > 0
+
+    # 1. patch: every JAX variant and the bound have positive finite medians and ratios
+    case = js["patch"]["cases"][0]
+    for name in ("bound_numpy_1t", "bound_numpy_mt", "ours_donated", "ours_donated_checked",
+                 "ours_jit_copy", "ours_int8", "naive_tree_map"):
+        v = case["variants"][name]
+        assert _positive_finite(v["median_s"]) and _positive_finite(v["gbps"]), name
+    for key in ("ours_fraction_of_bound", "naive_over_ours", "int8_over_ours"):
+        assert _positive_finite(case["ratios"][key]), key
+    assert _positive_finite(case["bound_gbps"])
+    assert case["donated_in_place"] in (True, False)
+
+    # 2. compose: K=1 and K=4
+    per_k = js["compose"]["cases"][0]["per_k"]
+    assert set(per_k) == {"1", "4"}
+    for r in per_k.values():
+        assert _positive_finite(r["fused_over_one"]) and _positive_finite(r["sequential_over_fused"])
+
+    # 3. extraction / quantization throughput
+    sel = js["extract"]["selections"][0]
+    assert _positive_finite(sel["extraction"]["extract"]["elements_per_s"])
+    assert _positive_finite(sel["quantization"]["quantize_8bit"]["elements_per_s"])
+
+    # 4. corruptions: ours ran for each; imagecorruptions compared or reason recorded
+    pc = js["corruption"]["per_corruption"]
+    assert len(pc) >= 2
+    for name, r in pc.items():
+        assert _positive_finite(r["variants"]["ours"]["images_per_s"]), name
+        assert "speedup" in r or r.get("imagecorruptions_error"), name
+
+    # 5. storage: signatures are smaller than the full model, quantized smaller than fp32
+    rows = js["storage"]["rows"]
+    assert rows and all(_positive_finite(r["ratio_fp32"]) for r in rows)
+    k7 = [r for r in rows if r["k"] == 7][0]
+    assert k7["ratio_8"] > k7["ratio_fp32"] > 1
+
+    # targets table and Markdown sections
+    assert {t["status"] for t in js["targets"]} <= {"met", "not met", "not measured"}
+    for heading in ("## Targets", "## 1. Patch latency", "## 2. Composition", "## 3. Extraction",
+                    "## 4. Corruption", "## 5. Storage"):
+        assert heading in md, heading
+
+
+def test_only_rejects_unknown_section(tmp_path):
+    with pytest.raises(SystemExit):
+        run(quick=True, out=tmp_path, only=["nope"])
+
+
+def test_report_renders_targets_from_minimal_results():
+    from benchmarks import report
+
+    results = {"mode": "quick", "machine": {}, "storage": {
+        "model": "vgg16 (width 1.0, 10 classes)", "num_params": 10, "full_model_bytes": 1000, "deltas": "x",
+        "rows": [{"k": 7, "num_params": 5, "fraction_of_params": 0.5, "bytes_fp32": 100, "ratio_fp32": 10.0,
+                  "bytes_8": 25, "ratio_8": 40.0, "bytes_4": 20, "ratio_4": 50.0, "bytes_2": 10, "ratio_2": 100.0}]}}
+    tg = report.targets(results)
+    st = [t for t in tg if "8-bit" in t["target"]][0]
+    assert st["status"] == "met"
+    results["targets"] = tg
+    md = report.render(results)
+    assert "40.0×" in md and "## 5. Storage" in md
