@@ -216,6 +216,14 @@ def fit(model, split_train, split_val, config: TrainConfig, *, init_variables: O
     start_epoch = 0
     ck = _Checkpoints(workdir, config.keep_checkpoints) if workdir is not None else None
     try:
+        if ck is not None:
+            # A kill between save_best(k) and save(k) leaves a best checkpoint newer than
+            # the last state. Its epoch is re-run (deterministically) and saves it again,
+            # so drop it now; keeping it would make that save fail (step exists).
+            last_state = ck.latest_epoch() or 0
+            for step in list(ck.best_mgr.all_steps()):
+                if step > last_state:
+                    ck.best_mgr.delete(step)
         if ck is not None and ck.latest_epoch() is not None:
             last = int(ck.latest_epoch())
             meta = ck.restore_meta(last)
