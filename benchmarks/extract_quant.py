@@ -18,6 +18,7 @@ Throughput is given in elements/s and in GB/s of float32 input read
 from __future__ import annotations
 
 import gc
+import warnings
 
 import jax
 import numpy as np
@@ -72,9 +73,11 @@ def run(quick: bool = False, log=print) -> dict:
 
         variants = {"extract": ours, "numpy_projection": numpy_proj}
         if torch is not None:
-            t_i = {p: torch.from_numpy(np_i[p]) for p in paths}
-            t_s = {p: torch.from_numpy(np_s[p]) for p in paths}
-            t_r = {p: torch.from_numpy(np_r[p]) for p in paths}
+            with warnings.catch_warnings():  # read-only views of JAX buffers: torch only reads them
+                warnings.simplefilter("ignore", UserWarning)
+                t_i = {p: torch.from_numpy(np_i[p]) for p in paths}
+                t_s = {p: torch.from_numpy(np_s[p]) for p in paths}
+                t_r = {p: torch.from_numpy(np_r[p]) for p in paths}
 
             def torch_proj():
                 res = {}
