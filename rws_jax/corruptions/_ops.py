@@ -277,8 +277,9 @@ def gauss_radius(sigma: float, truncate: float = 4.0) -> int:
 
 
 def motion_blur_dyn(x, radius, sigma, angle_deg, wmax: int):
-    """:func:`motion_blur` with traced ``radius``/``sigma``: static loop over
-    ``2*wmax+1`` taps, taps ``>= 2*radius+1`` get weight 0."""
+    """:func:`motion_blur` with traced ``radius``/``sigma``: a ``fori_loop``
+    over ``2*wmax+1`` taps (small compiled program), taps ``>= 2*radius+1``
+    get weight 0."""
     width = 2 * int(wmax) + 1
     i = jnp.arange(width, dtype=jnp.float32)
     sigma = jnp.asarray(sigma, jnp.float32)
@@ -288,13 +289,17 @@ def motion_blur_dyn(x, radius, sigma, angle_deg, wmax: int):
     a = jnp.deg2rad(angle_deg)
     sin, cos = jnp.sin(a), jnp.cos(a)
     H, W = x.shape[:2]
-    out = jnp.zeros_like(x)
-    alive = jnp.asarray(True)
-    for t in range(width):
-        dy = -jnp.ceil(t * sin - 0.5).astype(jnp.int32)
-        dx = -jnp.ceil(t * cos - 0.5).astype(jnp.int32)
+
+    def body(t, carry):
+        out, alive = carry
+        tf = t.astype(jnp.float32)
+        dy = -jnp.ceil(tf * sin - 0.5).astype(jnp.int32)
+        dx = -jnp.ceil(tf * cos - 0.5).astype(jnp.int32)
         alive = alive & (jnp.abs(dy) < H) & (jnp.abs(dx) < W)
         out = out + jnp.where(alive, k[t], 0.0) * shift_edge(x, dy, dx)
+        return out, alive
+
+    out, _ = lax.fori_loop(0, width, body, (jnp.zeros_like(x), jnp.asarray(True)))
     return out
 
 

@@ -71,7 +71,7 @@ def glass_blur(key, x, p):
             img = lax.dynamic_update_slice(img, b, (h, w, 0))
             return lax.dynamic_update_slice(img, a, (hp, wp, 0))
 
-        x = lax.fori_loop(0, iters * n, body, x)
+        x = lax.fori_loop(0, iters * n, body, x, unroll=8)
     return _ops.gaussian_blur_dyn(x, sigma, kmax)
 
 
