@@ -404,3 +404,45 @@ def test_jpeg_quant_table_matches_libjpeg():
     assert q10[0, 0] == 80 and q10.max() == 255
     q80 = np.asarray(quant_table(LUMA_TABLE, 80))  # scale 40%
     assert q80[0, 0] == 6  # (16*40+50)//100
+
+
+# --------------------------------------------------------------------------
+# against the libraries the reference scripts call (when installed)
+# --------------------------------------------------------------------------
+
+def test_gaussian_blur_matches_scipy():
+    ndi = pytest.importorskip("scipy.ndimage")
+    x = BATCHES["gray_f32"]
+    for sev, sigma in ((1, 0.4), (5, 1.0)):  # cifar10 constants
+        y = _run("gaussian_blur", sev, kind="gray_f32")
+        ref = np.stack([ndi.gaussian_filter(im[..., 0].astype(np.float64), sigma,
+                                            mode="nearest", truncate=4.0) for im in x])
+        np.testing.assert_allclose(y[..., 0], np.clip(ref, 0, 1), atol=1e-5)
+
+
+@pytest.mark.parametrize("severity,quality", [(1, 80), (5, 40)])
+def test_jpeg_close_to_pil(severity, quality):
+    Image = pytest.importorskip("PIL.Image")
+    import io
+    x = BATCHES["rgb_u8"]
+    y = _run("jpeg_compression", severity).astype(np.float64)
+    for i in range(len(x)):
+        buf = io.BytesIO()
+        Image.fromarray(x[i]).save(buf, "JPEG", quality=quality)
+        ref = np.asarray(Image.open(buf)).astype(np.float64)
+        # libjpeg's integer DCT/rounding is not reproduced bit-exactly
+        assert np.abs(y[i] - ref).mean() < 3.0
+        d_ref = np.abs(ref - x[i]).mean()
+        assert abs(np.abs(y[i] - x[i]).mean() - d_ref) < 0.1 * d_ref + 0.5
+
+
+@pytest.mark.parametrize("severity,factor", [(1, 0.95), (5, 0.65)])
+def test_pixelate_matches_pil(severity, factor):
+    Image = pytest.importorskip("PIL.Image")
+    x = BATCHES["rgb_u8"]
+    y = _run("pixelate", severity).astype(int)
+    n = int(32 * factor)
+    for i in range(len(x)):
+        ref = np.asarray(Image.fromarray(x[i]).resize((n, n), Image.BOX)
+                         .resize((32, 32), Image.NEAREST)).astype(int)
+        assert np.abs(y[i] - ref).max() <= 1  # PIL rounds its box sums in fixed point
