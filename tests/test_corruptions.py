@@ -446,3 +446,19 @@ def test_pixelate_matches_pil(severity, factor):
         ref = np.asarray(Image.fromarray(x[i]).resize((n, n), Image.BOX)
                          .resize((32, 32), Image.NEAREST)).astype(int)
         assert np.abs(y[i] - ref).max() <= 1  # PIL rounds its box sums in fixed point
+
+
+def test_grid_idx_loader(tmp_path):
+    import gzip
+    import struct
+
+    from rws_jax.corruptions.grid import DatasetMissingError, load_fashion_mnist
+    imgs = np.arange(3 * 28 * 28, dtype=np.uint32).astype(np.uint8).reshape(3, 28, 28)
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">IIII", 2051, 3, 28, 28) + imgs.tobytes())
+    x = load_fashion_mnist(n=2, path=str(path))
+    assert x.shape == (2, 32, 32, 1) and x.dtype == np.uint8
+    np.testing.assert_array_equal(x[:, 2:30, 2:30, 0], imgs[:2])
+    with pytest.raises(DatasetMissingError, match="apt-get install -y dataset-fashion-mnist"):
+        load_fashion_mnist(path=str(tmp_path / "missing.gz"))
