@@ -29,7 +29,7 @@ from rws_jax import tree_paths
 from rws_jax.errors import IncompatibleSignatureError, NonFiniteError, RWSError
 from rws_jax.extraction import delta_dtype
 from rws_jax.quantization import as_float, delta_sharding
-from rws_jax.signature import Signature, SignatureMeta
+from rws_jax.signature import Signature, SignatureMeta, is_marked_finite, mark_finite
 
 PyTree = Any
 MODES = ("linear", "reference")
@@ -118,11 +118,17 @@ def _all_finite(deltas: tuple) -> jax.Array:
 
 
 def check_finite(signatures) -> None:
-    """Raises :class:`NonFiniteError` naming the first signature holding NaN/inf."""
+    """Raises :class:`NonFiniteError` naming the first signature holding NaN/inf.
+
+    One reduction over each signature's values, done once per signature object.
+    """
     for s in _as_list(signatures):
+        if is_marked_finite(s):
+            continue
         if not bool(_all_finite((s.deltas,))):
             bad = [p for p, v in s.deltas.items() if not bool(jnp.all(jnp.isfinite(as_float(v))))]
             raise NonFiniteError(f"signature {s.name!r} holds NaN/inf in {bad[:5]}")
+        mark_finite(s)
 
 
 def check_compatible(signature: Signature, variables: PyTree, *, check_base: bool = True, flat=None) -> None:

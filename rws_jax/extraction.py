@@ -22,7 +22,7 @@ import numpy as np
 from rws_jax import selection as selection_lib
 from rws_jax import tree_paths
 from rws_jax.errors import IncompatibleSignatureError, NonFiniteError
-from rws_jax.signature import Signature, SignatureMeta, leaf_specs_for
+from rws_jax.signature import Signature, SignatureMeta, leaf_specs_for, mark_finite
 
 PyTree = Any
 
@@ -35,26 +35,24 @@ def delta_dtype(dtype) -> jnp.dtype:
 def project_out(delta: jax.Array, direction: jax.Array, eps: float = 1e-12) -> jax.Array:
     """Removes from ``delta`` its component along ``direction`` (any shape, same shape).
 
-    ``delta − (delta·â) â`` with ``â = direction/‖direction‖``. If ``max|direction|``
-    is below ``eps`` the direction is treated as zero and ``delta`` is returned.
-    The direction is rescaled by its max-abs before squaring, so tiny but non-zero
-    directions neither underflow nor overflow. Works on sharded arrays: only two
-    scalar all-reduces are needed.
+    ``delta − (delta·a / a·a) a`` for ``a = direction``, i.e. ``delta − (delta·â) â``.
+    If ``‖direction‖ ≤ eps`` (including a direction so tiny that its squares underflow)
+    the direction is treated as zero and ``delta`` is returned unchanged, so no NaN can
+    appear. One fused pass computes both dot products and a second applies the update;
+    on sharded arrays only two scalar all-reduces are needed.
     """
     dt = delta_dtype(delta.dtype)
     d = delta.astype(dt)
     a = direction.astype(dt)
-    amax = jnp.max(jnp.abs(a))
-    ok = amax > eps
-    a = a / jnp.where(ok, amax, 1.0)
     norm_sq = jnp.sum(a * a)
+    ok = norm_sq > eps * eps
     coef = jnp.sum(d * a) / jnp.where(ok, norm_sq, 1.0)
     return jnp.where(ok, d - coef * a, d)
 
 
 @jax.jit(static_argnames=("project", "eps", "shardings"))
 def _extract_leaves(init: dict, standard: dict, robust: dict, project: bool, eps: float, shardings: tuple | None = None):
-    out, finite = {}, {}
+    out, finite = {}, []
     sh = dict(shardings or ())
     for p in init:
         dt = delta_dtype(init[p].dtype)
@@ -62,8 +60,8 @@ def _extract_leaves(init: dict, standard: dict, robust: dict, project: bool, eps
         if project:
             delta = project_out(delta, standard[p].astype(dt) - init[p].astype(dt), eps)
         out[p] = tree_paths.constrain(delta, sh.get(p))
-        finite[p] = jnp.all(jnp.isfinite(delta))
-    return out, finite
+        finite.append(jnp.all(jnp.isfinite(delta)))
+    return out, jnp.stack(finite)
 
 
 def extract(
@@ -123,7 +121,8 @@ def extract(
     deltas, finite = _extract_leaves(
         pick(flat_init), pick(flat_std), pick(flat_rob), project=project, eps=float(eps), shardings=shardings
     )
-    bad = [p for p, ok in finite.items() if not bool(ok)]
+    # Inside jit the dict is iterated in sorted key order; one host transfer for all flags.
+    bad = [p for p, ok in zip(sorted(paths), np.asarray(finite)) if not ok]
     if bad:
         raise NonFiniteError(f"NaN/inf in the weight difference of {bad[:5]}: one of the models holds NaN or inf")
     meta = SignatureMeta(
@@ -134,7 +133,7 @@ def extract(
         kind="projected" if project else "difference",
         selection=json.dumps(sel.to_json(), sort_keys=True),
     )
-    return Signature(deltas=dict(deltas), meta=meta)
+    return mark_finite(Signature(deltas=dict(deltas), meta=meta))
 
 
 def relative_change(init: PyTree, other: PyTree, *, collections=("params",)) -> dict[str, float]:

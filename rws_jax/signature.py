@@ -100,6 +100,21 @@ class Signature:
         )
 
 
+_FINITE_FLAG = "_rws_checked_finite"
+
+
+def mark_finite(signature: Signature) -> Signature:
+    """Records on this signature object that its values were checked finite, so that
+    later checks of the same object (``rws.patch(..., check_values=True)``) are free.
+    Any new signature (from ``tree_map``, ``replace``...) is a new object, checked anew."""
+    object.__setattr__(signature, _FINITE_FLAG, True)
+    return signature
+
+
+def is_marked_finite(signature: Signature) -> bool:
+    return bool(getattr(signature, _FINITE_FLAG, False))
+
+
 def leaf_specs_for(flat: Mapping[str, Any], paths) -> tuple:
     """``((path, shape, dtype), ...)`` for ``paths`` of a flattened model."""
     return tuple(

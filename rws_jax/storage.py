@@ -38,7 +38,7 @@ from rws_jax import tree_paths
 from rws_jax.algebra import check_compatible, check_finite
 from rws_jax.errors import NonFiniteError, SignatureFileError
 from rws_jax.quantization import BITS, SCHEMES, QuantizedTensor, from_flat_packed, to_flat_packed
-from rws_jax.signature import Signature, SignatureMeta
+from rws_jax.signature import Signature, SignatureMeta, mark_finite
 
 FORMAT = "rws_jax.signature"
 FORMAT_VERSION = 1
@@ -310,7 +310,7 @@ def load_signature(
       NonFiniteError: the file holds NaN/inf.
       IncompatibleSignatureError: the signature does not fit ``like``.
     """
-    path = Path(path)
+    path = Path(path).absolute()  # orbax needs absolute paths
     meta = _read_meta(path)
     _validate_meta(path, meta)
     arrays = _restore_arrays(path, meta)
@@ -368,12 +368,12 @@ def load_signature(
     )
     if like is not None:
         check_compatible(sig, like, check_base=check_base)
-    return sig
+    return mark_finite(sig)  # every value was checked finite above
 
 
 def read_signature_info(path: str | os.PathLike) -> dict:
     """The metadata of a signature file (labels, selection, sizes) without its arrays."""
-    path = Path(path)
+    path = Path(path).absolute()
     meta = _read_meta(path)
     _validate_meta(path, meta)
     return {k: v for k, v in meta.items() if k != "tensors"} | {"num_tensors": len(meta["tensors"])}
@@ -393,7 +393,7 @@ def save_variables(path: str | os.PathLike, variables: Any, *, overwrite: bool =
 
 def load_variables(path: str | os.PathLike, like: Any) -> Any:
     """Loads variables saved by :func:`save_variables` into the structure of ``like``."""
-    path = Path(path)
+    path = Path(path).absolute()
     meta = json.loads((path / _META / "metadata").read_text())
     flat, rebuild = tree_paths.flatten(like)
     if meta.get("fingerprint") != tree_paths.fingerprint(like):

@@ -169,3 +169,13 @@ def test_load_against_another_model(tmp_path, sig, tiny_models):
     wide = type(model)(width=8).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
     with pytest.raises(rws.IncompatibleSignatureError, match="shape"):
         rws.load_signature(p, like=wide)
+
+
+def test_relative_paths(tmp_path, sig, tiny_models, monkeypatch):
+    _, _, std, *_ = tiny_models
+    monkeypatch.chdir(tmp_path)
+    rws.save_signature("rel/fog.rws", sig)
+    chex.assert_trees_all_equal(rws.load_signature("rel/fog.rws").deltas, sig.deltas)
+    assert rws.read_signature_info("rel/fog.rws")["name"] == "fog"
+    rws.save_variables("rel/model", std)
+    chex.assert_trees_all_equal(rws.load_variables("rel/model", like=std), std)
