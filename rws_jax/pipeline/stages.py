@@ -114,7 +114,9 @@ class Run:
 
     @functools.cached_property
     def eval_step(self):
-        return make_eval_step(self.model.apply)
+        """One compiled evaluation step, with the input normalisation the models were trained with."""
+        tc = self.train_config("finetune")
+        return make_eval_step(self.model.apply, mean=tc.mean, std=tc.std)
 
     def train_config(self, which: str, **changes) -> TrainConfig:
         base = {"pretrain": self.cfg.pretrain, "finetune": self.cfg.finetune,
