@@ -10,6 +10,7 @@ can patch the same layers of any tree that has them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any, Callable, Iterable, Mapping
@@ -45,6 +46,20 @@ def path_to_str(key_path: tuple) -> str:
     return "/".join(names)
 
 
+def _unique_paths(key_paths) -> tuple[str, ...]:
+    paths = tuple(path_to_str(p) for p in key_paths)
+    if len(set(paths)) != len(paths):
+        raise ValueError("tree has two leaves with the same path string; rws_jax needs unique paths")
+    return paths
+
+
+@functools.lru_cache(maxsize=512)
+def _paths_of(treedef) -> tuple[str, ...]:
+    """Leaf path strings of a tree structure (cached: patching in a loop reuses them)."""
+    dummy = jax.tree_util.tree_unflatten(treedef, [np.zeros(()) for _ in range(treedef.num_leaves)])
+    return _unique_paths(p for p, _ in jax.tree_util.tree_flatten_with_path(dummy)[0])
+
+
 def flatten(tree: PyTree) -> tuple[dict[str, Any], Callable[[Mapping[str, Any]], PyTree]]:
     """Flattens ``tree`` to ``({path: leaf}, rebuild)``.
 
@@ -52,11 +67,12 @@ def flatten(tree: PyTree) -> tuple[dict[str, Any], Callable[[Mapping[str, Any]],
     leaves named in ``replacements`` are swapped; every other leaf is the very same
     object as in ``tree`` (nothing is copied).
     """
-    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    paths = [path_to_str(p) for p, _ in leaves_with_path]
-    if len(set(paths)) != len(paths):
-        raise ValueError("tree has two leaves with the same path string; rws_jax needs unique paths")
-    flat = dict(zip(paths, (leaf for _, leaf in leaves_with_path)))
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    try:
+        paths = _paths_of(treedef)
+    except TypeError:  # an unhashable treedef: compute the paths from the tree itself
+        paths = _unique_paths(p for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0])
+    flat = dict(zip(paths, leaves))
 
     def rebuild(replacements: Mapping[str, Any]) -> PyTree:
         unknown = set(replacements) - flat.keys()
@@ -116,8 +132,18 @@ def unit_of(path: str, collection: str | None) -> str:
     return parts[0]
 
 
+@functools.lru_cache(maxsize=64)
+def _dtype_name(dtype) -> str:
+    return str(np.dtype(dtype))
+
+
 def leaf_spec(leaf) -> tuple[tuple[int, ...], str]:
-    return tuple(int(d) for d in np.shape(leaf)), str(np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype)))
+    """``(shape, dtype name)`` of an array leaf."""
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is None:
+        leaf = np.asarray(leaf)
+        dtype = leaf.dtype
+    return tuple(int(d) for d in np.shape(leaf)), _dtype_name(dtype)
 
 
 def fingerprint(tree: PyTree, paths: Iterable[str] | None = None) -> str:
