@@ -351,3 +351,13 @@ def test_iterate_batches():
     assert len([next(stream) for _ in range(7)]) == 7
     with pytest.raises(ValueError, match="no batch"):
         next(iterate_batches(s, 64))
+
+
+def test_unprepared_tfds_dataset_is_a_clear_error(tmp_path, monkeypatch):
+    """No prepared data under the default or a given data_dir: DatasetNotFoundError, no download."""
+    from rws_jax.data import DatasetNotFoundError, load_tfds_split
+
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "default"))
+    for data_dir in (None, str(tmp_path / "given")):
+        with pytest.raises(DatasetNotFoundError, match="array_record"):
+            load_tfds_split("cifar10", "test", data_dir=data_dir)

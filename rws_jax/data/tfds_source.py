@@ -82,9 +82,10 @@ def load_tfds_split(name: str, split: str, *, data_dir: str | os.PathLike | None
         raise ValueError("cifar10_corrupted has only a 'test' split (10,000 images)")
     try:
         source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    except (AssertionError, OSError, ValueError, RuntimeError) as e:
+    except (AssertionError, OSError, ValueError, RuntimeError, KeyError) as e:
         # tfds raises NotImplementedError (a RuntimeError) when nothing is prepared, or
-        # when the data was prepared as TFRecord, which random access cannot read.
+        # when the data was prepared as TFRecord, which random access cannot read; with
+        # the default data_dir and nothing prepared it raises KeyError ("splits is empty").
         raise DatasetNotFoundError(
             f"TFDS dataset {name!r} (split {split!r}) is not readable under data_dir="
             f"{data_dir or '~/tensorflow_datasets'} ({type(e).__name__}: {e})\n"
