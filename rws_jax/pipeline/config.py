@@ -116,7 +116,7 @@ PRESETS: dict[str, dict] = {
         corruptions=["gaussian_noise", "defocus_blur", "fog", "contrast"],
         pretrain=dict(epochs=3, batch_size=64, lr=0.02, schedule="cosine", warmup_epochs=0.2, **_GRAY),
         finetune=dict(epochs=2, batch_size=64, lr=0.01, schedule="cosine", **_GRAY),
-        transfer_finetune=dict(epochs=8, batch_size=64, lr=0.03, schedule="cosine", **_GRAY),
+        transfer_finetune=dict(epochs=8, batch_size=32, lr=0.02, schedule="cosine", **_GRAY),
         update_backbone_epochs=1,
     ),
     # Seconds-scale, for tests: same stages, tiny sizes.

@@ -147,7 +147,9 @@ def _accuracy_table(run: Run) -> list[str]:
                      lambda c, b=b: acc.get(f"patched_q{b}/{c}", {}).get("clean")))
     rows += [("θ_std + Σ_c RWS_c (all composed, α=1)", lambda c: acc.get("composed", {}).get(c),
               lambda c: acc.get("composed", {}).get("clean")),
-             ("θ_std + Σ_c RWS_c, reference weighting (α/N)², α=N", lambda c: acc.get("composed_reference_mode", {}).get(c),
+             ("θ_std + (1/N) Σ_c RWS_c (average)", lambda c: acc.get("composed_average", {}).get(c),
+              lambda c: acc.get("composed_average", {}).get("clean")),
+             ("θ_std + Σ_c RWS_c, reference weighting (α/N)² with α=1", lambda c: acc.get("composed_reference_mode", {}).get(c),
               lambda c: acc.get("composed_reference_mode", {}).get("clean")),
              ("θ_std + Σ_c RWS_c, 8-bit reference quantizer (shared range)",
               lambda c: acc.get("composed_q8_shared_range", {}).get(c),

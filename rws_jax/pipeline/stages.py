@@ -351,8 +351,9 @@ def stage_evaluate(run: Run) -> None:
             run.accuracy(f"patched_q{b}/{c}", lambda b=b, c=c: rws.patch(std(), run.quantized(c, b), 1.0), ["clean", c])
     sigs = [run.signature(c) for c in cs]
     run.accuracy("composed", lambda: rws.patch(std(), sigs, 1.0), ["clean", *cs])
-    run.accuracy("composed_reference_mode", lambda: rws.patch(std(), sigs, float(len(sigs)), mode="reference"),
-                 ["clean", *cs])
+    run.accuracy("composed_average", lambda: rws.patch(std(), sigs, 1.0 / len(sigs)), ["clean", *cs])
+    # The reference code's default: α=1 with its (α/N)² weighting.
+    run.accuracy("composed_reference_mode", lambda: rws.patch(std(), sigs, 1.0, mode="reference"), ["clean", *cs])
     run.accuracy("composed_q8_shared_range", lambda: rws.patch(std(), rws.quantize_reference(sigs, 256), 1.0),
                  ["clean", *cs])
 
