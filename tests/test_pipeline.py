@@ -56,7 +56,8 @@ def test_patched_accuracy_is_recomputable(tiny_run):
     run, _ = tiny_run
     c = run.cfg.corruptions[0]
     patched = rws.patch(run.standard(), rws.load_signature(run.signature_path(c)), 1.0)
-    acc = evaluate(patched, run.model.apply, run.test_set(c), run.cfg.eval_batch_size)["accuracy"]
+    tc = run.train_config("finetune")  # the models were trained on standardised inputs
+    acc = evaluate(patched, run.model.apply, run.test_set(c), run.cfg.eval_batch_size, mean=tc.mean, std=tc.std)["accuracy"]
     stored = json.loads((run.dir / "metrics" / "accuracy.json").read_text())[f"patched/{c}/alpha=1"][c]
     assert acc == pytest.approx(stored)
 
