@@ -82,7 +82,7 @@ def run(quick: bool = False, log=print, severity: int = 3) -> dict:
         n_images, repeats = 16, 3
     else:
         names = tuple(CORRUPTIONS)
-        n_images, repeats = 64, 5
+        n_images, repeats = 256, 5  # a training-sized batch
     images = make_images(n_images)
     batch = jnp.asarray(images)
     ic_corrupt, ic_reason = load_imagecorruptions()

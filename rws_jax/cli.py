@@ -25,14 +25,15 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _make_run(args):
+def _make_run(args, record: bool = True):
     from rws_jax.pipeline import Run, load_config
 
     preset = args.preset or (None if args.config else "offline")
     cfg = load_config(args.config, preset_name=preset, overrides=args.overrides)
     out = Path(args.out or f"results/{cfg.name}")
     run = Run(cfg, out, progress=not args.quiet, force_config=args.force_config)
-    (out / "command.txt").write_text("rws-jax " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "\n")
+    if record:  # the command the report names as having produced the run
+        (out / "command.txt").write_text("rws-jax " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "\n")
     return run
 
 
@@ -70,7 +71,7 @@ def _stage(name):
 def _cmd_report(args) -> int:
     from rws_jax.pipeline import write_report
 
-    print(write_report(_make_run(args)))
+    print(write_report(_make_run(args, record=False)))
     return 0
 
 
@@ -78,7 +79,7 @@ def _cmd_patch(args) -> int:
     import rws_jax as rws
     from rws_jax.training import evaluate
 
-    run = _make_run(args)
+    run = _make_run(args, record=False)
     sigs = [rws.load_signature(f) for f in args.signature_file] + [
         run.quantized(c, args.bits) if args.bits else run.signature(c) for c in args.signature
     ]

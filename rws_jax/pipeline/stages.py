@@ -62,9 +62,9 @@ class Run:
         if saved.exists() and not force_config:
             import yaml  # noqa: PLC0415
 
-            old = yaml.safe_load(saved.read_text())
-            if old != cfg.to_dict():
-                diff = sorted(k for k in set(old) | set(cfg.to_dict()) if old.get(k) != cfg.to_dict().get(k))
+            old, new = yaml.safe_load(saved.read_text()), cfg.to_dict()
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k != "description")
+            if diff:
                 raise ConfigMismatchError(
                     f"{self.dir} was made with another config (fields {diff} differ); "
                     "use another --out, delete it, or pass --force-config to reuse its stages anyway"
