@@ -39,6 +39,11 @@ def test_pipeline_writes_report_figures_and_signatures(tiny_run):
         assert sig.name == c and len(sig.deltas) == 2 * run.cfg.keep_units  # kernel + bias per conv
         for b in run.cfg.quant_bits:
             assert rws.load_signature(run.signature_path(c, b)).meta.quantization.endswith(f"/{b}")
+    sim = json.loads((run.dir / "metrics" / "similarity.json").read_text())
+    n = len(run.cfg.corruptions) * (run.cfg.robust_replicates + 1)  # seeds on the main dataset + transfer
+    assert len(sim["names"]) == n and len(sim["cosine"]) == n
+    assert all(abs(sim["cosine"][i][i] - 1.0) < 1e-5 for i in range(n))
+    assert rws.load_signature(run.signature_path(run.cfg.corruptions[0], replicate=1)).name == run.cfg.corruptions[0]
     acc = json.loads((run.dir / "metrics" / "accuracy.json").read_text())
     expected = {"standard", "mixture", "composed", "composed_q8_shared_range", "transfer/standard",
                 "updated/standard", *(f"patched/{c}/alpha={a:g}" for c in run.cfg.corruptions for a in run.cfg.alphas)}

@@ -57,6 +57,9 @@ class PipelineConfig:
     transfer_finetune: dict = dataclasses.field(default_factory=dict)
     update_backbone_epochs: int = 1
     mixture: bool = True
+    # Robust models per corruption (same θ_init, different seeds); the extra ones only
+    # enter the similarity analysis (claim 2: same corruption across seeds).
+    robust_replicates: int = 1
     seed: int = 0
     eval_batch_size: int = 500
 
@@ -76,6 +79,8 @@ class PipelineConfig:
             raise ValueError(f"unknown corruption preset {self.corruption_preset!r}; valid: {PRESETS}")
         if not 1 <= int(self.severity) <= 5:
             raise ValueError(f"severity must be 1..5, got {self.severity}")
+        if int(self.robust_replicates) < 1:
+            raise ValueError(f"robust_replicates must be >= 1, got {self.robust_replicates}")
         bad_bits = [b for b in self.quant_bits if b not in (2, 4, 8)]
         if bad_bits:
             raise ValueError(f"quant_bits must be among 2, 4, 8; got {bad_bits}")
@@ -118,6 +123,7 @@ PRESETS: dict[str, dict] = {
         finetune=dict(epochs=2, batch_size=64, lr=0.01, schedule="cosine", **_GRAY),
         transfer_finetune=dict(epochs=8, batch_size=32, lr=0.02, schedule="cosine", **_GRAY),
         update_backbone_epochs=1,
+        robust_replicates=2,
     ),
     # Seconds-scale, for tests: same stages, tiny sizes.
     "tiny": dict(
@@ -140,6 +146,7 @@ PRESETS: dict[str, dict] = {
         finetune=dict(epochs=1, batch_size=64, lr=0.01, schedule="constant", **_GRAY),
         transfer_finetune=dict(epochs=1, batch_size=64, lr=0.01, schedule="constant", **_GRAY),
         update_backbone_epochs=1,
+        robust_replicates=2,
         eval_batch_size=100,
     ),
     # The full Fashion-MNIST run: all training data, VGG-16 at width 1/2, 8 corruptions.
@@ -159,6 +166,7 @@ PRESETS: dict[str, dict] = {
         finetune=dict(epochs=10, batch_size=128, lr=0.01, schedule="step", milestones=[5, 8], **_GRAY),
         transfer_finetune=dict(epochs=20, batch_size=64, lr=0.01, schedule="cosine", **_GRAY),
         update_backbone_epochs=5,
+        robust_replicates=2,
     ),
 }
 

@@ -223,8 +223,10 @@ def write_report(run: Run, command: str | None = None) -> Path:
     f2 = fig_similarity(run, figs)
     if f2:
         lines += ["## 2. Are RWSs discriminative? (cosine similarity)", "",
-                  "Cosine similarity between signatures of each corruption on both datasets (same θ_init). "
-                  "The paper's claim: high for the same corruption, low across corruptions.", "",
+                  "Cosine similarity between the signatures (flattened kept layers): each corruption on the "
+                  f"main dataset from {cfg.robust_replicates} robust model(s) trained with different seeds, and on "
+                  "the transfer dataset, all from the same θ_init. The paper's claim: high for the same "
+                  "corruption, low across corruptions.", "",
                   f"![similarity]({f2})", ""]
     lines += ["## 3. Patching, 5. composition, 7. quantization: TA/RA (%)", ""]
     lines += _accuracy_table(run) + [""]

@@ -157,10 +157,12 @@ class Run:
                                lr=self.cfg.finetune.get("lr", 0.01), seed=self.cfg.seed + 1)
         return self._fit(INIT_UPDATED, pre, self.data.val, tc, init=self.theta_init)
 
-    def finetune(self, name: str, corruption=None, *, backbone: str = INIT) -> dict:
+    def finetune(self, name: str, corruption=None, *, backbone: str = INIT, replicate: int = 0) -> dict:
+        """Fine-tunes from θ_init (or the updated backbone); ``replicate`` r > 0 changes only
+        the seed (data order, augmentation and corruption keys)."""
         _, fine = self.halves
         init = self.theta_init if backbone == INIT else self.theta_init_updated
-        tc = self.train_config("finetune", corruption=corruption, seed=self.cfg.seed + 2)
+        tc = self.train_config("finetune", corruption=corruption, seed=self.cfg.seed + 2 + 1000 * replicate)
         return self._fit(name, fine, self.data.val, tc, init=init)
 
     def standard(self) -> dict:
@@ -169,8 +171,8 @@ class Run:
     def standard_updated(self) -> dict:
         return self.finetune(STANDARD_UPDATED, backbone=INIT_UPDATED)
 
-    def robust(self, c: str) -> dict:
-        return self.finetune(robust_name(c), c)
+    def robust(self, c: str, replicate: int = 0) -> dict:
+        return self.finetune(robust_name(c) + (f"_seed{replicate}" if replicate else ""), c, replicate=replicate)
 
     def mixture(self) -> dict:
         return self.finetune(MIXTURE, tuple(self.cfg.corruptions))
@@ -181,17 +183,18 @@ class Run:
         return self._fit(transfer_name(c), ds.train, ds.val, tc, init=self.theta_init)
 
     # ------------------------------------------------------------- signatures
-    def signature_path(self, c: str, bits: int | None = None, *, transfer: bool = False) -> Path:
-        suffix = "" if bits is None else f".q{bits}"
+    def signature_path(self, c: str, bits: int | None = None, *, transfer: bool = False, replicate: int = 0) -> Path:
+        suffix = ("" if not replicate else f".seed{replicate}") + ("" if bits is None else f".q{bits}")
         return self.path("signatures", *(("transfer",) if transfer else ()), f"{c}{suffix}.rws")
 
-    def signature(self, c: str, *, transfer: bool = False) -> rws.Signature:
-        """RWS_c (extracted once, then loaded from its file)."""
-        path = self.signature_path(c, transfer=transfer)
+    def signature(self, c: str, *, transfer: bool = False, replicate: int = 0) -> rws.Signature:
+        """RWS_c (extracted once, then loaded from its file); ``replicate`` r > 0: from the
+        robust model trained with another seed."""
+        path = self.signature_path(c, transfer=transfer, replicate=replicate)
         if path.exists():
             return rws.load_signature(path)
         std = self.transfer(None) if transfer else self.standard()
-        rob = self.transfer(c) if transfer else self.robust(c)
+        rob = self.transfer(c) if transfer else self.robust(c, replicate)
         sig = rws.extract(self.theta_init, std, rob, self.selection, name=c, severity=self.cfg.severity)
         rws.save_signature(path, sig)
         return sig
@@ -276,7 +279,8 @@ def stage_finetune_standard(run: Run) -> None:
 def stage_finetune_robust(run: Run, corruptions: list[str] | None = None) -> None:
     for c in corruptions or run.cfg.corruptions:
         run.log(f"[finetune-robust] θ_rob,{c}")
-        run.robust(c)
+        for r in range(run.cfg.robust_replicates):
+            run.robust(c, r)
     if run.cfg.mixture and not corruptions:
         run.log("[finetune-robust] mixture of all corruptions (data-augmentation baseline)")
         run.mixture()
@@ -296,7 +300,8 @@ def stage_transfer(run: Run) -> None:
 def stage_extract(run: Run) -> None:
     run.log("[extract] signatures")
     for c in run.cfg.corruptions:
-        run.signature(c)
+        for r in range(run.cfg.robust_replicates):
+            run.signature(c, replicate=r)
         if run.cfg.transfer_dataset is not None:
             run.signature(c, transfer=True)
 
@@ -317,7 +322,8 @@ def stage_weight_stats(run: Run) -> None:
     for c in run.cfg.corruptions:
         change[c] = _ordered(rws.relative_change(std, run.robust(c)), order)
     run.save_metrics("layer_change", change)
-    sigs = {f"{run.cfg.dataset}:{c}": run.signature(c) for c in run.cfg.corruptions}
+    sigs = {f"{run.cfg.dataset}:{c}" + (f" (seed {r + 1})" if run.cfg.robust_replicates > 1 else ""):
+            run.signature(c, replicate=r) for c in run.cfg.corruptions for r in range(run.cfg.robust_replicates)}
     if run.cfg.transfer_dataset is not None:
         sigs |= {f"{run.cfg.transfer_dataset}:{c}": run.signature(c, transfer=True) for c in run.cfg.corruptions}
     names = list(sigs)
