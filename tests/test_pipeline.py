@@ -116,3 +116,12 @@ def test_cli_entry_points(tmp_path):
     r = subprocess.run([sys.executable, "-m", "rws_jax", "demo", "--preset", "nope", "--out", str(tmp_path)],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "unknown preset 'nope'" in r.stderr
+
+
+def test_shipped_config_files_load():
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    loaded = {p.name: load_config(p) for p in sorted(configs.glob("*.yaml")) + sorted(configs.glob("*.py"))}
+    assert loaded["offline.yaml"] == preset("offline")
+    assert loaded["cifar10_vgg16.yaml"].dataset == "cifar10" and len(loaded["cifar10_vgg16.yaml"].corruptions) == 19
+    assert loaded["fog_and_snow_example.yaml"].corruptions == ("fog", "snow", "frost")
+    assert loaded["custom_example.py"].model == "resnet20"

@@ -197,11 +197,12 @@ for _name, _ds, _other in (("cifar10_vgg16", "cifar10", "cifar100"), ("cifar100_
     )
 
 
-def preset(name: str, **overrides) -> PipelineConfig:
-    """A named preset (``'offline'``, ``'tiny'``, ``'fashion_mnist_full'``, ``'cifar10_vgg16'``, ...)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
-    return PipelineConfig(**{**PRESETS[name], **overrides})
+def preset(preset_name: str, /, **overrides) -> PipelineConfig:
+    """A named preset (``'offline'``, ``'tiny'``, ``'fashion_mnist_full'``, ``'cifar10_vgg16'``, ...),
+    with any field overridden: ``preset('offline', name='mine', keep_units=5)``."""
+    if preset_name not in PRESETS:
+        raise ValueError(f"unknown preset {preset_name!r}; valid: {', '.join(PRESETS)}")
+    return PipelineConfig(**{**PRESETS[preset_name], **overrides})
 
 
 def _parse_value(text: str) -> Any:
