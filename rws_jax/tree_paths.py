@@ -139,22 +139,29 @@ def _dtype_name(dtype) -> str:
 
 def leaf_spec(leaf) -> tuple[tuple[int, ...], str]:
     """``(shape, dtype name)`` of an array leaf."""
-    dtype = getattr(leaf, "dtype", None)
-    if dtype is None:
+    shape, dtype = getattr(leaf, "shape", None), getattr(leaf, "dtype", None)
+    if shape is None or dtype is None:
         leaf = np.asarray(leaf)
-        dtype = leaf.dtype
-    return tuple(int(d) for d in np.shape(leaf)), _dtype_name(dtype)
+        shape, dtype = leaf.shape, leaf.dtype
+    return tuple(map(int, shape)), _dtype_name(dtype)
 
 
 def fingerprint(tree: PyTree, paths: Iterable[str] | None = None) -> str:
     """A short sha256 of the tree's leaf paths, shapes and dtypes (not values).
 
     With ``paths`` only those leaves are covered. Two trees with the same fingerprint
-    accept the same signatures.
+    accept the same signatures. Cached per (structure, shapes, dtypes), so checking the
+    base model on every patch costs a flatten, not a hash.
     """
     flat, _ = flatten(tree)
-    keys = sorted(flat) if paths is None else sorted(paths)
-    spec = [[k, *leaf_spec(flat[k])] for k in keys]
+    keys = tuple(sorted(flat) if paths is None else sorted(paths))
+    specs = tuple(leaf_spec(flat[k]) for k in keys)
+    return _fingerprint_of(keys, specs)
+
+
+@functools.lru_cache(maxsize=256)
+def _fingerprint_of(keys: tuple, specs: tuple) -> str:
+    spec = [[k, list(shape), dtype] for k, (shape, dtype) in zip(keys, specs)]
     return hashlib.sha256(json.dumps(spec, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
