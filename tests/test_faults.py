@@ -106,20 +106,10 @@ def test_save_killed_part_way_keeps_earlier_file(tmp_path, good_sig, existing):
 
 # ----------------------------------------------------------------------------- training
 TRAIN_COMMON = textwrap.dedent(r"""
-    import numpy as np, flax.linen as nn
     from rws_jax.training import TrainConfig, fit
+    from tests._tiny_bn import Tiny, separable_data
 
-    class Tiny(nn.Module):
-        @nn.compact
-        def __call__(self, x, train=False):
-            x = nn.Conv(8, (3, 3), strides=(2, 2))(x)
-            x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
-            x = nn.relu(x).mean(axis=(1, 2))
-            return nn.Dense(3)(x)
-
-    rng = np.random.default_rng(3)
-    labels = rng.integers(0, 3, 1024).astype(np.int32)
-    images = (rng.integers(0, 40, (1024, 8, 8, 1)) + 80 * labels[:, None, None, None]).astype(np.uint8)
+    images, labels = separable_data(1024, seed=3)
     TRAIN, VAL = (images[:896], labels[:896]), (images[896:], labels[896:])
     CFG = TrainConfig(epochs=6, batch_size=32, lr=0.05, milestones=(3,), eval_batch_size=128, seed=11,
                       augment=True, crop_padding=1)

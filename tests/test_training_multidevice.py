@@ -16,25 +16,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent(r"""
-    import jax, jax.numpy as jnp, numpy as np, flax.linen as nn
+    import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
     from rws_jax.training import (TrainConfig, create_train_state, evaluate, fit, make_data_mesh,
                                   make_optimizer, make_train_step, replicate, shard_batch)
 
     assert jax.device_count() == 8, jax.devices()
 
-    class Tiny(nn.Module):
-        @nn.compact
-        def __call__(self, x, train=False):
-            x = nn.Conv(8, (3, 3), strides=(2, 2))(x)
-            x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
-            x = nn.relu(x).mean(axis=(1, 2))
-            return nn.Dense(3)(x)
+    from tests._tiny_bn import Tiny, separable_data
 
-    rng = np.random.default_rng(0)
     n = 128
-    labels = rng.integers(0, 3, n).astype(np.int32)
-    images = (rng.integers(0, 40, (n, 8, 8, 1)) + 80 * labels[:, None, None, None]).astype(np.uint8)
+    images, labels = separable_data(n, seed=0)
 
     def corrupt(key, im):  # random per-image noise: checks RNG agrees across shardings
         noise = jax.random.randint(key, im.shape, 0, 30)
