@@ -69,8 +69,7 @@ class Selection:
 
     def resolve(self, variables: Any) -> tuple[str, ...]:
         """Returns the selected leaf paths of ``variables``, in tree order."""
-        flat, _ = tree_paths.flatten(variables)
-        colls = tree_paths.collection_of(variables)
+        flat, colls = _flat_with_collections(variables)
         eligible = [p for p in flat if self._eligible(p, flat[p], colls[p])]
         if self.mode == "paths":
             missing = [p for p in self.paths if p not in flat]
@@ -82,7 +81,7 @@ class Selection:
             rx = re.compile(self.pattern)
             result = tuple(p for p in eligible if rx.search(p))
         elif self.mode == "first_k":
-            units = self.units(variables)
+            units = self._ordered_units(variables, flat, colls)
             keep = set(units[: self.k])
             result = tuple(p for p in eligible if tree_paths.unit_of(p, colls[p]) in keep)
         else:
@@ -93,8 +92,9 @@ class Selection:
 
     def units(self, variables: Any) -> list[str]:
         """Unit names of ``variables`` in forward order (head excluded if asked)."""
-        flat, _ = tree_paths.flatten(variables)
-        colls = tree_paths.collection_of(variables)
+        return self._ordered_units(variables, *_flat_with_collections(variables))
+
+    def _ordered_units(self, variables: Any, flat: dict, colls: dict) -> list[str]:
         present = []
         for p, leaf in flat.items():
             if not self._eligible(p, leaf, colls[p]):
@@ -142,6 +142,11 @@ class Selection:
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
         return cls(**d)
+
+
+def _flat_with_collections(variables: Any) -> tuple[dict, dict]:
+    """``({path: leaf}, {path: collection})`` of a variable tree."""
+    return tree_paths.flatten(variables)[0], tree_paths.collection_of(variables)
 
 
 def _insertion_order(variables: Any) -> list[str]:

@@ -101,8 +101,7 @@ def collection_of(tree: PyTree) -> dict[str, str | None]:
             return _expand_value_paths(out, tree)
     top = set(tree.keys()) if isinstance(tree, Mapping) else set()
     has_collections = "params" in top or "batch_stats" in top
-    for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        s = path_to_str(p)
+    for s in flatten(tree)[0]:  # path strings cached per tree structure
         out[s] = s.split("/", 1)[0] if has_collections else None
     return out
 
