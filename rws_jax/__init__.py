@@ -24,6 +24,17 @@ from rws_jax.algebra import (
     subtract,
     unpatch,
 )
+from rws_jax.batch_norm import (
+    BN_MODES,
+    REFERENCE_BN_PATTERN,
+    average_leaves,
+    batch_norm_paths,
+    batch_statistics,
+    make_batch_stats_step,
+    patch_batch_norm,
+    recalibrate_batch_stats,
+    reference_mix,
+)
 from rws_jax.errors import (
     IncompatibleSignatureError,
     NonFiniteError,
@@ -57,6 +68,15 @@ from rws_jax.tree_paths import fingerprint
 __version__ = "0.1.0"
 
 __all__ = [
+    "BN_MODES",
+    "REFERENCE_BN_PATTERN",
+    "average_leaves",
+    "batch_norm_paths",
+    "batch_statistics",
+    "make_batch_stats_step",
+    "patch_batch_norm",
+    "recalibrate_batch_stats",
+    "reference_mix",
     "AppliedPatch",
     "IncompatibleSignatureError",
     "NonFiniteError",
