@@ -27,20 +27,33 @@ TFDS_CIFAR10_CORRUPTIONS = (
 TFDS_NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10, "cifar10_corrupted": 10}
 
 
+def _unknown_corruption(message: str) -> Exception:
+    # rws_jax.corruptions imports jax: only when an error is raised.
+    from rws_jax.corruptions import UnknownCorruptionError  # noqa: PLC0415
+
+    return UnknownCorruptionError(message)
+
+
 def tfds_corruption_name(corruption: str) -> str:
-    """Map a corruption name (ours or TFDS's) to the TFDS config name."""
-    name = TFDS_CORRUPTION_ALIASES.get(corruption, corruption)
+    """Map a corruption name (ours or TFDS's) to the TFDS config name.
+
+    Raises :class:`rws_jax.corruptions.UnknownCorruptionError` (a ``ValueError``) listing
+    the valid names when ``corruption`` is none of the 19.
+    """
+    name = TFDS_CORRUPTION_ALIASES.get(corruption, corruption) if isinstance(corruption, str) else None
     if name not in TFDS_CIFAR10_CORRUPTIONS:
         ours = sorted(set(TFDS_CIFAR10_CORRUPTIONS) - set(TFDS_CORRUPTION_ALIASES.values())
                       | set(TFDS_CORRUPTION_ALIASES))
-        raise ValueError(f"unknown corruption {corruption!r}; valid names: {', '.join(ours)}")
+        raise _unknown_corruption(f"unknown corruption {corruption!r}; valid names: {', '.join(ours)} "
+                                  f"(TFDS spellings {', '.join(TFDS_CORRUPTION_ALIASES.values())} "
+                                  "are accepted too)")
     return name
 
 
 def cifar10_corrupted_name(corruption: str, severity: int) -> str:
     """'glass_blur', 5 -> 'cifar10_corrupted/frosted_glass_blur_5'."""
-    if int(severity) not in (1, 2, 3, 4, 5):
-        raise ValueError(f"severity must be 1..5, got {severity}")
+    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or int(severity) not in (1, 2, 3, 4, 5):
+        raise _unknown_corruption(f"severity must be an int in 1..5, got {severity!r}")
     return f"cifar10_corrupted/{tfds_corruption_name(corruption)}_{int(severity)}"
 
 
@@ -100,6 +113,35 @@ def load_tfds_split(name: str, split: str, *, data_dir: str | os.PathLike | None
 def load_cifar10_corrupted(corruption: str, severity: int, *,
                            data_dir: str | os.PathLike | None = None,
                            max_examples: int | None = None) -> ArraySplit:
-    """CIFAR-10-C test set for one corruption/severity (TFDS ``cifar10_corrupted``)."""
-    return load_tfds_split(cifar10_corrupted_name(corruption, severity), "test",
-                           data_dir=data_dir, max_examples=max_examples)
+    """The released CIFAR-10-C test set for one corruption and severity (TFDS
+    ``cifar10_corrupted/<name>_<severity>``, v1.0.0): uint8 images ``[N, 32, 32, 3]`` and
+    int32 labels, N = 10,000 or ``max_examples`` (the first ones).
+
+    ``corruption`` is one of our 19 names (``glass_blur`` and ``elastic_transform`` are
+    TFDS's ``frosted_glass_blur`` and ``elastic``; those spellings work too). The images
+    are the CIFAR-10 test images corrupted by Hendrycks & Dietterich; TFDS stores both
+    datasets' test splits in the same order (same integer keys, same shuffling salt), so
+    the first N here are the corrupted versions of the first N of TFDS ``cifar10``'s test
+    split.
+
+    Raises :class:`rws_jax.corruptions.UnknownCorruptionError` for an unknown name or
+    severity, and :class:`DatasetNotFoundError` (naming the config and how to prepare it)
+    when the data is not prepared under ``data_dir``. Nothing is downloaded.
+    """
+    name = cifar10_corrupted_name(corruption, severity)
+    config = name.split("/", 1)[1]
+    try:
+        return load_tfds_split(name, "test", data_dir=data_dir, max_examples=max_examples)
+    except DatasetNotFoundError as e:
+        raise DatasetNotFoundError(
+            f"CIFAR-10-C {corruption!r} at severity {int(severity)} (TFDS dataset 'cifar10_corrupted', "
+            f"config {config!r}, split 'test') is not prepared (in a random-access format) under data_dir="
+            f"{data_dir or '~/tensorflow_datasets'}.\n"
+            "Either prepare it once on a machine with a network and TensorFlow, in a random-access "
+            f"format: `tfds build cifar10_corrupted/{config} --file_format=array_record "
+            "--data_dir=DIR` (or `tfds build cifar10_corrupted --file_format=array_record "
+            "--data_dir=DIR` for all 95 configs), equivalently tfds.builder("
+            f"{name!r}, data_dir=DIR, file_format='array_record').download_and_prepare(), then "
+            "pass data_dir=DIR (pipeline: --set data_dir=DIR); or evaluate on test sets "
+            "corrupted by rws_jax's own corruptions instead: --set corrupted_test=generated.\n"
+            f"(TFDS said: {e.__cause__ and type(e.__cause__).__name__}: {e.__cause__})") from e

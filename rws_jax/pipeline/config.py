@@ -16,6 +16,10 @@ from typing import Any
 
 import yaml
 
+# Values of PipelineConfig.corrupted_test, and the datasets with a released corrupted test set.
+CORRUPTED_TEST_MODES = (None, "official", "generated")
+OFFICIAL_CORRUPTED_TEST = {"cifar10": "cifar10_corrupted"}
+
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
@@ -46,6 +50,11 @@ class PipelineConfig:
     corruptions: tuple = ("gaussian_noise", "defocus_blur", "fog", "contrast")
     severity: int = 5
     corruption_preset: str = "cifar10"
+    # Corrupted test sets of the main dataset: "official" = the released CIFAR-10-C (TFDS
+    # cifar10_corrupted, cifar10 only, as the reference evaluates), "generated" = the test
+    # split corrupted by rws_jax's corruptions (seeded); None = "official" for cifar10,
+    # else "generated" (see ``corrupted_test_mode``). The transfer dataset's are generated.
+    corrupted_test: str | None = None
     # signatures
     keep_units: int = 7
     collections: tuple = ("params",)
@@ -84,6 +93,20 @@ class PipelineConfig:
         bad_bits = [b for b in self.quant_bits if b not in (2, 4, 8)]
         if bad_bits:
             raise ValueError(f"quant_bits must be among 2, 4, 8; got {bad_bits}")
+        if self.corrupted_test not in CORRUPTED_TEST_MODES:
+            raise ValueError(f"corrupted_test must be one of {CORRUPTED_TEST_MODES}, got {self.corrupted_test!r}")
+        if self.corrupted_test == "official" and self.dataset not in OFFICIAL_CORRUPTED_TEST:
+            raise ValueError(
+                f"corrupted_test='official' needs a released corrupted test set; only "
+                f"{', '.join(OFFICIAL_CORRUPTED_TEST)} has one (TFDS cifar10_corrupted), not {self.dataset!r}: "
+                "use corrupted_test='generated' (or leave it unset)")
+
+    @property
+    def corrupted_test_mode(self) -> str:
+        """'official' or 'generated': ``corrupted_test`` with None resolved by the dataset."""
+        if self.corrupted_test is not None:
+            return self.corrupted_test
+        return "official" if self.dataset in OFFICIAL_CORRUPTED_TEST else "generated"
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -194,6 +217,8 @@ for _name, _ds, _other in (("cifar10_vgg16", "cifar10", "cifar100"), ("cifar100_
         finetune=dict(_REFERENCE),
         transfer_finetune=dict(_REFERENCE),
         update_backbone_epochs=10,
+        # RA on the released CIFAR-10-C as the reference; CIFAR-100 has none in TFDS.
+        corrupted_test="official" if _ds == "cifar10" else "generated",
     )
 
 

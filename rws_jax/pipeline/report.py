@@ -191,6 +191,16 @@ def _transfer_table(run: Run) -> list[str]:
     return lines
 
 
+def _corrupted_test_note(cfg) -> str:
+    """Which corrupted test sets the RA numbers come from."""
+    own = (f"test sets corrupted by rws_jax's own corruptions, preset {cfg.corruption_preset!r}, "
+           f"severity {cfg.severity}")
+    if cfg.corrupted_test_mode == "official":
+        return (f"RA measured on the released CIFAR-10-C (TFDS cifar10_corrupted, severity {cfg.severity})"
+                + (f"; for the transfer dataset {cfg.transfer_dataset}, on {own}" if cfg.transfer_dataset else ""))
+    return f"RA measured on {own} (seeded)"
+
+
 def write_report(run: Run, command: str | None = None) -> Path:
     """Writes ``report.md`` and ``figures/*.png`` into the run directory."""
     figs = run.dir / "figures"
@@ -210,7 +220,7 @@ def write_report(run: Run, command: str | None = None) -> Path:
         f"- config: [`config.yaml`](config.yaml) (digest `{cfg.digest()}`), reproduced at the end",
         f"- data: {cfg.dataset} (pre-training half for θ_init: {len(run.halves[0])} images, fine-tuning half: "
         f"{len(run.halves[1])}, validation {len(run.data.val)}, test {len(run.data.test)}); "
-        f"corrupted test sets made with our JAX corruptions at severity {cfg.severity} ({cfg.corruption_preset} constants)",
+        f"{_corrupted_test_note(cfg)}",
         f"- model: {cfg.model} {cfg.model_kwargs or ''}; signatures keep the first {cfg.keep_units} units "
         f"({', '.join(run.selection.units(run.standard())[: cfg.keep_units])}) of {', '.join(cfg.collections)}",
         "- TA = clean test accuracy, RA = accuracy on the corrupted test set; checkpoints were selected on the "
@@ -228,7 +238,7 @@ def write_report(run: Run, command: str | None = None) -> Path:
                   "the transfer dataset, all from the same θ_init. The paper's claim: high for the same "
                   "corruption, low across corruptions.", "",
                   f"![similarity]({f2})", ""]
-    lines += ["## 3. Patching, 5. composition, 7. quantization: TA/RA (%)", ""]
+    lines += ["## 3. Patching, 5. composition, 7. quantization: TA/RA (%)", "", _corrupted_test_note(cfg) + ".", ""]
     lines += _accuracy_table(run) + [""]
     f4 = fig_alpha(run, figs)
     if f4:

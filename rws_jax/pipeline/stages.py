@@ -27,7 +27,7 @@ import numpy as np
 
 import rws_jax as rws
 from rws_jax import corruptions as corruptions_lib
-from rws_jax.data import ArraySplit, load_dataset, split_disjoint
+from rws_jax.data import ArraySplit, load_cifar10_corrupted, load_dataset, split_disjoint
 from rws_jax.models import get_model, unit_order
 from rws_jax.pipeline.config import PipelineConfig
 from rws_jax.training import TrainConfig, evaluate, fit, make_eval_step
@@ -213,13 +213,23 @@ class Run:
         return {}
 
     def test_set(self, which: str, *, transfer: bool = False) -> ArraySplit:
-        """The clean test split, or the test split corrupted with ``which`` (seeded, fixed)."""
+        """The clean test split (``which='clean'``), or the corrupted test set of ``which``
+        at the config's severity.
+
+        Main dataset with ``cfg.corrupted_test_mode == 'official'`` (the default for
+        cifar10): the released CIFAR-10-C (TFDS ``cifar10_corrupted``), its first
+        ``test_examples`` images, i.e. the corrupted versions of the clean test images.
+        Otherwise, and always for the transfer dataset: the clean test split corrupted by
+        our JAX corruptions (``corruption_preset`` constants, seeded, fixed).
+        """
         key = (which, transfer)
         if key in self._corrupted_cache:
             return self._corrupted_cache[key]
         test = (self.transfer_data if transfer else self.data).test
         if which == "clean":
             out = test
+        elif not transfer and self.cfg.corrupted_test_mode == "official":
+            out = self._official_corrupted(which, test)
         else:
             idx = list(corruptions_lib.CORRUPTIONS).index(which)
             base = jax.random.fold_in(jax.random.key(self.cfg.seed + 777), idx + (100 if transfer else 0))
@@ -230,6 +240,19 @@ class Run:
                     preset=self.cfg.corruption_preset)))
             out = ArraySplit(np.concatenate(chunks), test.labels)
         self._corrupted_cache[key] = out
+        return out
+
+    def _official_corrupted(self, which: str, clean: ArraySplit) -> ArraySplit:
+        """CIFAR-10-C for ``which``, truncated like the clean test split; warns when its labels
+        do not match the clean ones (data prepared differently: RA is then still measured,
+        but not on the same images as TA)."""
+        c = self.cfg
+        out = load_cifar10_corrupted(which, c.severity, data_dir=c.data_dir, max_examples=c.test_examples)
+        if len(out) != len(clean) or not np.array_equal(out.labels, clean.labels):
+            same = float(np.mean(out.labels[: len(clean)] == clean.labels[: len(out)])) if len(out) and len(clean) else 0.0
+            self.log(f"  warning: CIFAR-10-C {which} has {len(out)} images whose labels agree with the clean test "
+                     f"split's ({len(clean)} images) on {100 * same:.1f}%; expected the same images in the same "
+                     "order (TFDS cifar10 and cifar10_corrupted prepared alike)")
         return out
 
     @functools.cached_property
