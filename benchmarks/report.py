@@ -208,7 +208,7 @@ def targets(results: dict) -> list[dict]:
     if row7 and "width 1.0" in st.get("model", ""):
         add("8-bit signature, default selection (7 convs) vs. full VGG-16", "≥ 13× smaller",
             f"{row7[0]['ratio_8']:.1f}× (fp32: {row7[0]['ratio_fp32']:.1f}×)", row7[0]["ratio_8"] >= 13,
-            "DESIGN.md estimate: 33.9× (8-bit, 7 convs), 12.9× (fp32, 6 convs)")
+            "bytes on disk of the two orbax files (docs/design.md, storage)")
     elif row7:
         add("8-bit signature, default selection (7 convs) vs. full VGG-16", "≥ 13× smaller",
             f"{row7[0]['ratio_8']:.1f}× on a width-0.25 VGG-16 (quick mode)", None, "run the full mode")
