@@ -16,6 +16,9 @@ from typing import Any
 
 import yaml
 
+# Values of PipelineConfig.bn (rws_jax.batch_norm.BN_MODES; kept here so configs load fast).
+BN_MODES = ("reference", "patch", "none")
+
 # Values of PipelineConfig.corrupted_test, and the datasets with a released corrupted test set.
 CORRUPTED_TEST_MODES = (None, "official", "generated")
 OFFICIAL_CORRUPTED_TEST = {"cifar10": "cifar10_corrupted"}
@@ -58,6 +61,11 @@ class PipelineConfig:
     # signatures
     keep_units: int = 7
     collections: tuple = ("params",)
+    # BatchNorm models: "reference" (BN γ/β/statistics and shortcut convs <- mean over the
+    # robust models applied, statistics re-estimated on corrupted fine-tuning data, as the
+    # reference code), "patch" (the pure weight patch) or "none" (BN leaves untouched);
+    # None = "reference" for models with BatchNorm (see ``bn_mode``). No effect on VGG.
+    bn: str | None = None
     alphas: tuple = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
     quant_bits: tuple = (8, 4, 2)
     # training (TrainConfig overrides)
@@ -93,6 +101,8 @@ class PipelineConfig:
         bad_bits = [b for b in self.quant_bits if b not in (2, 4, 8)]
         if bad_bits:
             raise ValueError(f"quant_bits must be among 2, 4, 8; got {bad_bits}")
+        if self.bn not in (None, *BN_MODES):
+            raise ValueError(f"bn must be one of {BN_MODES} (or unset), got {self.bn!r}")
         if self.corrupted_test not in CORRUPTED_TEST_MODES:
             raise ValueError(f"corrupted_test must be one of {CORRUPTED_TEST_MODES}, got {self.corrupted_test!r}")
         if self.corrupted_test == "official" and self.dataset not in OFFICIAL_CORRUPTED_TEST:
@@ -100,6 +110,13 @@ class PipelineConfig:
                 f"corrupted_test='official' needs a released corrupted test set; only "
                 f"{', '.join(OFFICIAL_CORRUPTED_TEST)} has one (TFDS cifar10_corrupted), not {self.dataset!r}: "
                 "use corrupted_test='generated' (or leave it unset)")
+
+    def bn_mode(self, has_batch_norm: bool) -> str:
+        """'reference', 'patch' or 'none': ``bn`` with None resolved ('reference' for
+        BatchNorm models, else 'patch', which is then the plain weight patch)."""
+        if self.bn is not None:
+            return self.bn
+        return "reference" if has_batch_norm else "patch"
 
     @property
     def corrupted_test_mode(self) -> str:
@@ -193,7 +210,7 @@ PRESETS: dict[str, dict] = {
     ),
 }
 
-# CIFAR presets: the reference recipe (DESIGN.md §1) with TFDS data, for TPU/GPU users.
+# CIFAR presets: the reference recipe (docs/design.md) with TFDS data, for TPU/GPU users.
 _REFERENCE = dict(
     epochs=50, batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="step", milestones=[20, 40]
 )

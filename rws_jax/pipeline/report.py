@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rws_jax.models import uses_batch_norm  # noqa: E402
 from rws_jax.pipeline.stages import Run  # noqa: E402
 
 
@@ -201,6 +202,20 @@ def _corrupted_test_note(cfg) -> str:
     return f"RA measured on {own} (seeded)"
 
 
+def _bn_note(run: Run) -> str:
+    """How patching treated BatchNorm in this run."""
+    mode = run.bn_mode
+    if mode == "reference":
+        return ("BatchNorm, as the reference code: every BN γ/β/statistic and shortcut conv of a patched model is "
+                "the mean over the robust models of the signatures applied, and the running statistics are "
+                "re-estimated on the fine-tuning data corrupted with those corruptions (mixed (1−α)·old + α·new "
+                "for α < 1)")
+    if mode == "none":
+        return "BatchNorm leaves are left as in the patched model (`bn: none`); only the other kept tensors move"
+    return ("patching is the pure weight patch θ + Σ α·RWS on the kept tensors"
+            + ("" if uses_batch_norm(run.model) else " (the model has no BatchNorm)"))
+
+
 def write_report(run: Run, command: str | None = None) -> Path:
     """Writes ``report.md`` and ``figures/*.png`` into the run directory."""
     figs = run.dir / "figures"
@@ -223,6 +238,7 @@ def write_report(run: Run, command: str | None = None) -> Path:
         f"{_corrupted_test_note(cfg)}",
         f"- model: {cfg.model} {cfg.model_kwargs or ''}; signatures keep the first {cfg.keep_units} units "
         f"({', '.join(run.selection.units(run.standard())[: cfg.keep_units])}) of {', '.join(cfg.collections)}",
+        f"- {_bn_note(run)}",
         "- TA = clean test accuracy, RA = accuracy on the corrupted test set; checkpoints were selected on the "
         "validation split only.",
         "",

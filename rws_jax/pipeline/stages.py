@@ -28,9 +28,10 @@ import numpy as np
 import rws_jax as rws
 from rws_jax import corruptions as corruptions_lib
 from rws_jax.data import ArraySplit, load_cifar10_corrupted, load_dataset, split_disjoint
-from rws_jax.models import get_model, unit_order
+from rws_jax.models import get_model, unit_order, uses_batch_norm
 from rws_jax.pipeline.config import PipelineConfig
 from rws_jax.training import TrainConfig, evaluate, fit, make_eval_step
+from rws_jax.training.augment import normalize_images
 
 # Names of the trained models (checkpoint sub-directories).
 INIT, INIT_UPDATED, STANDARD, STANDARD_UPDATED, MIXTURE = "init", "init_updated", "standard", "standard_updated", "mixture"
@@ -117,6 +118,60 @@ class Run:
         """One compiled evaluation step, with the input normalisation the models were trained with."""
         tc = self.train_config("finetune")
         return make_eval_step(self.model.apply, mean=tc.mean, std=tc.std)
+
+    # ------------------------------------------------------------- BatchNorm
+    @functools.cached_property
+    def bn_mode(self) -> str:
+        """How patching treats BatchNorm: ``cfg.bn`` resolved for this model (see
+        :func:`rws_jax.patch_batch_norm`); 'patch' for models without BatchNorm."""
+        return self.cfg.bn_mode(uses_batch_norm(self.model)) if uses_batch_norm(self.model) else "patch"
+
+    @functools.cached_property
+    def _stats_step(self):
+        tc = self.train_config("finetune")
+        return rws.make_batch_stats_step(self.model.apply, lambda x: normalize_images(x, tc.mean, tc.std))
+
+    @functools.cached_property
+    def _recalibration_cache(self) -> dict:
+        return {}
+
+    def recalibration_split(self, c: str, *, transfer: bool = False) -> ArraySplit:
+        """The fine-tuning split (the transfer dataset's training split when ``transfer``)
+        corrupted with ``c`` at the config's severity: the data the reference re-estimates
+        BatchNorm statistics on (its corrupted training set). Seeded, made once."""
+        key = (c, transfer)
+        if key not in self._recalibration_cache:
+            split = self.transfer_data.train if transfer else self.halves[1]
+            idx = list(corruptions_lib.CORRUPTIONS).index(c)
+            base = jax.random.fold_in(jax.random.key(self.cfg.seed + 555), idx + (100 if transfer else 0))
+            chunks = [np.asarray(corruptions_lib.corrupt(
+                jnp.asarray(split.images[i:i + 500]), c, self.cfg.severity, jax.random.fold_in(base, i),
+                preset=self.cfg.corruption_preset)) for i in range(0, len(split), 500)]
+            self._recalibration_cache[key] = ArraySplit(np.concatenate(chunks), split.labels)
+        return self._recalibration_cache[key]
+
+    def _recalibration_batches(self, corruptions: list[str], transfer: bool):
+        bs = int(self.cfg.finetune.get("batch_size", 128))
+        for c in corruptions:
+            images = self.recalibration_split(c, transfer=transfer).images
+            for i in range(0, len(images), bs):
+                yield images[i:i + bs]
+
+    def patched(self, base: dict, corruptions: list[str], sigs, alphas=1.0, *, mode: str = "linear",
+                transfer: bool = False) -> dict:
+        """``base + Σ α·RWS`` with the run's BatchNorm mode (:attr:`bn_mode`).
+
+        ``corruptions`` names the signatures' corruptions: with ``bn='reference'`` the
+        BN/shortcut tensors become the mean over those robust models θ_rob,c and the
+        statistics are re-estimated on the fine-tuning data corrupted with them (the
+        transfer dataset's training data for ``transfer``), mixed with the reference's
+        weight (:func:`rws_jax.reference_mix`)."""
+        if self.bn_mode != "reference":
+            return rws.patch_batch_norm(base, sigs, alphas, bn=self.bn_mode, mode=mode)
+        return rws.patch_batch_norm(
+            base, sigs, alphas, bn="reference", robust=[self.robust(c) for c in corruptions],
+            apply_fn=self.model.apply, batches=self._recalibration_batches(list(corruptions), transfer),
+            mode=mode, step=self._stats_step)
 
     def train_config(self, which: str, **changes) -> TrainConfig:
         base = {"pretrain": self.cfg.pretrain, "finetune": self.cfg.finetune,
@@ -375,15 +430,18 @@ def stage_evaluate(run: Run) -> None:
     for c in cs:
         sig = run.signature(c)
         for a in cfg.alphas:
-            run.accuracy(f"patched/{c}/alpha={a:g}", lambda a=a, sig=sig: rws.patch(std(), sig, a), ["clean", c])
+            run.accuracy(f"patched/{c}/alpha={a:g}", lambda a=a, sig=sig, c=c: run.patched(std(), [c], sig, a),
+                         ["clean", c])
         for b in cfg.quant_bits:
-            run.accuracy(f"patched_q{b}/{c}", lambda b=b, c=c: rws.patch(std(), run.quantized(c, b), 1.0), ["clean", c])
+            run.accuracy(f"patched_q{b}/{c}", lambda b=b, c=c: run.patched(std(), [c], run.quantized(c, b), 1.0),
+                         ["clean", c])
     sigs = [run.signature(c) for c in cs]
-    run.accuracy("composed", lambda: rws.patch(std(), sigs, 1.0), ["clean", *cs])
-    run.accuracy("composed_average", lambda: rws.patch(std(), sigs, 1.0 / len(sigs)), ["clean", *cs])
+    run.accuracy("composed", lambda: run.patched(std(), cs, sigs, 1.0), ["clean", *cs])
+    run.accuracy("composed_average", lambda: run.patched(std(), cs, sigs, 1.0 / len(sigs)), ["clean", *cs])
     # The reference code's default: α=1 with its (α/N)² weighting.
-    run.accuracy("composed_reference_mode", lambda: rws.patch(std(), sigs, 1.0, mode="reference"), ["clean", *cs])
-    run.accuracy("composed_q8_shared_range", lambda: rws.patch(std(), rws.quantize_reference(sigs, 256), 1.0),
+    run.accuracy("composed_reference_mode", lambda: run.patched(std(), cs, sigs, 1.0, mode="reference"),
+                 ["clean", *cs])
+    run.accuracy("composed_q8_shared_range", lambda: run.patched(std(), cs, rws.quantize_reference(sigs, 256), 1.0),
                  ["clean", *cs])
 
     if cfg.transfer_dataset is not None:
@@ -391,7 +449,8 @@ def stage_evaluate(run: Run) -> None:
         tstd = lambda: run.transfer(None)  # noqa: E731
         run.accuracy("transfer/standard", tstd, ["clean", *cs], transfer=True)
         for c in cs:
-            run.accuracy(f"transfer/patched/{c}", lambda c=c: rws.patch(tstd(), run.signature(c), 1.0), ["clean", c],
+            run.accuracy(f"transfer/patched/{c}",
+                         lambda c=c: run.patched(tstd(), [c], run.signature(c), 1.0, transfer=True), ["clean", c],
                          transfer=True)
             run.accuracy(f"transfer/robust/{c}", lambda c=c: run.transfer(c), ["clean", c], transfer=True)
     if cfg.update_backbone_epochs:
@@ -399,7 +458,8 @@ def stage_evaluate(run: Run) -> None:
         ustd = run.standard_updated
         run.accuracy("updated/standard", ustd, ["clean", *cs])
         for c in cs:
-            run.accuracy(f"updated/patched/{c}", lambda c=c: rws.patch(ustd(), run.signature(c), 1.0), ["clean", c])
+            run.accuracy(f"updated/patched/{c}", lambda c=c: run.patched(ustd(), [c], run.signature(c), 1.0),
+                         ["clean", c])
 
 
 def stage_storage(run: Run) -> None:
