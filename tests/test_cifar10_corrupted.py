@@ -167,3 +167,13 @@ def test_run_with_unprepared_cifar10_c_fails_clearly(tmp_path):
               progress=False, log=lambda m: None)
     gen.__dict__["data"] = run.data
     assert len(gen.test_set("contrast")) == 7
+
+
+def test_run_all_checks_cifar10_c_before_training(tmp_path):
+    """A missing CIFAR-10-C stops the run before any model is trained."""
+    from rws_jax.pipeline import run_all
+
+    run = Run(_cifar10_cfg(data_dir=str(tmp_path / "tfds")), tmp_path / "run", progress=False, log=lambda m: None)
+    with pytest.raises(DatasetNotFoundError, match="cifar10_corrupted"):
+        run_all(run)
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -494,11 +494,21 @@ STAGES = {
 }
 
 
+def check_corrupted_test_data(run: Run) -> None:
+    """Fails before any training when the released corrupted test sets the run will be
+    evaluated on (``corrupted_test`` 'official') are not prepared: one image of each."""
+    c = run.cfg
+    if c.corrupted_test_mode == "official":
+        for name in c.corruptions:
+            load_cifar10_corrupted(name, c.severity, data_dir=c.data_dir, max_examples=1)
+
+
 def run_all(run: Run) -> None:
     """Every stage in order (each skips what is already on disk), then the report."""
     from rws_jax.pipeline.report import write_report  # noqa: PLC0415
 
     t0 = time.time()
+    check_corrupted_test_data(run)
     for name, fn in STAGES.items():
         t = time.time()
         fn(run)
