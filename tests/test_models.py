@@ -129,6 +129,36 @@ def test_vgg16_structure_and_count():
     assert small["params"]["conv_12"]["kernel"].shape == (3, 3, 64, 64)
 
 
+def test_vgg16_is_the_reference_architecture():
+    """Four max-pools (32 -> 2), the last 2x2 map *averaged* (AdaptiveAvgPool2d(1)), one Linear."""
+    model = VGG(num_classes=10, width=0.125)
+    x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+    variables = jax.jit(model.init)(jax.random.key(0), x)
+    logits, state = jax.jit(lambda v, x: model.apply(v, x, capture_intermediates=True))(variables, x)
+    inter = state["intermediates"]
+    c11, c12 = inter["conv_11"]["__call__"][0], inter["conv_12"]["__call__"][0]
+    assert c11.shape == c12.shape == (2, 2, 2, 64)  # no pool after the 4th: conv_12 sees 2x2
+    head = variables["params"]["head"]
+    assert set(head) == {"kernel", "bias"} and head["kernel"].shape == (64, 10)
+    pooled = jnp.maximum(c12, 0).mean(axis=(1, 2))  # ReLU, AdaptiveAvgPool2d((1, 1)), flatten
+    np.testing.assert_allclose(logits, pooled @ head["kernel"] + head["bias"], rtol=1e-5, atol=1e-6)
+
+
+def test_vgg_init_mirrors_the_reference():
+    # kaiming_normal_(fan_out, relu) untruncated for convs, N(0, 0.01) Linear, zero biases.
+    model = VGG(num_classes=10, width=0.25)
+    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+    for name in ("conv_0", "conv_12"):
+        k = np.asarray(params[name]["kernel"])
+        std = np.sqrt(2.0 / (k.shape[0] * k.shape[1] * k.shape[3]))  # fan_out = kh * kw * out
+        assert abs(k.std() / std - 1) < 0.1, (name, k.std(), std)
+    k12 = np.asarray(params["conv_12"]["kernel"])
+    assert np.abs(k12).max() > 3 * k12.std()  # not a (2-sigma) truncated normal
+    assert abs(np.asarray(params["head"]["kernel"]).std() / 0.01 - 1) < 0.2
+    for p in params.values():
+        np.testing.assert_array_equal(p["bias"], 0)
+
+
 def test_unit_names_are_not_sorted_order():
     # Names are not zero-padded: sorting them is *not* the forward order.
     vgg = get_model("vgg16", 10)
