@@ -4,6 +4,9 @@ Every pipeline command takes ``--preset NAME`` or ``--config FILE`` (YAML or Pyt
 ``--set key=value`` overrides and ``--out DIR`` (the run directory; default
 ``results/<preset>``). Stages cache their outputs in the run directory, so rerunning
 a command skips what is done; ``demo``/``run`` runs every stage and writes the report.
+
+``import-torch FILE --model NAME --out DIR`` converts a PyTorch checkpoint of the
+reference code to Flax variables (needs the ``torch`` extra).
 """
 
 from __future__ import annotations
@@ -109,6 +112,53 @@ def _cmd_grid(args) -> int:
     return grid.main(argv) or 0
 
 
+TORCH_MISSING = "import-torch needs PyTorch, which is not installed: pip install -e '.[torch]'"
+
+
+def _cmd_import_torch(args) -> int:
+    """Converts a PyTorch checkpoint of the reference code to an orbax variables directory."""
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        print(f"rws-jax: error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 1
+    from rws_jax.models.torch_import import model_family
+
+    model_family(args.model.lower())  # an unknown name fails before anything is loaded
+    try:
+        import torch
+    except ImportError:
+        print(f"rws-jax: error: {TORCH_MISSING}", file=sys.stderr)
+        return 2
+    import numpy as np
+
+    import rws_jax as rws
+    from rws_jax.models import from_torch_state_dict
+
+    path = Path(args.checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - unreadable or not a weights-only checkpoint
+        print(f"rws-jax: error: cannot load {path} with torch.load(weights_only=True): "
+              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 1
+    kwargs = {} if args.width is None else {"width": args.width}
+    imported = from_torch_state_dict(args.model, checkpoint, num_classes=args.num_classes, **kwargs)
+    written = rws.save_variables(out, imported.variables, overwrite=args.overwrite)
+    opts = "".join(f", {k}={v!r}" for k, v in sorted(imported.model_kwargs.items()))
+    print(f"wrote {written}: {args.model.lower()}(num_classes={imported.model.num_classes}{opts}), "
+          f"{imported.num_params:,} parameters")
+    norm = imported.normalization
+    if norm is None:
+        print("normalization: none in the checkpoint")
+    else:
+        fmt = lambda a: "[" + ", ".join(f"{v:.4f}" for v in np.asarray(a)) + "]"  # noqa: E731
+        print(f"normalization: mean={fmt(norm.mean)} std={fmt(norm.std)} "
+              "(not stored with the variables: feed the model (x - mean) / std)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rws-jax", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corruption-preset", default="cifar10", choices=("cifar10", "imagenet"))
     p.add_argument("--dataset", default="fashion_mnist", choices=("fashion_mnist", "synthetic"))
     p.set_defaults(fn=_cmd_grid)
+    p = sub.add_parser("import-torch", help="convert a PyTorch checkpoint of the reference code to Flax variables")
+    p.add_argument("checkpoint", help="a .pth file: a state dict or {'state_dict': ...}")
+    p.add_argument("--model", required=True, help="model name, e.g. vgg16, resnet20, resnet50")
+    p.add_argument("--out", required=True, help="directory to write (rws_jax.save_variables)")
+    p.add_argument("--num-classes", type=int, default=None, help="default: read off the classifier")
+    p.add_argument("--width", type=float, default=None, help="channel multiplier of a narrowed model")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(fn=_cmd_import_torch)
     return parser
 
 

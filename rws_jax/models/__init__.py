@@ -5,6 +5,9 @@ All models take NHWC float inputs (any number of channels), are called as
 names in forward order, without the classifier ``'head'``) and have a single ``Dense``
 classifier named ``'head'``. ResNets keep BatchNorm statistics in ``'batch_stats'``.
 
+:func:`from_torch_state_dict` imports the reference's PyTorch checkpoints (VGG, torchvision
+ResNets, akamaster's CIFAR ResNets) into these models.
+
 Unit names are not zero-padded: take the forward order from :func:`unit_order`, never
 from sorted dict keys.
 """
@@ -30,12 +33,19 @@ from rws_jax.models.resnet import (
     resnet_cifar,
 )
 from rws_jax.models.vgg import VGG, VGG_CFGS, vgg16
+from rws_jax.models.torch_import import (
+    ImportedModel,
+    Normalization,
+    TorchImportError,
+    from_torch_state_dict,
+)
 
 __all__ = [
     "VGG", "VGG_CFGS", "vgg16",
     "ResNet", "ResNetCifar", "BasicBlock", "BottleneckBlock", "Stem",
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet_cifar",
     "MODELS", "MODEL_NAMES", "get_model", "unit_order", "uses_batch_norm",
+    "from_torch_state_dict", "ImportedModel", "Normalization", "TorchImportError",
 ]
 
 
