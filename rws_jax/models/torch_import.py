@@ -273,8 +273,7 @@ def _infer_kwargs(name: str, family: str, sd: dict[str, np.ndarray], num_classes
     if num_classes is None:
         w = sd.get(f"{head}.weight")
         if w is None:
-            raise TorchImportError(f"missing key {head}.weight (the classifier of {name}); "
-                                   "pass num_classes if the checkpoint has no classifier")
+            raise TorchImportError(f"missing key {head}.weight (the classifier of {name})")
         if w.ndim != 2:
             raise TorchImportError(f"{head}.weight has shape {tuple(w.shape)}; expected [num_classes, features]")
         num_classes = int(w.shape[0])
