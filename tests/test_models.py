@@ -133,7 +133,9 @@ def test_vgg16_is_the_reference_architecture():
     """Four max-pools (32 -> 2), the last 2x2 map *averaged* (AdaptiveAvgPool2d(1)), one Linear."""
     model = VGG(num_classes=10, width=0.125)
     x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
-    variables = jax.jit(model.init)(jax.random.key(0), x)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
+    rng = np.random.default_rng(0)  # random values without compiling the initialisers
+    variables = jax.tree_util.tree_map(lambda s: jnp.asarray(rng.normal(0, 0.2, s.shape), s.dtype), shapes)
     logits, state = jax.jit(lambda v, x: model.apply(v, x, capture_intermediates=True))(variables, x)
     inter = state["intermediates"]
     c11, c12 = inter["conv_11"]["__call__"][0], inter["conv_12"]["__call__"][0]
@@ -146,15 +148,15 @@ def test_vgg16_is_the_reference_architecture():
 
 def test_vgg_init_mirrors_the_reference():
     # kaiming_normal_(fan_out, relu) untruncated for convs, N(0, 0.01) Linear, zero biases.
-    model = VGG(num_classes=10, width=0.25)
-    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
-    for name in ("conv_0", "conv_12"):
+    model = VGG(num_classes=100, cfg=(16, "M", 32))  # two convs suffice; fan_out != fan_in in both
+    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
+    for name in ("conv_0", "conv_1"):
         k = np.asarray(params[name]["kernel"])
         std = np.sqrt(2.0 / (k.shape[0] * k.shape[1] * k.shape[3]))  # fan_out = kh * kw * out
         assert abs(k.std() / std - 1) < 0.1, (name, k.std(), std)
-    k12 = np.asarray(params["conv_12"]["kernel"])
-    assert np.abs(k12).max() > 3 * k12.std()  # not a (2-sigma) truncated normal
-    assert abs(np.asarray(params["head"]["kernel"]).std() / 0.01 - 1) < 0.2
+    k1 = np.asarray(params["conv_1"]["kernel"])
+    assert np.abs(k1).max() > 3 * k1.std()  # not a (2-sigma) truncated normal
+    assert abs(np.asarray(params["head"]["kernel"]).std() / 0.01 - 1) < 0.1
     for p in params.values():
         np.testing.assert_array_equal(p["bias"], 0)
 

@@ -195,9 +195,10 @@ def vgg_state_dict(cfg, in_ch=3, num_classes=10, seed=0, zeros=False):
     return m.sd
 
 
-def torchvision_resnet_state_dict(block, layers, base, num_classes=10, in_ch=3, stem_kernel=7, seed=0):
+def torchvision_resnet_state_dict(block, layers, base, num_classes=10, in_ch=3, stem_kernel=7, seed=0,
+                                  zeros=False):
     """torchvision ResNet state dict with ``base`` stem channels (64 at full width)."""
-    m, expansion = _Maker(seed), (1 if block == "basic" else 4)
+    m, expansion = _Maker(seed, zeros), (1 if block == "basic" else 4)
     m.conv("conv1", base, in_ch, stem_kernel)
     m.bn("bn1", base)
     inplanes = base
@@ -316,6 +317,21 @@ def test_torchvision_resnet_parity(block, layers, name, stem):
     x = _images()
     ref = torchvision_resnet_forward(sd, block, layers, x, stem_kernel=stem)
     _report(f"{name} width 0.125 stem {stem}x{stem}", _rel_err(_ours(imported, x), ref))
+
+
+@pytest.mark.parametrize("name,block,layers,count", [
+    ("resnet18", "basic", (2, 2, 2, 2), 11_689_512),
+    ("resnet50", "bottleneck", (3, 4, 6, 3), 25_557_032),
+])
+def test_torchvision_resnet_full_width_shapes(name, block, layers, count):
+    # torchvision's ImageNet models: 11,689,512 / 25,557,032 parameters (BN running stats not counted).
+    sd = torchvision_resnet_state_dict(block, layers, base=64, num_classes=1000, zeros=True)
+    imported = from_torch_state_dict(name, sd)
+    assert imported.model.small_input is False and imported.model.num_classes == 1000
+    expected = jax.eval_shape(get_model(name, 1000).init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    chex.assert_trees_all_equal_shapes(imported.variables, expected)
+    assert jax.tree_util.tree_structure(imported.variables) == jax.tree_util.tree_structure(expected)
+    assert imported.num_params == count
 
 
 @pytest.mark.parametrize("width,base", [(0.5, 8), (1.0, 16)])
