@@ -447,8 +447,14 @@ def test_bad_inputs():
         from_torch_state_dict("vgg16", {"state_dict": 3})
     with pytest.raises(TorchImportError, match="expected a state dict"):
         from_torch_state_dict("vgg16", [1, 2])
-    with pytest.raises(TorchImportError, match=r"missing key classifier\.weight"):
+    with pytest.raises(TorchImportError, match=r"does not fit vgg16\(num_classes=\?\): .*missing key\(s\): "
+                                               r"classifier\.bias, classifier\.weight"):
         from_torch_state_dict("vgg16", {"features.0.weight": np.zeros((8, 3, 3, 3))})
+    # A VGG checkpoint given the name of a CIFAR ResNet: no classifier 'linear', keys listed.
+    with pytest.raises(TorchImportError, match=r"resnet20\(num_classes=\?, shortcut='pad'\): \d+ missing key\(s\): bn1\.bias, .*"
+                                               r"unexpected key\(s\): "
+                                               r"classifier\.bias, classifier\.weight, features\.0\.bias"):
+        from_torch_state_dict("resnet20", _small_vgg_sd())
 
 
 def test_torch_tensors():

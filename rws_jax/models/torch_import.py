@@ -266,21 +266,22 @@ def torch_shape(flax_shape: tuple[int, ...]) -> tuple[int, ...]:
 # ----------------------------------------------------------------------- import
 
 
-def _infer_kwargs(name: str, family: str, sd: dict[str, np.ndarray], num_classes: int | None,
-                  model_kwargs: dict) -> tuple[int, dict]:
-    kwargs = dict(model_kwargs)
+def _infer_num_classes(family: str, sd: dict[str, np.ndarray]) -> int | None:
+    """Rows of the classifier weight; None when the state dict has no classifier."""
     head = _classifier(family, sd)
-    if num_classes is None:
-        w = sd.get(f"{head}.weight")
-        if w is None:
-            raise TorchImportError(f"missing key {head}.weight (the classifier of {name})")
-        if w.ndim != 2:
-            raise TorchImportError(f"{head}.weight has shape {tuple(w.shape)}; expected [num_classes, features]")
-        num_classes = int(w.shape[0])
-    if family == "resnet" and "small_input" not in kwargs:
-        w = sd.get("conv1.weight")
-        if w is None:
-            raise TorchImportError(f"missing key conv1.weight (the stem conv of {name})")
+    w = sd.get(f"{head}.weight")
+    if w is None:
+        return None
+    if w.ndim != 2:
+        raise TorchImportError(f"{head}.weight has shape {tuple(w.shape)}; expected [num_classes, features]")
+    return int(w.shape[0])
+
+
+def _infer_stem_and_shortcut(name: str, family: str, sd: dict[str, np.ndarray], kwargs: dict) -> dict:
+    """``small_input`` (torchvision ResNets) and ``shortcut`` (CIFAR ResNets) unless given."""
+    if family == "resnet" and "small_input" not in kwargs and "conv1.weight" in sd:
+        # (without conv1.weight the key check reports it missing)
+        w = sd["conv1.weight"]
         kernel = tuple(w.shape[2:])
         if kernel == (7, 7):
             kwargs["small_input"] = False
@@ -291,7 +292,7 @@ def _infer_kwargs(name: str, family: str, sd: dict[str, np.ndarray], num_classes
                                    "7x7 stride-2 stem (ImageNet) or a 3x3 stride-1 stem (small_input=True)")
     if family == "resnet_cifar" and "shortcut" not in kwargs:
         kwargs["shortcut"] = "projection" if any(_PROJ_RE.fullmatch(k) for k in sd) else "pad"
-    return num_classes, kwargs
+    return kwargs
 
 
 def _expected_variables(model: nn.Module, in_channels: int) -> dict:
@@ -300,9 +301,9 @@ def _expected_variables(model: nn.Module, in_channels: int) -> dict:
     return jax.eval_shape(model.init, jax.random.key(0), x)
 
 
-def _describe(name: str, num_classes: int, kwargs: dict) -> str:
+def _describe(name: str, num_classes: int | None, kwargs: dict) -> str:
     opts = ", ".join(f"{k}={v!r}" for k, v in sorted(kwargs.items()))
-    return f"{name}(num_classes={num_classes}{', ' + opts if opts else ''})"
+    return f"{name}(num_classes={'?' if num_classes is None else num_classes}{', ' + opts if opts else ''})"
 
 
 def _few(keys) -> str:
@@ -341,8 +342,12 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, Any], *, num_class
     sd = unwrap_state_dict(state_dict)
     normalization = _normalization(sd)
     sd = {k: v for k, v in sd.items() if k not in NORMALIZE_KEYS}
-    num_classes, kwargs = _infer_kwargs(name, family, sd, num_classes, model_kwargs)
-    model = get_model(name, num_classes, **kwargs)
+    kwargs = _infer_stem_and_shortcut(name, family, sd, dict(model_kwargs))
+    if num_classes is None:
+        num_classes = _infer_num_classes(family, sd)
+    # Without a classifier (num_classes None) one class is a placeholder: the key check
+    # below then reports the classifier's keys missing.
+    model = get_model(name, 1 if num_classes is None else num_classes, **kwargs)
     first = sd.get(_first_conv(family))
     in_channels = int(first.shape[1]) if first is not None and first.ndim == 4 else 3
     expected = _expected_variables(model, in_channels)
