@@ -92,8 +92,17 @@ def _cmd_patch(args) -> int:
     base = {"standard": run.standard, "transfer": lambda: run.transfer(None),
             "updated": run.standard_updated}[args.model]()
     alphas = args.alpha if args.alpha else [1.0]
-    patched = rws.patch(base, sigs, alphas if len(alphas) > 1 else alphas[0], check_base=args.model != "transfer")
+    alpha = alphas if len(alphas) > 1 else alphas[0]
     transfer = args.model == "transfer"
+    names = [s.name for s in sigs]
+    if run.bn_mode == "reference" and all(n in run.cfg.corruptions for n in names):
+        # BatchNorm model: the reference's scheme (BN <- robust models' mean, statistics re-estimated)
+        patched = run.patched(base, names, sigs, alpha, transfer=transfer)
+    else:
+        if run.bn_mode == "reference":
+            print("note: signatures from files are applied as a pure weight patch (no robust models to average "
+                  "BatchNorm over)")
+        patched = rws.patch(base, sigs, alpha, check_base=not transfer)
     for name, variables in (("before", base), ("patched", patched)):
         for t in ["clean", *{s.name for s in sigs if s.name in run.cfg.corruptions}]:
             acc = evaluate(variables, run.model.apply, run.test_set(t, transfer=transfer), run.cfg.eval_batch_size,
