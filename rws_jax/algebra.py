@@ -8,9 +8,21 @@ Signatures with different layer selections combine: a leaf is updated by the
 signatures that hold it. Quantized signatures are dequantized inside the same pass.
 Coefficients are traced, so changing α does not recompile.
 
-``mode='reference'`` reproduces the reference PyTorch code, which scales each
-signature by ``w = α/N`` (N = number combined) and then applies ``w`` a second time
-by accident, i.e. uses coefficients ``(α_k/N)²``.
+``mode='reference'`` reproduces the weighting of the reference PyTorch code
+(``model_patching.py``). Its ``decompose`` multiplies each robust delta by a weight
+``w_k`` *before* projecting it and then again in ``diag(weight) @ vectors``; the
+projection is linear, so signature k enters with ``w_k²``. The reference has two
+ways to set the weights, and ``alphas`` selects between them as the reference's
+flags do:
+
+- a scalar ``α`` (the reference's default path, ``--alpha α`` with ``α ≠ 0``):
+  ``w_k = α/N`` for all N signatures combined, so every coefficient is ``(α/N)²``;
+- a sequence of N values ``w_1 … w_N`` (the reference's ``--alpha 0
+  --finetune_alpha w_1 … w_N``): used as given, *without* dividing by N, so the
+  coefficients are ``w_k²``.
+
+Squaring loses the sign: ``w_k = −0.5`` adds the signature with ``+0.25``, as the
+reference does. Use ``mode='linear'`` to subtract.
 
 Removal: :func:`patch` can return an :class:`Undo` record holding the original
 leaves, and :func:`unpatch` puts them back — bit-exact, unlike subtracting.
@@ -38,20 +50,33 @@ MODES = ("linear", "reference")
 def coefficients(alphas, num: int, mode: str = "linear") -> jax.Array:
     """``f32[num]`` coefficients applied to the signatures.
 
-    ``alphas`` is a scalar (same α for all) or a sequence of ``num`` values.
-    ``'linear'``: α_k. ``'reference'``: (α_k / num)², the reference code's weighting.
+    Args:
+      alphas: a scalar (the same α for all) or a sequence of ``num`` values.
+      num: N, the number of signatures combined.
+      mode: ``'linear'``: ``α_k`` (the paper's equation). ``'reference'``: the
+        reference code's weighting (see the module doc): a scalar α gives
+        ``(α/N)²`` to every signature (its ``--alpha``), a sequence gives
+        ``w_k²`` with no division by N (its ``--alpha 0 --finetune_alpha``).
+        Squaring drops the sign of α or w_k.
+
+    Raises:
+      RWSError: unknown mode, or a sequence whose length is not ``num``.
+      NonFiniteError: a NaN/inf coefficient.
     """
     if mode not in MODES:
         raise RWSError(f"unknown combination mode {mode!r}: choose one of {MODES}")
     a = np.asarray(alphas, dtype=np.float32)
-    if a.ndim == 0:
+    per_signature = a.ndim != 0
+    if not per_signature:
         a = np.full((num,), a, np.float32)
     if a.shape != (num,):
         raise RWSError(f"got {a.size} coefficients for {num} signatures")
     if not np.all(np.isfinite(a)):
         raise NonFiniteError(f"coefficients must be finite, got {a.tolist()}")
     if mode == "reference":
-        a = (a / num) ** 2
+        # --finetune_alpha w_1 … w_N: w_k as given; --alpha α: w_k = α/N. Applied twice.
+        w = a if per_signature else a / np.float32(num)
+        a = w * w
     return jnp.asarray(a)
 
 
@@ -201,7 +226,10 @@ def patch(
       signatures: one ``Signature`` or a sequence of K of them (float or quantized,
         any mix of layer selections).
       alphas: scalar or ``K`` coefficients.
-      mode: ``'linear'`` (paper) or ``'reference'`` (``(α/K)²``, see module doc).
+      mode: ``'linear'`` (paper: ``α_k``) or ``'reference'`` (the reference code's
+        weighting: a scalar α gives every signature ``(α/K)²``, a sequence of K
+        weights gives ``w_k²``, no division by K; the sign is lost by squaring.
+        See the module doc and :func:`coefficients`).
       donate: let XLA reuse the patched leaves' buffers (in-place update). The
         patched leaves of ``variables`` are invalid afterwards; with
         ``return_undo`` copies of them are kept first.
@@ -252,7 +280,9 @@ def subtract(variables: PyTree, signatures, alphas=1.0, **kwargs) -> PyTree:
 
 
 def compose(signatures: Sequence[Signature], alphas=1.0, *, mode: str = "linear", name: str | None = None) -> Signature:
-    """One signature equal to ``Σ_k α_k · RWS_k`` (union of the layer selections).
+    """One signature equal to ``Σ_k c_k · RWS_k`` (union of the layer selections),
+    ``c = coefficients(alphas, K, mode)``: ``α_k`` for ``mode='linear'``; for
+    ``mode='reference'`` ``(α/K)²`` from a scalar and ``w_k²`` from a sequence.
 
     All signatures must come from the same base model (same fingerprint). Patching
     with the result equals patching with the K signatures (up to float rounding).

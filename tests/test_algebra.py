@@ -87,12 +87,37 @@ def test_tree_map_over_signatures_gives_signature(sigs):
     assert isinstance(doubled, rws.Signature) and doubled.name == "fog"
 
 
-def test_reference_mode_squares_alpha_over_n(tiny_models, sigs):
+def test_reference_mode_scalar_alpha_is_squared_over_n(tiny_models, sigs):
+    """The reference's default path (--alpha α): w = α/N, applied twice."""
     _, _, std, *_ = tiny_models
-    chex.assert_trees_all_close(rws.coefficients([1.0, 1.0], 2, "reference"), jnp.array([0.25, 0.25]))
-    ref = rws.patch(std, list(sigs), 1.0, mode="reference")
+    chex.assert_trees_all_close(rws.coefficients(1.0, 2, "reference"), jnp.array([0.25, 0.25]))
+    chex.assert_trees_all_close(rws.coefficients(1.5, 3, "reference"), jnp.full((3,), 0.25))
+    chex.assert_trees_all_close(rws.coefficients(0.8, 1, "reference"), jnp.array([0.64]))
+    # the sign is lost by squaring, as in the reference
+    chex.assert_trees_all_close(rws.coefficients(-1.0, 2, "reference"), jnp.array([0.25, 0.25]))
+    ref = rws.patch(std, list(sigs), 1.0, mode="reference")  # the pipeline's "reference default" row
     lin = rws.patch(std, list(sigs), 0.25)
     chex.assert_trees_all_close(ref, lin)
+
+
+def test_reference_mode_per_signature_weights_are_squared_without_n(tiny_models, sigs):
+    """The reference's --alpha 0 --finetune_alpha w_1 … w_N path: w_k², no division by N."""
+    _, _, std, *_ = tiny_models
+    chex.assert_trees_all_close(rws.coefficients([1.0, 1.0], 2, "reference"), jnp.array([1.0, 1.0]))
+    chex.assert_trees_all_close(rws.coefficients([0.5, -0.3, 2.0], 3, "reference"), jnp.array([0.25, 0.09, 4.0]))
+    chex.assert_trees_all_close(rws.coefficients([-0.5], 1, "reference"), jnp.array([0.25]))
+    # N = 1: a scalar and a one-element sequence agree (α/1 = w)
+    chex.assert_trees_all_equal(rws.coefficients(0.7, 1, "reference"), rws.coefficients([0.7], 1, "reference"))
+    # linear mode is unchanged: scalar broadcast, sequence as given, signs kept
+    chex.assert_trees_all_close(rws.coefficients([0.5, -0.3], 2), jnp.array([0.5, -0.3]))
+    ref = rws.patch(std, list(sigs), [0.6, -1.2], mode="reference")
+    lin = rws.patch(std, list(sigs), [0.36, 1.44])
+    chex.assert_trees_all_close(ref, lin)
+    composed = rws.compose(list(sigs), [0.6, -1.2], mode="reference")
+    chex.assert_trees_all_close(rws.patch(std, composed), lin, rtol=1e-6, atol=1e-7)
+    # subtract with reference weights removes exactly what patch added
+    back = rws.subtract(ref, list(sigs), [0.6, -1.2], mode="reference")
+    chex.assert_trees_all_close(back, std, atol=1e-6)
 
 
 def test_bad_coefficients(tiny_models, sigs):
