@@ -36,9 +36,10 @@ def project_out(delta: jax.Array, direction: jax.Array, eps: float = 1e-12) -> j
     """Removes from ``delta`` its component along ``direction`` (any shape, same shape).
 
     ``delta − (delta·a / a·a) a`` for ``a = direction``, i.e. ``delta − (delta·â) â``.
-    If ``‖direction‖ ≤ eps`` (including a direction so tiny that its squares underflow)
-    the direction is treated as zero and ``delta`` is returned unchanged, so no NaN can
-    appear. One fused pass computes both dot products and a second applies the update;
+    If the L2 norm of the flattened direction is at most ``eps`` (tested as
+    ``a·a ≤ eps²``, so a direction so tiny that its squares underflow counts too),
+    the direction is treated as zero and ``delta`` is returned unchanged, so no NaN
+    can appear. One fused pass computes both dot products and a second applies the update;
     on sharded arrays only two scalar all-reduces are needed.
     """
     dt = delta_dtype(delta.dtype)
@@ -90,7 +91,9 @@ def extract(
       project: ``True`` for the paper's RWS (orthogonal to the clean direction);
         ``False`` for the plain difference ``θ_rob − θ_init`` (task vector).
       name, severity: labels stored in the signature (e.g. ``'fog'``, ``5``).
-      eps: max-abs below which the clean direction counts as zero.
+      eps: threshold on the L2 norm: a tensor whose clean direction
+        ``a = θ_std − θ_init`` (flattened) has ``‖a‖₂ ≤ eps`` is not projected (its
+        delta is kept as is), see :func:`project_out`.
 
     Returns:
       ``Signature`` with one float32 (or wider) delta per selected leaf, each of the
