@@ -1,16 +1,51 @@
-"""Uniform quantization of signatures: 8, 4 and 2 bit; per tensor or per channel;
-symmetric or asymmetric; plus the reference code's scheme.
+"""Quantization of signatures: 8, 4 and 2 bit; per tensor or per channel; uniform
+(symmetric or asymmetric), logarithmic or tanh; plus the reference code's quantizers.
 
-Every scheme stores unsigned codes ``q`` in ``[0, 2**bits − 1]`` and dequantizes as
-``x̂ = q · scale + offset``:
+Every scheme stores unsigned codes ``q`` in ``[0, 2**bits − 1]`` and one
+``(scale, offset)`` per tensor (or per channel). The two uniform schemes dequantize
+as ``x̂ = q · scale + offset``:
 
-- asymmetric (min–max): ``scale = (max − min)/(2**bits − 1)``, ``offset = min``;
+- asymmetric (min–max): ``q = round((x − min)/(max − min) · (2**bits − 1))``,
+  computed in float32 in the reference's order of operations (its ``linear_quant``
+  as PyTorch runs it on CUDA, see :func:`linear_codes`), so codes agree with the
+  reference bit for bit; ``scale = (max − min)/(2**bits − 1)``, ``offset = min``. A
+  constant tensor (``max = min``) gets codes 0 and scale 0 (the reference: NaN).
 - symmetric: ``scale = max|x| / (2**(bits−1) − 1)``, codes centred on
   ``L = 2**(bits−1) − 1`` so that ``offset = −L·scale`` and 0 is exact.
 
-Rounding is half-to-even (``jnp.round``), as in the reference. The error of every
-element is at most ``scale/2`` (plus float rounding). 4- and 2-bit codes are packed
-2 and 4 to a byte, so a 4-bit signature takes half the bytes of an 8-bit one.
+The two non-uniform schemes are the reference code's other quantizers
+(``model_patching.decompose``); their codes are the asymmetric codes of a
+transformed value, and ``scale``/``offset`` are the step and minimum in that space.
+Given the same transformed values the codes are the reference's bit for bit; the
+transforms themselves (``log2``, ``tanh``, and ``exp2``/``atanh`` back) may differ in
+the last ulp between XLA, numpy and CUDA, which can move a value lying within an
+ulp of a rounding tie by one code:
+
+- ``'log2'``: the top bit of a code is the sign (1 = negative), the other
+  ``bits − 1`` bits are the asymmetric code of ``log2|x|`` with ``M = 2**(bits−1)``
+  levels (the reference's ``quantization >> 1``) over ``[min, max]`` of ``log2|x|``;
+  ``x̂ = ±2**(m · scale + offset)``. Every nonzero element keeps its sign and has
+  ``|log2|x̂| − log2|x|| ≤ scale/2``, i.e. a relative error of at most
+  ``2**(scale/2) − 1``. Exact zeros (deviation: the reference takes ``log2 0 = −inf``,
+  which turns the whole tensor into NaN) are left out of the min/max and get code 0,
+  i.e. they dequantize to ``+2**offset``, the smallest nonzero magnitude of the
+  tensor (absolute error ≤ that magnitude; no level is reserved, so codes of
+  nonzero values stay those of the reference). A tensor with no nonzero value is
+  stored with ``scale = 0`` and ``offset = −256`` (``2**−256`` is 0 in float32) and
+  dequantizes to exact zeros. At 2 bit the magnitude has 2 levels (min, max); the
+  reference's ``linear_quant`` has a special 2-level path there that raises unless
+  ``min = −max``, so this is a deviation too.
+- ``'tanh'``: asymmetric codes of ``tanh(x)`` with ``2**bits`` levels over
+  ``[min, max]`` of ``tanh(x)``; ``x̂ = atanh(q · scale + offset)``. The error is at
+  most ``scale/2`` *in tanh space*. Before ``atanh`` the value is clipped to
+  ``±(1 − 2⁻²⁴)`` (the largest float32 below 1), so ``|x̂| ≤ atanh(1 − 2⁻²⁴) ≈ 8.66``
+  and never inf (the reference returns inf where ``tanh`` rounds to ±1 in float32,
+  ``|x| ≳ 9``; such values cannot be represented and come back as ±8.66).
+
+Rounding is half-to-even (``jnp.round``), as in the reference. For the uniform
+schemes the error of every element is at most ``scale/2`` (plus float rounding).
+4- and 2-bit codes are packed 2 and 4 to a byte, so a 4-bit signature takes half
+the bytes of an 8-bit one.
 
 Packing layout (chosen so that quantization works on sharded tensors without
 gathering them): in memory, codes are packed *along the last axis* —
@@ -25,9 +60,12 @@ Per-channel quantization uses one (scale, offset) per slice along ``axis``
 (default −1, the output features of Flax ``Conv``/``Dense`` kernels); leaves with
 fewer than 2 dimensions (biases) fall back to per-tensor.
 
-The reference scheme (``quantize_reference``) is asymmetric per tensor with the
-min/max *shared across the signatures applied together*, and counts levels:
-``levels = 2**bits`` (its flag 256 = 8 bit, 16 = 4 bit).
+The reference quantizers (``quantize_reference``, methods ``'linear'``, ``'log'``,
+``'tanh'`` → schemes ``'asymmetric'``, ``'log2'``, ``'tanh'``) work per tensor with
+the min/max *shared across the signatures applied together* (the reference
+quantizes the stacked ``[N, d]`` tensor of all N signatures at once), and count
+levels as its ``--quantization`` flag does: ``levels = 2**bits`` (256 = 8 bit,
+16 = 4 bit, 4 = 2 bit).
 """
 
 from __future__ import annotations
@@ -44,8 +82,14 @@ from rws_jax import tree_paths
 from rws_jax.errors import RWSError
 from rws_jax.signature import Signature
 
-SCHEMES = ("asymmetric", "symmetric")
+SCHEMES = ("asymmetric", "symmetric", "log2", "tanh")
 BITS = (2, 4, 8)
+#: ``quantize_reference`` method (the reference's ``--quantization_type``) -> scheme.
+REFERENCE_METHODS = {"linear": "asymmetric", "log": "log2", "tanh": "tanh"}
+#: ``offset`` of a ``'log2'`` tensor without any nonzero value: ``2**−256`` is 0 in float32.
+LOG2_EMPTY_OFFSET = -256.0
+#: ``'tanh'`` values are clipped to ``±TANH_LIMIT`` (largest float32 below 1) before ``atanh``.
+TANH_LIMIT = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
 
 
 @struct.dataclass
@@ -60,7 +104,8 @@ class QuantizedTensor:
       offset: same shape as ``scale``.
       shape, dtype: shape and dtype of the dequantized tensor (static).
       bits: 2, 4 or 8 (static).
-      scheme: ``'asymmetric'`` or ``'symmetric'`` (static).
+      scheme: ``'asymmetric'``, ``'symmetric'``, ``'log2'`` or ``'tanh'`` (static;
+        see the module doc).
       axis: channel axis, or ``None`` for per tensor (static).
     """
 
@@ -78,7 +123,9 @@ class QuantizedTensor:
 
     @property
     def error_bound(self) -> jax.Array:
-        """Largest possible ``|x − x̂|`` per channel (``scale/2``)."""
+        """``scale/2`` per channel: the largest possible ``|x − x̂|`` for the uniform
+        schemes; for ``'log2'`` the bound on ``|log2|x̂| − log2|x||`` (nonzero x), for
+        ``'tanh'`` the bound on ``|tanh(x̂) − tanh(x)|`` (up to the clip at ±8.66)."""
         return self.scale / 2
 
 
@@ -229,6 +276,59 @@ def _reduce_axes(ndim: int, axis: int | None) -> tuple[int, ...] | None:
     return tuple(i for i in range(ndim) if i != axis)
 
 
+def linear_codes(u: jax.Array, lo: jax.Array, hi: jax.Array, levels: int) -> jax.Array:
+    """The reference's ``linear_quant`` codes ``round((u − lo)/(hi − lo) · (levels − 1))``,
+    bit for bit as the reference computes them.
+
+    The reference runs on CUDA, where PyTorch divides a tensor by a Python float by
+    multiplying with its float32 reciprocal (``BinaryDivTrueKernel.cu``), so this is,
+    all in float32 and rounding half to even::
+
+        q = round(((u − lo) · fl(1 / (hi − lo))) · (levels − 1))
+
+    (computing ``round((u − lo)/scale)`` with ``scale = (hi − lo)/(levels − 1)``, as
+    before, or with a true division, as PyTorch does on CPU, differs by 1 at
+    near-ties). ``lo``/``hi`` broadcast against ``u``; codes are clipped to
+    ``[0, levels − 1]`` (a no-op for the true min/max) and are 0 where ``hi ≤ lo``
+    (no NaN).
+
+    Returns:
+      ``f32`` codes of ``u``'s shape.
+    """
+    width = hi - lo
+    ok = width > 0
+    inv = 1.0 / jnp.where(ok, width, 1.0)
+    q = jnp.round((u - lo) * inv * (levels - 1))
+    return jnp.where(ok, jnp.clip(q, 0, levels - 1), 0.0)
+
+
+def code_space(x: jax.Array, scheme: str) -> tuple[jax.Array, jax.Array | None]:
+    """``(u, valid)``: the values whose min/max set the range, in float32.
+
+    ``u`` is ``x`` for the uniform schemes, ``log2|x|`` for ``'log2'`` (0 at exact
+    zeros, which ``valid`` — ``x ≠ 0`` — leaves out of the range) and ``tanh(x)`` for
+    ``'tanh'``; ``valid`` is ``None`` where every element counts.
+    """
+    xf = x.astype(jnp.float32)
+    if scheme == "log2":
+        a = jnp.abs(xf)
+        valid = a > 0
+        return jnp.log2(jnp.where(valid, a, 1.0)), valid
+    if scheme == "tanh":
+        return jnp.tanh(xf), None
+    return xf, None
+
+
+def code_range(u: jax.Array, valid: jax.Array | None, axis=None, keepdims: bool = False):
+    """``(min, max)`` of ``u`` over ``axis`` among the ``valid`` elements
+    (``(+inf, −inf)`` where there are none)."""
+    if valid is None:
+        return jnp.min(u, axis=axis, keepdims=keepdims), jnp.max(u, axis=axis, keepdims=keepdims)
+    lo = jnp.min(jnp.where(valid, u, jnp.inf), axis=axis, keepdims=keepdims)
+    hi = jnp.max(jnp.where(valid, u, -jnp.inf), axis=axis, keepdims=keepdims)
+    return lo, hi
+
+
 def quantize_tensor(
     x: jax.Array,
     bits: int = 8,
@@ -238,11 +338,24 @@ def quantize_tensor(
     value_range: tuple[jax.Array, jax.Array] | None = None,
     pack: bool | None = None,
 ) -> QuantizedTensor:
-    """Quantizes one tensor. ``axis`` selects per-channel; ``value_range=(lo, hi)``
-    overrides the min/max (the reference shares it across signatures).
+    """Quantizes one tensor (see the module doc for the schemes).
 
-    ``pack``: pack 4/2-bit codes along the last axis (``None``: whenever the last axis
-    divides, see the module doc; ``False``: keep one code a byte)."""
+    Args:
+      x: the tensor, any shape ``[*S]``.
+      bits: 8, 4 or 2.
+      scheme: ``'asymmetric'``, ``'symmetric'``, ``'log2'`` or ``'tanh'``.
+      axis: channel axis for per-channel ``(scale, offset)`` (``f32[1, …, C, …, 1]``);
+        ``None`` (or a tensor of < 2 dims) for per tensor (``f32[]``).
+      value_range: ``(lo, hi)`` overriding the min/max, in the space the codes live
+        in: ``x`` (uniform schemes), ``log2|x|`` (``'log2'``; ``lo > hi`` means no
+        nonzero value), ``tanh(x)`` (``'tanh'``). The reference shares it across
+        signatures (:func:`quantize_reference`).
+      pack: pack 4/2-bit codes along the last axis (``None``: whenever the last axis
+        divides, see the module doc; ``False``: keep one code a byte).
+
+    Returns:
+      A :class:`QuantizedTensor` dequantizing to ``x.dtype[*S]``.
+    """
     _check(bits, scheme)
     x = jnp.asarray(x)
     out_dtype = str(x.dtype)
@@ -253,14 +366,24 @@ def quantize_tensor(
             axis = None
     red = _reduce_axes(x.ndim, axis)
     keep = axis is not None
-    if scheme == "asymmetric":
-        lo = jnp.min(xf, axis=red, keepdims=keep) if value_range is None else jnp.asarray(value_range[0], jnp.float32)
-        hi = jnp.max(xf, axis=red, keepdims=keep) if value_range is None else jnp.asarray(value_range[1], jnp.float32)
-        levels = (1 << bits) - 1
-        scale = (hi - lo) / levels
-        safe = jnp.where(scale > 0, scale, 1.0)
-        q = jnp.clip(jnp.round((xf - lo) / safe), 0, levels)
-        offset = lo
+    if scheme != "symmetric":
+        u, valid = code_space(xf, scheme)
+        if value_range is None:
+            lo, hi = code_range(u, valid, red, keep)
+        else:
+            lo, hi = (jnp.asarray(v, jnp.float32) for v in value_range)
+        if scheme == "log2":
+            levels = 1 << (bits - 1)  # one bit holds the sign
+            empty = ~(lo <= hi)  # no nonzero value
+            m = linear_codes(jnp.clip(u, lo, hi), lo, hi, levels)  # the reference clamps here
+            q = jnp.where(valid, m, 0.0) + jnp.where(xf < 0, float(levels), 0.0)
+            scale = jnp.where(empty, 0.0, (hi - lo) / (levels - 1))
+            offset = jnp.where(empty, LOG2_EMPTY_OFFSET, lo)
+        else:
+            levels = 1 << bits
+            q = linear_codes(u, lo, hi, levels)
+            scale = (hi - lo) / (levels - 1)
+            offset = lo
     else:
         half = (1 << (bits - 1)) - 1
         amax = jnp.max(jnp.abs(xf), axis=red, keepdims=keep)
@@ -287,9 +410,42 @@ def quantize_tensor(
 
 
 def dequantize_tensor(qt: QuantizedTensor) -> jax.Array:
-    """``q · scale + offset`` in float32, cast to the original dtype."""
-    codes = codes_of(qt).astype(jnp.float32)
-    return (codes * qt.scale + qt.offset).astype(qt.dtype)
+    """The tensor ``qt`` stands for, ``qt.dtype[*qt.shape]`` (traceable, jit-friendly).
+
+    In float32, then cast: ``q · scale + offset`` (uniform schemes),
+    ``±2**(m · scale + offset)`` (``'log2'``: sign bit and magnitude code ``m``),
+    ``atanh(clip(q · scale + offset, ±TANH_LIMIT))`` (``'tanh'``).
+    """
+    codes = codes_of(qt)
+    if qt.scheme == "log2":
+        half = 1 << (qt.bits - 1)
+        m = (codes & jnp.uint8(half - 1)).astype(jnp.float32)
+        mag = jnp.exp2(m * qt.scale + qt.offset)
+        return jnp.where(codes >= half, -mag, mag).astype(qt.dtype)
+    t = codes.astype(jnp.float32) * qt.scale + qt.offset
+    if qt.scheme == "tanh":
+        t = jnp.arctanh(jnp.clip(t, -TANH_LIMIT, TANH_LIMIT))
+    return t.astype(qt.dtype)
+
+
+def largest_magnitude(scheme: str, bits: int, scale: np.ndarray, offset: np.ndarray) -> float:
+    """Host check: the largest ``|x̂|`` any codes can dequantize to with these
+    ``scale``/``offset`` (float64; ``inf`` if it overflows even there).
+
+    Dequantization is monotone in the (magnitude) code, so the extremes are at the
+    lowest and highest code. Used by the loader to refuse files whose finite
+    scale/offset would still dequantize to inf (e.g. a ``'log2'`` offset of 200).
+    """
+    scale = np.asarray(scale, np.float64)
+    offset = np.asarray(offset, np.float64)
+    if scheme == "tanh":
+        return float(np.arctanh(np.float64(TANH_LIMIT)))
+    top = (1 << (bits - 1)) - 1 if scheme == "log2" else (1 << bits) - 1
+    ends = np.stack([offset, offset + top * scale])
+    with np.errstate(over="ignore", invalid="ignore"):
+        vals = np.exp2(ends) if scheme == "log2" else np.abs(ends)
+    m = float(np.max(vals)) if vals.size else 0.0
+    return m if np.isfinite(m) else float("inf")
 
 
 def as_float(value) -> jax.Array:
@@ -349,7 +505,8 @@ def quantize(
     Args:
       sig: a float signature.
       bits: 8, 4 or 2.
-      scheme: ``'asymmetric'`` (min–max) or ``'symmetric'`` (max-abs, exact zero).
+      scheme: ``'asymmetric'`` (min–max), ``'symmetric'`` (max-abs, exact zero),
+        ``'log2'`` (sign + log-magnitude) or ``'tanh'`` (see the module doc).
       per_channel: one scale per slice along ``axis`` instead of per tensor.
 
     Returns:
@@ -364,26 +521,61 @@ def quantize(
     )
 
 
-def quantize_reference(sigs: Sequence[Signature], levels: int = 256) -> list[Signature]:
-    """The reference code's quantizer for signatures applied together.
+@jax.jit(static_argnames=("scheme",))
+def _shared_ranges(deltas: tuple, scheme: str) -> dict:
+    """``{path: (lo, hi)}``: each path's code-space min/max over all ``deltas`` holding it."""
+    out = {}
+    for p in sorted({p for d in deltas for p in d}):
+        bounds = [code_range(*code_space(d[p], scheme)) for d in deltas if p in d]
+        out[p] = (jnp.min(jnp.stack([b[0] for b in bounds])), jnp.max(jnp.stack([b[1] for b in bounds])))
+    return out
 
-    Uniform min–max, asymmetric, one scale per tensor, with each tensor's min and
-    max shared across all of ``sigs`` that hold it; ``levels`` counts levels as the
-    reference flag does (256 = 8 bit, 16 = 4 bit, 4 = 2 bit).
+
+def quantize_reference(sigs: Sequence[Signature], levels: int = 256, method: str = "linear") -> list[Signature]:
+    """The reference code's quantizers for signatures applied together.
+
+    One ``(scale, offset)`` per tensor, with each tensor's min and max (in code
+    space) shared across all of ``sigs`` that hold it, as the reference quantizes the
+    stacked ``[N, d]`` tensor of the N signatures at once.
+
+    Args:
+      sigs: the float signatures that will be applied together.
+      levels: the reference's ``--quantization`` flag: 256, 16 or 4 (8, 4, 2 bit).
+      method: its ``--quantization_type``: ``'linear'`` (min–max, scheme
+        ``'asymmetric'``; codes agree exactly with its ``linear_quant``), ``'log'``
+        (sign bit + ``levels/2``-level codes of ``log2|x|``, scheme ``'log2'``) or
+        ``'tanh'`` (``levels``-level codes of ``tanh(x)``, scheme ``'tanh'``). See the
+        module doc for exact zeros, saturation and the 2-bit log case.
+
+    Returns:
+      The quantized signatures, in order; ``meta.quantization`` is e.g.
+      ``'log2/per_tensor/8/shared_range'``.
+
+    Note: the reference quantizes ``w_k · RWS_k`` (its weights are applied before
+    the projection), not ``RWS_k``. For ``'linear'`` and ``'log'`` with one weight
+    for all (its ``--alpha`` path) that gives the same codes (both are
+    scale-equivariant; up to float rounding at near-ties), so
+    ``patch(θ, quantize_reference(sigs, L, m), α, mode='reference')`` is the
+    reference. For ``'tanh'``, or per-signature weights, quantize the weighted
+    signatures as the reference does and apply ``w_k`` once more, linearly:
+    ``patch(θ, quantize_reference([scale(s, w) for s, w in zip(sigs, ws)], L, m),
+    ws, mode='linear')``.
     """
     bits = {256: 8, 16: 4, 4: 2}.get(int(levels))
     if bits is None:
         raise RWSError(f"levels must be one of 256, 16, 4 (8/4/2 bit), got {levels}")
-    paths = sorted({p for s in sigs for p in s.deltas})
-    ranges = {}
-    for p in paths:
-        xs = [s.deltas[p] for s in sigs if p in s.deltas]
-        ranges[p] = (min(jnp.min(x) for x in xs), max(jnp.max(x) for x in xs))
+    if method not in REFERENCE_METHODS:
+        raise RWSError(f"unknown reference quantization method {method!r}: choose one of {tuple(REFERENCE_METHODS)}")
+    scheme = REFERENCE_METHODS[method]
+    for s in sigs:
+        if s.is_quantized:
+            raise RWSError(f"signature {s.name!r} is already quantized ({s.meta.quantization})")
+    ranges = _shared_ranges(tuple(s.deltas for s in sigs), scheme=scheme)
     out = []
     for s in sigs:
-        q = _quantize_all(s.deltas, bits=bits, scheme="asymmetric", axis=None, ranges={p: ranges[p] for p in s.deltas})
+        q = _quantize_all(s.deltas, bits=bits, scheme=scheme, axis=None, ranges={p: ranges[p] for p in s.deltas})
         out.append(
-            s.replace(deltas=dict(q), meta=dataclasses.replace(s.meta, quantization=describe(bits, "asymmetric", False, True)))
+            s.replace(deltas=dict(q), meta=dataclasses.replace(s.meta, quantization=describe(bits, scheme, False, True)))
         )
     return out
 

@@ -10,8 +10,16 @@ Layout of a signature file (a directory, as every orbax checkpoint)::
 Loading checks, before anything reaches a model: the format version and every
 quantization scheme are known; declared sizes are sane and match what orbax
 stored; the checksum over metadata and array bytes matches (catches truncation and
-bit flips); values are finite; and, given ``like=variables``, that the signature
-fits that model. Nothing is unpickled: arrays come from tensorstore, metadata is JSON.
+bit flips); values are finite (for quantized tensors: scale and offset, and that no
+code can dequantize to an overflowing value); and, given ``like=variables``, that
+the signature fits that model.
+
+Quantization schemes: ``asymmetric`` and ``symmetric`` (uniform) and, since the
+reference quantizers, ``log2`` and ``tanh`` (see :mod:`rws_jax.quantization`).
+Adding the last two changed nothing else in the layout (same arrays ``data``,
+``scale``, ``offset``; same flat packing; same checksum), so files of format
+version 1 written before still load unchanged, and the version stays 1; an older
+rws_jax refuses a file using a new scheme with "unknown quantization scheme". Nothing is unpickled: arrays come from tensorstore, metadata is JSON.
 
 Saving is atomic: the new file is written completely under a temporary name next to
 the target and then swapped in by rename, so an interrupted save leaves the earlier
@@ -37,7 +45,7 @@ import orbax.checkpoint as ocp
 from rws_jax import tree_paths
 from rws_jax.algebra import check_compatible, check_finite
 from rws_jax.errors import NonFiniteError, SignatureFileError
-from rws_jax.quantization import BITS, SCHEMES, QuantizedTensor, from_flat_packed, to_flat_packed
+from rws_jax.quantization import BITS, SCHEMES, QuantizedTensor, from_flat_packed, largest_magnitude, to_flat_packed
 from rws_jax.signature import Signature, SignatureMeta, mark_finite
 
 FORMAT = "rws_jax.signature"
@@ -236,7 +244,12 @@ def _validate_meta(path: Path, meta: dict) -> None:
             if not isinstance(q, dict):
                 raise _fail(path, f"tensor {t['path']!r} has malformed quantization {q!r}")
             if q.get("scheme") not in SCHEMES:
-                raise _fail(path, f"tensor {t['path']!r} uses unknown quantization scheme {q.get('scheme')!r}")
+                raise _fail(
+                    path,
+                    f"tensor {t['path']!r} uses unknown quantization scheme {q.get('scheme')!r} (known: {', '.join(SCHEMES)})",
+                )
+            if t["dtype"] == "uint8":
+                raise _fail(path, f"tensor {t['path']!r} is quantized but declares the non-float dtype {t['dtype']!r}")
             if q.get("bits") not in BITS or isinstance(q.get("bits"), bool):
                 raise _fail(path, f"tensor {t['path']!r} uses unsupported bit width {q.get('bits')!r}")
             axis = q.get("axis")
@@ -341,6 +354,11 @@ def load_signature(
                             f"{offset.dtype}{list(offset.shape)}; want float32{list(want)}")
             if not (np.all(np.isfinite(scale)) and np.all(np.isfinite(offset))):
                 raise NonFiniteError(f"{path}: tensor {t['path']!r} has NaN/inf quantization scale or offset")
+            # finite scale/offset can still dequantize to inf ('log2': 2**offset); keep a
+            # factor-2 margin below the dtype's largest value for float rounding in exp2/the cast
+            if largest_magnitude(q["scheme"], q["bits"], scale, offset) > float(jax.numpy.finfo(t["dtype"]).max) / 2:
+                raise NonFiniteError(f"{path}: tensor {t['path']!r} has a quantization scale/offset that dequantizes "
+                                     f"to values overflowing {t['dtype']}")
             deltas[t["path"]] = QuantizedTensor(
                 data=jax.numpy.asarray(from_flat_packed(data, q["bits"], tuple(t["shape"]))),
                 scale=jax.numpy.asarray(scale),
