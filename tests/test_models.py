@@ -161,6 +161,21 @@ def test_vgg_init_mirrors_the_reference():
         np.testing.assert_array_equal(p["bias"], 0)
 
 
+def test_vgg_he_fan_in_init_scheme_and_unknown_scheme():
+    # 'he_fan_in' (the offline presets'): fan-in He-normal convs, LeCun-normal head; same shapes.
+    ref = VGG(num_classes=100, cfg=(16, "M", 32))
+    alt = VGG(num_classes=100, cfg=(16, "M", 32), init_scheme="he_fan_in")
+    x = jnp.zeros((1, 8, 8, 3))
+    p_ref = jax.jit(ref.init)(jax.random.key(0), x)["params"]
+    p_alt = jax.jit(alt.init)(jax.random.key(0), x)["params"]
+    chex.assert_trees_all_equal_shapes(p_ref, p_alt)
+    k0 = np.asarray(p_alt["conv_0"]["kernel"])  # fan_in = 3*3*3: std ≈ sqrt(2/27) before truncation
+    assert 0.7 < k0.std() / np.sqrt(2.0 / 27) < 1.0
+    assert abs(np.asarray(p_alt["head"]["kernel"]).std() / np.sqrt(1.0 / 32) - 1) < 0.15
+    with pytest.raises(ValueError, match="unknown VGG init_scheme"):
+        VGG(num_classes=10, cfg=(8,), init_scheme="xavier").init(jax.random.key(0), x)
+
+
 def test_unit_names_are_not_sorted_order():
     # Names are not zero-padded: sorting them is *not* the forward order.
     vgg = get_model("vgg16", 10)

@@ -47,6 +47,18 @@ VGG_CFGS: dict[str, tuple] = {
 conv_kernel_init = initializers.variance_scaling(2.0, "fan_out", "normal")
 head_kernel_init = initializers.normal(stddev=0.01)
 
+# Initialisation schemes: (conv kernel init, head kernel init).
+# 'reference': the reference's, above (the default).
+# 'he_fan_in': He-normal with fan-in (truncated normal) for convs, LeCun-normal for the head
+#   (Flax's defaults for Dense): the offline presets train the narrow, BatchNorm-free
+#   VGG-16 on grayscale images for 2–3 epochs, where the reference's fan-out init (its first
+#   conv sees 1 input channel) trains more slowly and a fog-corrupted fine-tuning run
+#   collapsed to one class.
+INIT_SCHEMES = {
+    "reference": (conv_kernel_init, head_kernel_init),
+    "he_fan_in": (initializers.he_normal(), initializers.lecun_normal()),
+}
+
 
 def scale_width(channels: int, width: float) -> int:
     """``channels * width`` rounded, at least 1."""
@@ -63,8 +75,11 @@ class VGG(nn.Module):
     reference's ``AdaptiveAvgPool2d((1, 1))``) and fed to a single ``Dense`` named
     ``'head'`` (the reference's ``classifier = nn.Linear(512, num_classes)``).
 
-    Initialisation mirrors the reference: conv kernels He-normal with fan-out
-    (untruncated), head kernel N(0, 0.01), zero biases.
+    Initialisation (``init_scheme``): ``'reference'`` (default) mirrors the reference: conv
+    kernels He-normal with fan-out (untruncated), head kernel N(0, 0.01), zero biases;
+    ``'he_fan_in'``: He-normal fan-in convs and a LeCun-normal head (see
+    :data:`INIT_SCHEMES`; the offline presets use it). Weights are the same network
+    either way: only where training starts differs.
 
     The reference model also holds a ``normalize`` layer (per-channel mean/std) in
     front of ``features``; this model takes already-normalised input (the training config
@@ -76,6 +91,7 @@ class VGG(nn.Module):
       width: channel multiplier (0.125 gives 8..64 channels).
       cfg: layer configuration (ints = conv channels, 'M' = max-pool).
       dtype: computation dtype (parameters stay float32; logits are returned as float32).
+      init_scheme: ``'reference'`` or ``'he_fan_in'`` (initialisation scheme, above).
 
     Input: ``[N, H, W, C]`` float, any number of channels; output ``[N, num_classes]``
     float32. ``train`` is accepted for API uniformity (the model has no dropout or
@@ -86,6 +102,7 @@ class VGG(nn.Module):
     width: float = 1.0
     cfg: Sequence[Any] = VGG_CFGS["vgg16"]
     dtype: Any = jnp.float32
+    init_scheme: str = "reference"
 
     @property
     def num_convs(self) -> int:
@@ -99,6 +116,9 @@ class VGG(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         del train
+        if self.init_scheme not in INIT_SCHEMES:
+            raise ValueError(f"unknown VGG init_scheme {self.init_scheme!r}; valid: {', '.join(INIT_SCHEMES)}")
+        conv_init, head_init = INIT_SCHEMES[self.init_scheme]
         x = jnp.asarray(x, self.dtype)
         i = 0
         for v in self.cfg:
@@ -107,12 +127,12 @@ class VGG(nn.Module):
                     x = nn.max_pool(x, (2, 2), strides=(2, 2))
                 continue
             x = nn.Conv(scale_width(v, self.width), (3, 3), padding=((1, 1), (1, 1)),
-                        kernel_init=conv_kernel_init, bias_init=initializers.zeros,
+                        kernel_init=conv_init, bias_init=initializers.zeros,
                         dtype=self.dtype, name=f"conv_{i}")(x)
             x = nn.relu(x)
             i += 1
         x = jnp.mean(x, axis=(1, 2))  # AdaptiveAvgPool2d((1, 1)) + flatten: [N, C]
-        x = nn.Dense(self.num_classes, kernel_init=head_kernel_init, bias_init=initializers.zeros,
+        x = nn.Dense(self.num_classes, kernel_init=head_init, bias_init=initializers.zeros,
                      dtype=self.dtype, name="head")(x)
         return jnp.asarray(x, jnp.float32)
 
