@@ -1,4 +1,4 @@
-"""Signature extraction: the per-tensor rank-1 orthogonal projection of DESIGN.md §1.
+"""Signature extraction: the per-tensor rank-1 orthogonal projection of docs/design.md §1.
 
 For every kept tensor, flattened::
 
