@@ -179,3 +179,41 @@ def test_relative_paths(tmp_path, sig, tiny_models, monkeypatch):
     assert rws.read_signature_info("rel/fog.rws")["name"] == "fog"
     rws.save_variables("rel/model", std)
     chex.assert_trees_all_equal(rws.load_variables("rel/model", like=std), std)
+
+
+# ------------------------------------------------------------- files of an older format version
+V1_DIR = Path(__file__).parent / "data" / "signature_v1"
+
+
+def test_format_v1_fixture_still_loads(tmp_path):
+    """Files written by the format-1 writer (tests/data/make_signature_v1.py, committed
+    before the format changed) still load: checksum verified, values as written."""
+    from tests.data.make_signature_v1 import tiny_delta
+
+    want = tiny_delta()
+    expected = json.loads((V1_DIR / "expected.json").read_text())
+    f = rws.load_signature(V1_DIR / "float.rws")  # verify=True: the checksum is checked
+    assert rws.read_signature_info(V1_DIR / "float.rws")["format_version"] == 1
+    assert f.name == "fog" and f.meta.severity == 3 and f.meta.base_fingerprint == "0123456789abcdef"
+    assert set(f.deltas) == set(want)
+    for p, v in want.items():
+        np.testing.assert_array_equal(np.asarray(f.deltas[p]), v)
+    for name, quant in (("q8_asymmetric_per_channel.rws", "asymmetric/per_channel/8"),
+                        ("q4_symmetric.rws", "symmetric/per_tensor/4")):
+        q = rws.load_signature(V1_DIR / name)
+        assert q.meta.quantization == quant and q.is_quantized
+        deq = rws.dequantize(q).deltas
+        for p, v in want.items():
+            np.testing.assert_array_equal(np.asarray(deq[p]).reshape(-1), np.asarray(expected[name][p], np.float32))
+            qt = q.deltas[p]
+            assert bool(np.all(np.abs(np.asarray(deq[p]) - v) <= np.asarray(qt.scale) / 2 * (1 + 1e-5) + 1e-7))
+        # a loaded old file saves again (in the current format) and round-trips
+        back = rws.load_signature(rws.save_signature(tmp_path / name, q))
+        chex.assert_trees_all_equal(rws.dequantize(back).deltas, deq)
+    # the checksum really is checked on these files: a relabelled copy is refused
+    import shutil
+
+    shutil.copytree(V1_DIR / "float.rws", tmp_path / "relabelled.rws")
+    _edit_meta(tmp_path / "relabelled.rws", lambda m: m.__setitem__("name", "snow"))
+    with pytest.raises(rws.SignatureFileError, match="checksum"):
+        rws.load_signature(tmp_path / "relabelled.rws")
