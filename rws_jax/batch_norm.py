@@ -232,8 +232,9 @@ def patch_batch_norm(
       bn: ``'reference'`` (BN/shortcut tensors ← mean over ``robust``, then running
         statistics re-estimated on ``batches`` and mixed), ``'patch'`` (the pure weight
         patch) or ``'none'`` (BN/shortcut leaves left as in ``variables``).
-      robust: ``'reference'`` only: the robust models θ_rob,c of the signatures applied
-        (one per signature, same structure as ``variables``).
+      robust: ``'reference'`` only: the robust models θ_rob,c of the corruptions applied
+        (one per signature as in the reference, or one per corruption merged into a composed
+        signature; same structure as ``variables``).
       apply_fn, batches, preprocess, step: ``'reference'`` only: the model and the
         corrupted training batches to re-estimate statistics on (``batches=None`` skips
         step 3 and keeps the averaged statistics).
@@ -254,9 +255,8 @@ def patch_batch_norm(
         s.deltas for s in kept) else variables
     if bn == "none":
         return patched
-    if robust is None or len(robust) != len(sigs):
-        raise RWSError(f"bn='reference' needs the robust model of each signature: got "
-                       f"{0 if robust is None else len(robust)} models for {len(sigs)} signatures")
+    if not robust:
+        raise RWSError("bn='reference' needs the robust models of the corruptions applied (robust=[...]): got none")
     flat, rebuild = tree_paths.flatten(patched)
     avg = average_leaves(list(robust), sorted(bn_paths))
     for p, x in avg.items():
