@@ -24,6 +24,8 @@ from rws_jax.algebra import (
     subtract,
     unpatch,
 )
+from rws_jax.alpha_search import AlphaSearchResult, search_alphas
+from rws_jax.merging import dare, ties_merge
 from rws_jax.batch_norm import (
     BN_MODES,
     REFERENCE_BN_PATTERN,
@@ -68,6 +70,10 @@ from rws_jax.tree_paths import fingerprint
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlphaSearchResult",
+    "search_alphas",
+    "dare",
+    "ties_merge",
     "BN_MODES",
     "REFERENCE_BN_PATTERN",
     "average_leaves",

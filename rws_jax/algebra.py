@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rws_jax import tree_paths
+from rws_jax import merging, tree_paths
 from rws_jax.errors import IncompatibleSignatureError, NonFiniteError, RWSError
 from rws_jax.extraction import delta_dtype
 from rws_jax.quantization import as_float, delta_sharding
@@ -279,15 +279,80 @@ def subtract(variables: PyTree, signatures, alphas=1.0, **kwargs) -> PyTree:
     return patch(variables, sigs, -np.asarray(coefficients(alphas, len(sigs), kwargs.pop("mode", "linear"))), **kwargs)
 
 
-def compose(signatures: Sequence[Signature], alphas=1.0, *, mode: str = "linear", name: str | None = None) -> Signature:
-    """One signature equal to ``Σ_k c_k · RWS_k`` (union of the layer selections),
-    ``c = coefficients(alphas, K, mode)``: ``α_k`` for ``mode='linear'``; for
-    ``mode='reference'`` ``(α/K)²`` from a scalar and ``w_k²`` from a sequence.
+def _merge_impl(deltas: tuple, alphas: jax.Array, key, method: str, density: float, drop_rate: float,
+                shardings: tuple | None = None) -> dict:
+    """``{path: merge_k(α_k · RWS_k[path])}`` over the signatures holding each path
+    (:func:`rws_jax.merging.merge_leaf`); quantized deltas are dequantized here."""
+    paths = sorted({p for d in deltas for p in d})
+    sh = dict(shardings or ())
+    out = {}
+    for p in paths:
+        holders = [(k, d[p]) for k, d in enumerate(deltas) if p in d]
+        acc_dtype = delta_dtype(as_float(holders[0][1]).dtype)
+        terms = [(k, alphas[k].astype(acc_dtype) * as_float(v).astype(acc_dtype)) for k, v in holders]
+        out[p] = tree_paths.constrain(merging.merge_leaf(terms, p, method, density, drop_rate, key), sh.get(p))
+    return out
 
-    All signatures must come from the same base model (same fingerprint). Patching
-    with the result equals patching with the K signatures (up to float rounding).
+
+_merge_jit = jax.jit(_merge_impl, static_argnames=("method", "density", "drop_rate", "shardings"))
+
+
+def compose(
+    signatures: Sequence[Signature],
+    alphas=1.0,
+    *,
+    method: str = "sum",
+    mode: str = "linear",
+    name: str | None = None,
+    density: float = 0.2,
+    drop_rate: float = 0.9,
+    key=None,
+    check_values: bool = True,
+) -> Signature:
+    """One signature merging K signatures leaf by leaf (union of the layer selections).
+
+    ``c = coefficients(alphas, K, mode)``: ``α_k`` for ``mode='linear'``; for
+    ``mode='reference'`` (``method='sum'`` only) ``(α/K)²`` from a scalar and ``w_k²``
+    from a sequence. Each leaf ``f[*shape]`` is merged over the signatures that hold it
+    (``K_p ≤ K`` of them), in one jitted pass that keeps each leaf's sharding:
+
+    - ``'sum'`` (default): ``Σ_k c_k · RWS_k``. Patching with the result equals patching
+      with the K signatures (up to float rounding).
+    - ``'mean'``: ``Σ_k c_k · RWS_k / K_p``.
+    - ``'ties'``: TIES-merging of the ``c_k · RWS_k`` (α applied *before* trimming, so it
+      weighs the sign election; a scalar α is λ times the merge): keep the top
+      ``ceil(density · n)`` magnitudes per tensor, elect signs by total mass, average
+      the agreeing entries (disjoint mean). See :mod:`rws_jax.merging`.
+    - ``'dare'``: ``Σ_k dare(c_k · RWS_k)``: drop each element with probability
+      ``drop_rate`` and rescale the rest by ``1/(1 − drop_rate)``; needs ``key``.
+    - ``'dare_ties'``: DARE, then TIES (with ``density``) on the rescaled deltas.
+
+    Example::
+
+        merged = rws.compose([fog, snow], 1.0, method="ties", density=0.2)   # λ = 1
+        rand = rws.compose([fog, snow], [0.7, 0.5], method="dare", drop_rate=0.9,
+                           key=jax.random.key(0))
+
+    Args:
+      signatures: K signatures of one base model (float or quantized; quantized ones
+        are dequantized in the pass).
+      alphas: scalar or K coefficients.
+      method: one of :data:`rws_jax.merging.METHODS`.
+      density: static fraction in ``(0, 1]`` of each tensor kept by TIES' trim.
+      drop_rate: static drop probability in ``[0, 1)`` of DARE.
+      key: ``jax.random`` key (required for ``'dare'``/``'dare_ties'``, unused otherwise).
+      check_values: refuse signatures holding NaN/inf, as :func:`patch` does.
+
+    Raises:
+      RWSError: unknown method or mode, ``mode='reference'`` with another method than
+        ``'sum'``, bad density/drop_rate, DARE without a key.
+      NonFiniteError: NaN/inf coefficients or signature values.
+      IncompatibleSignatureError: signatures of different base models or leaf specs.
     """
     sigs = _as_list(signatures)
+    merging.check_method(method, density, drop_rate, key)
+    if mode != "linear" and method != "sum":
+        raise RWSError(f"mode={mode!r} is defined for method='sum' only; method {method!r} needs mode='linear'")
     alpha = coefficients(alphas, len(sigs), mode)
     fps = {s.meta.base_fingerprint for s in sigs}
     if len(fps) > 1:
@@ -298,13 +363,26 @@ def compose(signatures: Sequence[Signature], alphas=1.0, *, mode: str = "linear"
             if p in specs and specs[p] != (tuple(shape), dtype):
                 raise IncompatibleSignatureError(f"signatures disagree on leaf {p!r}: {specs[p]} vs {(shape, dtype)}")
             specs[p] = (tuple(shape), dtype)
-    deltas = _combine(None, tuple(s.deltas for s in sigs), alpha)
+    if check_values:
+        check_finite(sigs)
+    all_deltas = tuple(s.deltas for s in sigs)
+    if method == "sum":
+        deltas = _combine(None, all_deltas, alpha)
+    else:
+        if isinstance(key, (int, np.integer)):  # a seed
+            key = jax.random.key(int(key))
+        deltas = _merge_jit(all_deltas, alpha, key if method in merging.RANDOM_METHODS else None,
+                            method=method, density=float(density) if method in merging.TRIM_METHODS else 1.0,
+                            drop_rate=float(drop_rate) if method in merging.RANDOM_METHODS else 0.0,
+                            shardings=_out_shardings(None, all_deltas))
+    kind = ("composed" if len(sigs) > 1 else sigs[0].meta.kind) if method == "sum" else f"merged-{method}"
+    default_name = "+".join(s.name or "?" for s in sigs)
     meta = SignatureMeta(
         base_fingerprint=sigs[0].meta.base_fingerprint,
         leaf_specs=tuple((p, *specs[p]) for p in sorted(specs)),
-        name=name if name is not None else "+".join(s.name or "?" for s in sigs),
+        name=name if name is not None else (default_name if method == "sum" else f"{method}({default_name})"),
         severity=sigs[0].meta.severity if len({s.meta.severity for s in sigs}) == 1 else None,
-        kind="composed" if len(sigs) > 1 else sigs[0].meta.kind,
+        kind=kind,
         selection=sigs[0].meta.selection if len({s.meta.selection for s in sigs}) == 1 else "",
     )
     return Signature(deltas=dict(deltas), meta=meta)
