@@ -7,6 +7,9 @@ a command skips what is done; ``demo``/``run`` runs every stage and writes the r
 
 ``import-torch FILE --model NAME --out DIR`` converts a PyTorch checkpoint of the
 reference code to Flax variables (needs the ``torch`` extra).
+
+``sig extract|info|verify|compose|patch`` work on signature files and any model
+checkpoint (orbax or Flax msgpack), see :mod:`rws_jax.sig_cli`.
 """
 
 from __future__ import annotations
@@ -221,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=float, default=None, help="channel multiplier of a narrowed model")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(fn=_cmd_import_torch)
+    from rws_jax.sig_cli import add_parser as add_sig_parser
+
+    add_sig_parser(sub)  # `rws-jax sig extract|info|verify|compose|patch`: signatures on any checkpoint
     return parser
 
 

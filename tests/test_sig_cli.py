@@ -1,0 +1,391 @@
+"""``rws-jax sig ...``: extract/info/verify/compose/patch on orbax and msgpack checkpoints."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import serialization
+
+import rws_jax as rws
+from rws_jax import sig_cli
+from rws_jax.cli import main
+
+
+class TwoConv(nn.Module):
+    """conv_b -> conv_a -> bn -> head: unit names that do not sort into forward order."""
+
+    width: int = 4
+    num_classes: int = 3
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(self.width, (3, 3), name="conv_b")(x))
+        x = nn.relu(nn.Conv(self.width, (3, 3), name="conv_a")(x))
+        x = nn.BatchNorm(use_running_average=True, name="bn")(x)
+        return nn.Dense(self.num_classes, name="head")(x.mean(axis=(1, 2)))
+
+
+def _variables(width=4, num_classes=3, seed=0, in_ch=2):
+    """TwoConv's variables, built in numpy (no jit compiles) in module creation order."""
+    rng = np.random.default_rng(seed)
+    f = lambda *shape: jnp.asarray(rng.normal(0.0, 0.3, shape).astype(np.float32))  # noqa: E731
+    return {
+        "params": {
+            "conv_b": {"kernel": f(3, 3, in_ch, width), "bias": f(width)},
+            "conv_a": {"kernel": f(3, 3, width, width), "bias": f(width)},
+            "bn": {"scale": f(width), "bias": f(width)},
+            "head": {"kernel": f(width, num_classes), "bias": f(num_classes)},
+        },
+        "batch_stats": {"bn": {"mean": f(width), "var": jnp.asarray(np.ones(width, np.float32))}},
+    }
+
+
+def _perturb(variables, seed, scale=0.05):
+    rng = np.random.default_rng(1000 + seed)
+    if isinstance(variables, dict):
+        return {k: _perturb(v, rng.integers(1 << 30), scale) for k, v in variables.items()}
+    noise = rng.normal(0.0, scale, variables.shape).astype(np.float32)
+    return jnp.asarray(np.asarray(variables) + noise)
+
+
+def test_tree_is_the_flax_model():
+    shapes = jax.eval_shape(TwoConv().init, jax.random.key(0), jnp.zeros((1, 6, 6, 2)))
+    assert rws.fingerprint(shapes) == rws.fingerprint(_variables())
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    """Model trees and their checkpoint paths: orbax dirs (``*_dir``) and msgpack files (``*_mp``)."""
+    root = tmp_path_factory.mktemp("sigcli")
+    init = _variables()
+    trees = {"init": init, "std": _perturb(init, 1), "fog": _perturb(init, 2), "snow": _perturb(init, 3),
+             "other": _variables(width=5), "head5": _variables(num_classes=5)}
+    paths = {}
+    for name, tree in trees.items():
+        paths[f"{name}_dir"] = str(rws.save_variables(root / f"{name}.vars", tree))
+        mp = root / f"{name}.bin"  # content decides the format, not the extension
+        mp.write_bytes(serialization.to_bytes(tree))
+        paths[f"{name}_mp"] = str(mp)
+    return trees, paths, root
+
+
+def _run(capsys, *argv):
+    rc = main(["sig", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _refused(capsys, out_path, *argv, match=None):
+    before = Path(out_path).exists() if out_path else False
+    rc, out, err = _run(capsys, *argv)
+    lines = err.strip().splitlines()
+    assert rc == 2, (rc, out, err)
+    assert len(lines) == 1 and lines[0].startswith("rws-jax: error: "), err
+    assert "Traceback" not in err
+    if match:
+        assert match in lines[0], lines[0]
+    if out_path is not None and not before:
+        assert not Path(out_path).exists()
+        assert not [p for p in Path(out_path).parent.iterdir() if p.name.startswith(f".{Path(out_path).name}.")]
+    return lines[0], out
+
+
+def _assert_sig_equal(a, b, exact=True):
+    assert sorted(a.deltas) == sorted(b.deltas)
+    assert a.meta.base_fingerprint == b.meta.base_fingerprint
+    for p in a.deltas:
+        x = np.asarray(rws.dequantize_tensor(a.deltas[p]) if isinstance(a.deltas[p], rws.QuantizedTensor) else a.deltas[p])
+        y = np.asarray(rws.dequantize_tensor(b.deltas[p]) if isinstance(b.deltas[p], rws.QuantizedTensor) else b.deltas[p])
+        if exact:
+            np.testing.assert_array_equal(x, y)
+        else:
+            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
+def _assert_tree_equal(a, b):
+    fa, fb = rws.tree_paths.flatten(a)[0], rws.tree_paths.flatten(b)[0]
+    assert sorted(fa) == sorted(fb)
+    for p in fa:
+        np.testing.assert_allclose(np.asarray(fa[p]), np.asarray(fb[p]), rtol=1e-6, atol=1e-7)
+        assert np.asarray(fa[p]).dtype == np.asarray(fb[p]).dtype
+
+
+# --------------------------------------------------------------------- model loading
+
+
+def test_load_model_orbax_and_msgpack(ckpts):
+    trees, paths, _ = ckpts
+    for key in ("std_dir", "std_mp"):
+        loaded = sig_cli.load_model(paths[key])
+        _assert_tree_equal(loaded, trees["std"])
+        assert rws.fingerprint(loaded) == rws.fingerprint(trees["std"])
+    assert sig_cli.model_format(paths["std_dir"]) == "orbax"
+    assert sig_cli.model_format(paths["std_mp"]) == "msgpack"
+    # msgpack keeps the tree's key order (module creation order); save_variables stores sorted paths
+    assert list(sig_cli.load_model(paths["std_mp"])["params"]) == ["conv_b", "conv_a", "bn", "head"]
+    assert list(sig_cli.load_model(paths["std_dir"])["params"]) == ["bn", "conv_a", "conv_b", "head"]
+
+
+def test_selection_parsing(ckpts):
+    _, paths, _ = ckpts
+    init = sig_cli.load_model(paths["init_mp"])
+    # first_k in the tree's own order: module creation order from msgpack, natural name order from orbax
+    assert sig_cli.parse_selection("first_k:1", init).resolve(init) == ("params/conv_b/bias", "params/conv_b/kernel")
+    init_dir = sig_cli.load_model(paths["init_dir"])
+    assert sig_cli.parse_selection("first_k:1", init_dir).resolve(init_dir) == ("params/bn/bias", "params/bn/scale")
+    sel = sig_cli.parse_selection("first_k:3:params,batch_stats", init)
+    assert "batch_stats/bn/mean" in sel.resolve(init) and sel.collections == ("params", "batch_stats")
+    assert sig_cli.parse_selection("conv_a/kernel$", init).resolve(init) == ("params/conv_a/kernel",)
+    sel = sig_cli.parse_selection("params/conv_a/kernel,params/head/bias", init)
+    assert sel.mode == "paths" and set(sel.resolve(init)) == {"params/conv_a/kernel", "params/head/bias"}
+    assert sig_cli.parse_selection("params/conv_a/bias", init).mode == "paths"
+    for bad in ("first_k:0", "first_k:x", "first_k:2:", "conv_[", "params/nope,params/conv_a/bias", "nomatch"):
+        with pytest.raises(sig_cli.SigCliError, match="bad --select"):
+            sig_cli.parse_selection(bad, init)
+
+
+# -------------------------------------------------------------------------- pipeline
+
+
+def test_extract_info_verify_compose_patch(ckpts, tmp_path, capsys):
+    trees, paths, _ = ckpts
+    fog, snow = tmp_path / "fog.rws", tmp_path / "snow.rws"
+    rc, out, err = _run(capsys, "extract", "--init", paths["init_mp"], "--standard", paths["std_dir"],
+                        "--robust", paths["fog_dir"], "--select", "first_k:2", "--name", "fog", "--severity", 5,
+                        "--out", fog)
+    assert rc == 0, err
+    assert "wrote" in out
+    want = rws.extract(trees["init"], trees["std"], trees["fog"], rws.first_k(2), name="fog", severity=5)
+    got = rws.load_signature(fog)
+    _assert_sig_equal(got, want)
+    assert got.name == "fog" and got.meta.severity == 5
+    assert _run(capsys, "extract", "--init", paths["init_mp"], "--standard", paths["std_mp"], "--robust",
+                paths["snow_mp"], "--select", "conv_", "--name", "snow", "--out", snow)[0] == 0
+    snow_want = rws.extract(trees["init"], trees["std"], trees["snow"], rws.by_pattern("conv_"), name="snow")
+    _assert_sig_equal(rws.load_signature(snow), snow_want)
+
+    # info
+    rc, out, err = _run(capsys, "info", fog)
+    assert rc == 0, err
+    fields = dict(line.split(":", 1) for line in out.splitlines() if not line.startswith(" "))
+    assert fields["name"].strip() == "fog" and fields["severity"].strip() == "5"
+    assert fields["selection"].strip().startswith("first_k:2")
+    assert fields["tensors"].strip() == str(len(want.deltas))
+    assert fields["values"].strip() == f"{want.num_elements():,}"
+    assert fields["quantization"].strip() == "none (float)"
+    assert fields["base model"].strip() == rws.fingerprint(trees["init"])
+    assert fields["checksum"].strip() == "ok"
+    assert f"{rws.bytes_on_disk(fog):,} bytes" in fields["on disk"]
+
+    # verify
+    assert _run(capsys, "verify", fog)[:2] == (0, "ok\n")
+    assert _run(capsys, "verify", fog, "--like", paths["std_mp"])[:2] == (0, "ok\n")
+    _refused(capsys, None, "verify", fog, "--like", paths["other_dir"], match="fog")
+    _refused(capsys, None, "verify", fog, "--like", paths["head5_dir"], match="fingerprint")
+    assert _run(capsys, "verify", fog, "--like", paths["head5_dir"], "--no-check-base")[:2] == (0, "ok\n")
+
+    # compose (sum, mean) against the library
+    for method, alphas in (("sum", ["1", "0.5"]), ("mean", ["0.8"])):
+        out_path = tmp_path / f"{method}.rws"
+        rc, out, err = _run(capsys, "compose", fog, snow, "--method", method, "--alpha", *alphas, "--out", out_path)
+        assert rc == 0, err
+        a = [float(x) for x in alphas]
+        a = a[0] if len(a) == 1 else a
+        kwargs = {"method": method} if sig_cli.compose_supports_method() else {}
+        if method == "mean" and not kwargs:
+            want_c = rws.compose([want, snow_want], np.full(2, a, np.float32) / 2)
+        else:
+            want_c = rws.compose([want, snow_want], a, **kwargs)
+        _assert_sig_equal(rws.load_signature(out_path), want_c, exact=False)
+    # --alpha repeated equals --alpha with several values
+    assert _run(capsys, "compose", fog, snow, "--alpha", 1, "--alpha", 0.5, "--out", tmp_path / "sum2.rws")[0] == 0
+    _assert_sig_equal(rws.load_signature(tmp_path / "sum2.rws"), rws.load_signature(tmp_path / "sum.rws"))
+
+    # patch: orbax in, orbax out, and msgpack in, msgpack out
+    out_dir = tmp_path / "patched.vars"
+    rc, out, err = _run(capsys, "patch", "--model", paths["std_dir"], "--sig", fog, "--alpha", 0.7,
+                        "--sig", snow, "--alpha", -0.2, "--out", out_dir)
+    assert rc == 0, err
+    want_p = rws.patch(trees["std"], [want, snow_want], [0.7, -0.2])
+    _assert_tree_equal(rws.load_variables(out_dir, trees["std"]), want_p)
+    out_mp = tmp_path / "patched.msgpack"
+    assert _run(capsys, "patch", "--model", paths["std_mp"], "--sig", tmp_path / "sum.rws", "--out", out_mp)[0] == 0
+    restored = serialization.msgpack_restore(out_mp.read_bytes())
+    _assert_tree_equal(restored, rws.patch(trees["std"], rws.load_signature(tmp_path / "sum.rws")))
+    # the patched model is a valid input again, and --no-check-base patches a model with another head
+    assert _run(capsys, "verify", fog, "--like", out_mp)[0] == 0
+    assert _run(capsys, "patch", "--model", paths["head5_mp"], "--sig", fog, "--no-check-base",
+                "--out", tmp_path / "h5.vars")[0] == 0
+    _assert_tree_equal(rws.load_variables(tmp_path / "h5.vars", trees["head5"]),
+                       rws.patch(trees["head5"], want, 1.0, check_base=False))
+    # --overwrite replaces an existing output
+    assert _run(capsys, "patch", "--model", paths["std_dir"], "--sig", fog, "--alpha", 0.7, "--sig", snow,
+                "--alpha", -0.2, "--out", out_mp, "--overwrite")[0] == 0
+    _assert_tree_equal(serialization.msgpack_restore(out_mp.read_bytes()), want_p)
+
+
+def test_extract_quantized(ckpts, tmp_path, capsys):
+    trees, paths, _ = ckpts
+    bits_list = [8, 4, 2] + ([1] if 1 in rws.quantization.BITS else [])
+    base = rws.extract(trees["init"], trees["std"], trees["fog"], rws.first_k(2), name="fog")
+    for bits in bits_list:
+        out = tmp_path / f"fog{bits}.rws"
+        rc, stdout, err = _run(capsys, "extract", "--init", paths["init_mp"], "--standard", paths["std_mp"],
+                               "--robust", paths["fog_mp"], "--select", "first_k:2", "--bits", bits,
+                               "--name", "fog", "--out", out)
+        assert rc == 0, err
+        _assert_sig_equal(rws.load_signature(out), rws.quantize(base, bits))
+        rc, stdout, _ = _run(capsys, "info", out)
+        assert rc == 0 and f"/{bits}" in stdout and "checksum:     ok" in stdout
+
+
+@pytest.mark.slow  # compiles the TIES and DARE merges (several seconds on 2 CPU cores)
+def test_compose_merge_methods(ckpts, tmp_path, capsys):
+    trees, paths, _ = ckpts
+    if not sig_cli.compose_supports_method():
+        fog = rws.extract(trees["init"], trees["std"], trees["fog"], rws.first_k(2), name="fog")
+        rws.save_signature(tmp_path / "fog.rws", fog)
+        _refused(capsys, tmp_path / "m.rws", "compose", tmp_path / "fog.rws", "--method", "ties",
+                 "--out", tmp_path / "m.rws", match="method")
+        return
+    sigs = [rws.extract(trees["init"], trees["std"], trees[c], rws.first_k(2), name=c) for c in ("fog", "snow")]
+    files = [str(rws.save_signature(tmp_path / f"{s.name}.rws", s)) for s in sigs]
+    cases = [("ties", ["--density", "0.5"], {"density": 0.5}),
+             ("dare", ["--drop-rate", "0.3", "--seed", "7"], {"drop_rate": 0.3, "key": jax.random.key(7)})]
+    for method, extra, kwargs in cases:
+        out = tmp_path / f"{method}.rws"
+        rc, _, err = _run(capsys, "compose", *files, "--method", method, "--alpha", 1, 0.5, *extra, "--out", out)
+        assert rc == 0, err
+        want = rws.compose(sigs, [1.0, 0.5], method=method, **kwargs)
+        _assert_sig_equal(rws.load_signature(out), want, exact=False)
+    # another seed, another DARE mask
+    rc, _, _ = _run(capsys, "compose", *files, "--method", "dare", "--drop-rate", "0.3", "--seed", 8,
+                    "--out", tmp_path / "dare8.rws")
+    a, b = rws.load_signature(tmp_path / "dare.rws"), rws.load_signature(tmp_path / "dare8.rws")
+    assert any(not np.array_equal(a.deltas[p], b.deltas[p]) for p in a.deltas)
+
+
+# -------------------------------------------------------------------------- refusals
+
+
+@pytest.fixture(scope="module")
+def bad_files(ckpts):
+    trees, paths, root = ckpts
+    d = root / "bad"
+    d.mkdir()
+    fog = rws.extract(trees["init"], trees["std"], trees["fog"], rws.first_k(2), name="fog")
+    files = {"fog": str(rws.save_signature(d / "fog.rws", fog))}
+    other = rws.extract(trees["other"], _perturb(trees["other"], 4), _perturb(trees["other"], 5), rws.first_k(2))
+    files["other"] = str(rws.save_signature(d / "other.rws", other))
+    nan = fog.replace(deltas={p: v.at[0].set(jnp.nan) if i == 0 else v for i, (p, v) in
+                              enumerate(sorted(fog.deltas.items()))})
+    files["nan"] = str(rws.save_signature(d / "nan.rws", nan, check_values=False))
+    tampered = Path(rws.save_signature(d / "tampered.rws", fog))
+    meta = tampered / "meta" / "metadata"
+    m = json.loads(meta.read_text())
+    m["name"] = "snow"
+    meta.write_text(json.dumps(m))
+    files["tampered"] = str(tampered)
+    (d / "model.pkl").write_bytes(pickle.dumps({"params": {"w": np.ones(3)}}, protocol=4))
+    (d / "model.txt").write_text("hello")
+    (d / "trunc.msgpack").write_bytes(Path(paths["std_mp"]).read_bytes()[:200])
+    (d / "empty").write_bytes(b"")
+    (d / "emptydir").mkdir()
+    files["nan_model"] = str(d / "nan.msgpack")
+    Path(files["nan_model"]).write_bytes(serialization.to_bytes(
+        jax.tree.map(lambda x: x.at[(0,) * x.ndim].set(jnp.nan), trees["fog"])))
+    return files, d
+
+
+def test_refusals(ckpts, bad_files, tmp_path, capsys):
+    trees, paths, _ = ckpts
+    files, d = bad_files
+    out = tmp_path / "out.rws"
+    ex = ["extract", "--init", paths["init_dir"], "--standard", paths["std_dir"]]
+
+    def extract(robust, *extra, match=None):
+        return _refused(capsys, out, *ex, "--robust", robust, "--out", out, *extra, match=match)
+
+    extract(tmp_path / "missing", match="no such model")
+    extract(d / "model.pkl", match="pickle")
+    extract(d / "model.txt", match="unknown model format")
+    extract(d / "trunc.msgpack", match="msgpack")
+    extract(d / "empty", match="empty")
+    extract(d / "emptydir", match="not a model directory")
+    extract(files["fog"], match="signature file, not a model")
+    extract(paths["other_mp"], match="architecture")
+    extract(files["nan_model"], match="NaN")
+    for sel in ("first_k:0", "first_k:two", "conv_[", "params/x,params/y", "nothing_matches"):
+        extract(paths["fog_dir"], "--select", sel, match="--select")
+    extract(paths["fog_dir"], "--bits", 3, match="--bits 3")
+    extract(paths["fog_dir"], "--bits", 8, "--scheme", "nope", match="nope")
+
+    # existing output: refused, left untouched
+    out.mkdir()
+    (out / "keep").write_text("x")
+    _refused(capsys, out, *ex, "--robust", paths["fog_dir"], "--out", out, match="--overwrite")
+    assert (out / "keep").read_text() == "x"
+    out = tmp_path / "out2.rws"
+
+    # info / verify of bad signature files
+    _, stdout = _refused(capsys, None, "info", files["tampered"], match="checksum BAD")
+    assert "checksum:     BAD" in stdout and "name:         snow" in stdout
+    _refused(capsys, None, "verify", files["tampered"], match="checksum")
+    _refused(capsys, None, "verify", files["nan"], match="NaN")
+    _refused(capsys, None, "verify", tmp_path / "missing.rws", match="no such signature")
+    _refused(capsys, None, "info", tmp_path / "missing.rws", match="no such signature")
+    _refused(capsys, None, "verify", paths["std_dir"], match="signature")
+    _refused(capsys, None, "verify", files["fog"], "--like", d / "model.pkl", match="pickle")
+
+    # compose
+    co = ["compose", files["fog"], files["fog"]]
+    _refused(capsys, out, *co, "--alpha", 1, 2, 3, "--out", out, match="3 --alpha values for 2")
+    _refused(capsys, out, *co, "--alpha", "nan", "--out", out, match="finite")
+    _refused(capsys, out, *co, "--method", "median", "--out", out, match="unknown --method")
+    _refused(capsys, out, *co, "--density", 0.5, "--out", out, match="--density")
+    _refused(capsys, out, *co, "--drop-rate", 0.5, "--out", out, match="--drop-rate")
+    _refused(capsys, out, "compose", files["fog"], files["other"], "--out", out, match="base models")
+    _refused(capsys, out, "compose", files["fog"], files["nan"], "--out", out, match="NaN")
+    _refused(capsys, out, "compose", files["fog"], files["tampered"], "--out", out, match="checksum")
+
+    # patch
+    pa = ["patch", "--model", paths["std_dir"], "--out", out]
+    _refused(capsys, out, *pa, "--sig", files["other"], match="other.rws: signature")
+    _refused(capsys, out, "patch", "--model", paths["head5_dir"], "--sig", files["fog"], "--out", out,
+             match="fingerprint")
+    _refused(capsys, out, *pa, "--sig", files["nan"], match="NaN")
+    _refused(capsys, out, *pa, "--sig", files["tampered"], match="checksum")
+    _refused(capsys, out, *pa, "--sig", files["fog"], "--alpha", 1, 2, match="2 --alpha values for 1")
+    _refused(capsys, out, *pa, match="--sig")
+    _refused(capsys, out, "patch", "--model", d / "model.pkl", "--sig", files["fog"], "--out", out, match="pickle")
+    _refused(capsys, out, *pa, "--sig", files["fog"], "--alpha", "inf", match="finite")
+
+
+def test_argument_errors_are_one_line(tmp_path, capsys):
+    for argv in (["sig", "extract", "--init", "a"], ["sig", "compose", "--out", "x"], ["sig", "frobnicate"],
+                 ["sig", "extract", "--init", "a", "--standard", "b", "--robust", "c", "--out", "o", "--bits", "x"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("rws-jax: error: "), err
+
+
+def test_entry_point_subprocess(bad_files):
+    files, _ = bad_files
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    r = subprocess.run([sys.executable, "-m", "rws_jax", "sig", "info", files["fog"]], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "checksum:     ok" in r.stdout and "name:         fog" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "rws_jax", "sig", "verify", files["tampered"]], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "checksum" in r.stderr and "Traceback" not in r.stderr
