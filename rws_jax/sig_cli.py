@@ -108,9 +108,13 @@ def _restore_orbax_pytree(path: Path) -> dict:
     """A generic orbax pytree checkpoint (e.g. ``StandardCheckpointer().save``), restored raw."""
     import orbax.checkpoint as ocp  # noqa: PLC0415
 
+    import warnings  # noqa: PLC0415
+
     try:
         ckptr = ocp.PyTreeCheckpointer()
-        tree = ckptr.restore(path)
+        with warnings.catch_warnings():  # "Sharding info not provided": expected without a template
+            warnings.filterwarnings("ignore", message="Sharding info not provided")
+            tree = ckptr.restore(path)
     except Exception as e:  # noqa: BLE001
         raise SigCliError(f"{path}: cannot restore this orbax checkpoint without a template: {_one_line(e)}") from None
     return _to_jax(_check_tree(path, tree))
@@ -325,19 +329,21 @@ def cmd_extract(args) -> int:
     return 0
 
 
-def signature_info(path: str) -> tuple[dict, str]:
-    """``(info, checksum status)``: the metadata of a signature file and ``'ok'``/``'BAD'``/an error."""
+def signature_info(path: str) -> tuple[dict, str, str | None]:
+    """``(info, checksum, problem)``: the metadata of a signature file, ``'ok'``/``'BAD'``/
+    ``'not verified'`` for its checksum, and the first problem a full load finds (or ``None``)."""
     import rws_jax as rws  # noqa: PLC0415
 
     info = rws.read_signature_info(path)
     try:
         rws.load_signature(path)
-        status = "ok"
+        return info, "ok", None
     except rws.SignatureFileError as e:
-        status = "BAD" if "checksum" in str(e) else f"not verified ({_one_line(e)})"
-    except rws.RWSError as e:
-        status = f"ok, but {_one_line(e)}"
-    return info, status
+        if "checksum" in str(e):
+            return info, "BAD", f"checksum BAD: {_one_line(e)}"
+        return info, "not verified", _one_line(e)
+    except rws.RWSError as e:  # NaN/inf values under a good checksum
+        return info, "ok", _one_line(e)
 
 
 def cmd_info(args) -> int:
@@ -345,10 +351,10 @@ def cmd_info(args) -> int:
 
     import rws_jax as rws  # noqa: PLC0415
 
-    info, status = signature_info(args.file)
+    info, status, problem = signature_info(args.file)
     specs = info.get("leaf_specs", [])
     values = int(sum(int(np.prod(s)) for _, s, _ in specs))
-    f32 = int(sum(int(np.prod(s)) * np.dtype(d).itemsize for _, s, d in specs))
+    full = int(sum(int(np.prod(s)) * np.dtype(d).itemsize for _, s, d in specs))
     disk = rws.bytes_on_disk(args.file)
     try:
         sel = json.loads(info.get("selection") or "null")
@@ -363,7 +369,7 @@ def cmd_info(args) -> int:
         ("selection", sel_text),
         ("tensors", str(info["num_tensors"])),
         ("values", f"{values:,}"),
-        ("on disk", f"{disk:,} bytes (the values at model precision: {f32:,} bytes)"),
+        ("on disk", f"{disk:,} bytes (the values at model precision: {full:,} bytes)"),
         ("quantization", info.get("quantization") or "none (float)"),
         ("format", f"{info.get('format')} version {info.get('format_version')}"),
         ("base model", str(info.get("base_fingerprint"))),
@@ -373,8 +379,9 @@ def cmd_info(args) -> int:
         print(f"{k + ':':14s}{v}")
     for p, s, d in specs:
         print(f"  {p}  {d}{list(s)}")
-    if status != "ok" and not status.startswith("ok,"):
-        raise SigCliError(f"{args.file}: checksum {status}" if status == "BAD" else f"{args.file}: {status}")
+    if problem:
+        raise SigCliError(f"{args.file}: {problem}" if not problem.startswith(str(Path(args.file).absolute()))
+                          else problem)
     return 0
 
 
