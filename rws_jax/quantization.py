@@ -1,5 +1,6 @@
-"""Quantization of signatures: 8, 4 and 2 bit; per tensor or per channel; uniform
-(symmetric or asymmetric), logarithmic or tanh; plus the reference code's quantizers.
+"""Quantization of signatures: 8, 4, 2 and 1 bit; per tensor or per channel; uniform
+(symmetric or asymmetric), logarithmic, tanh or sign (1 bit); plus the reference code's
+quantizers.
 
 Every scheme stores unsigned codes ``q`` in ``[0, 2**bits − 1]`` and one
 ``(scale, offset)`` per tensor (or per channel). The two uniform schemes dequantize
@@ -41,11 +42,25 @@ ulp of a rounding tie by one code:
   ``±(1 − 2⁻²⁴)`` (the largest float32 below 1), so ``|x̂| ≤ atanh(1 − 2⁻²⁴) ≈ 8.66``
   and never inf (the reference returns inf where ``tanh`` rounds to ±1 in float32,
   ``|x| ≳ 9``; such values cannot be represented and come back as ±8.66).
+- ``'sign'`` (1 bit, the starting point of BitDelta): one bit per element, 1 for
+  ``x ≥ 0`` and 0 for ``x < 0``, and ``scale = mean|x|`` over the tensor (or the
+  channel); ``offset`` is always 0. ``x̂ = (2q − 1) · scale + offset``, i.e.
+  ``+scale`` or ``−scale``. ``scale · sign(x)`` with ``scale = mean|x|`` is the best
+  approximation of ``x`` by ``±c`` (signs of ``x``, one ``c ≥ 0``) in the L2 sense:
+  ``‖x − c·sign(x)‖² = ‖x‖² − 2c·Σ|x| + n·c²`` is smallest at ``c = mean|x|``. Every
+  nonzero element keeps its sign; exact zeros (and ``−0.0``) get bit 1 and come back
+  as ``+scale`` (there is no code for 0), except in a tensor or channel that is all
+  zeros, whose scale is 0, so it comes back exact. No per-element bound like the
+  others' ``scale/2`` exists: ``|x − x̂| = ||x| − scale|`` can be anything up to
+  ``(n − 1) · scale`` for a group of ``n`` elements sharing a scale (one element
+  holding all the mass), which is what :attr:`QuantizedTensor.error_bound` reports.
+  The sign scheme is the only 1-bit scheme and is only 1 bit: ``bits=1`` selects it
+  when no scheme is given, and any other combination is refused.
 
 Rounding is half-to-even (``jnp.round``), as in the reference. For the uniform
 schemes the error of every element is at most ``scale/2`` (plus float rounding).
-4- and 2-bit codes are packed 2 and 4 to a byte, so a 4-bit signature takes half
-the bytes of an 8-bit one.
+4-, 2- and 1-bit codes are packed 2, 4 and 8 to a byte, so a 4-bit signature takes
+half the bytes of an 8-bit one and a 1-bit one an eighth (plus its scales).
 
 Packing layout (chosen so that quantization works on sharded tensors without
 gathering them): in memory, codes are packed *along the last axis* —
@@ -82,8 +97,10 @@ from rws_jax import tree_paths
 from rws_jax.errors import RWSError
 from rws_jax.signature import Signature
 
-SCHEMES = ("asymmetric", "symmetric", "log2", "tanh")
-BITS = (2, 4, 8)
+SCHEMES = ("asymmetric", "symmetric", "log2", "tanh", "sign")
+BITS = (1, 2, 4, 8)
+#: the scheme of 1-bit quantization (and the only one at 1 bit).
+SIGN = "sign"
 #: ``quantize_reference`` method (the reference's ``--quantization_type``) -> scheme.
 REFERENCE_METHODS = {"linear": "asymmetric", "log": "log2", "tanh": "tanh"}
 #: ``offset`` of a ``'log2'`` tensor without any nonzero value: ``2**−256`` is 0 in float32.
@@ -100,12 +117,13 @@ class QuantizedTensor:
       data: ``uint8`` codes: ``[*shape]`` (8 bit, or unpacked), ``[*shape[:-1],
         shape[-1] // (8 // bits)]`` (packed along the last axis) or the legacy flat
         ``[ceil(n · bits / 8)]`` (see the module doc).
-      scale: ``f32[]`` (per tensor) or ``f32[1, ..., C, ..., 1]`` (per channel).
-      offset: same shape as ``scale``.
+      scale: ``f32[]`` (per tensor) or ``f32[1, ..., C, ..., 1]`` (per channel);
+        ``mean|x|`` for ``'sign'``.
+      offset: same shape as ``scale`` (0 for ``'sign'``).
       shape, dtype: shape and dtype of the dequantized tensor (static).
-      bits: 2, 4 or 8 (static).
-      scheme: ``'asymmetric'``, ``'symmetric'``, ``'log2'`` or ``'tanh'`` (static;
-        see the module doc).
+      bits: 1, 2, 4 or 8 (static).
+      scheme: ``'asymmetric'``, ``'symmetric'``, ``'log2'``, ``'tanh'`` or ``'sign'``
+        (1 bit) (static; see the module doc).
       axis: channel axis, or ``None`` for per tensor (static).
     """
 
@@ -123,17 +141,40 @@ class QuantizedTensor:
 
     @property
     def error_bound(self) -> jax.Array:
-        """``scale/2`` per channel: the largest possible ``|x − x̂|`` for the uniform
-        schemes; for ``'log2'`` the bound on ``|log2|x̂| − log2|x||`` (nonzero x), for
-        ``'tanh'`` the bound on ``|tanh(x̂) − tanh(x)|`` (up to the clip at ±8.66)."""
+        """Per channel (shape of ``scale``): ``scale/2``, the largest possible
+        ``|x − x̂|`` for the uniform schemes; for ``'log2'`` the bound on
+        ``|log2|x̂| − log2|x||`` (nonzero x), for ``'tanh'`` the bound on
+        ``|tanh(x̂) − tanh(x)|`` (up to the clip at ±8.66).
+
+        For ``'sign'`` (1 bit): ``(n − 1) · scale`` with ``n`` the number of elements
+        sharing a scale, the largest ``|x − x̂|`` that any tensor with this
+        ``scale = mean|x|`` can have (attained when one element holds all the mass;
+        0 for ``n = 1``). It is tight but says little: 1-bit quantization has no
+        per-element bound, only sign preservation and L2 optimality (module doc)."""
+        if self.scheme == SIGN:
+            n = int(np.prod(self.shape)) // max(1, int(np.prod(np.shape(self.scale))))
+            return self.scale * float(max(n - 1, 0))
         return self.scale / 2
 
 
-def _check(bits: int, scheme: str) -> None:
-    if bits not in BITS:
+def resolve_scheme(bits: int, scheme: str | None) -> str:
+    """The scheme for ``bits`` (``None``: ``'sign'`` at 1 bit, else ``'asymmetric'``),
+    after checking that the pair is supported."""
+    if isinstance(bits, bool) or bits not in BITS:
         raise RWSError(f"unsupported bit width {bits}: choose one of {BITS}")
+    if scheme is None:
+        return SIGN if bits == 1 else "asymmetric"
     if scheme not in SCHEMES:
         raise RWSError(f"unknown quantization scheme {scheme!r}: choose one of {SCHEMES}")
+    if bits == 1 and scheme != SIGN:
+        raise RWSError(f"1-bit quantization has only the {SIGN!r} scheme (sign and mean |x| scale), not {scheme!r}")
+    if scheme == SIGN and bits != 1:
+        raise RWSError(f"the {SIGN!r} scheme is 1 bit: pass bits=1, not bits={bits}")
+    return scheme
+
+
+def _check(bits: int, scheme: str | None) -> str:
+    return resolve_scheme(bits, scheme)
 
 
 def pack_codes(q: jax.Array, bits: int) -> jax.Array:
@@ -333,7 +374,7 @@ def quantize_tensor(
     x: jax.Array,
     bits: int = 8,
     *,
-    scheme: str = "asymmetric",
+    scheme: str | None = None,
     axis: int | None = None,
     value_range: tuple[jax.Array, jax.Array] | None = None,
     pack: bool | None = None,
@@ -342,21 +383,24 @@ def quantize_tensor(
 
     Args:
       x: the tensor, any shape ``[*S]``.
-      bits: 8, 4 or 2.
-      scheme: ``'asymmetric'``, ``'symmetric'``, ``'log2'`` or ``'tanh'``.
+      bits: 8, 4, 2 or 1.
+      scheme: ``'asymmetric'``, ``'symmetric'``, ``'log2'``, ``'tanh'`` or ``'sign'``
+        (the only 1-bit scheme); ``None``: ``'sign'`` at 1 bit, else ``'asymmetric'``.
       axis: channel axis for per-channel ``(scale, offset)`` (``f32[1, …, C, …, 1]``);
         ``None`` (or a tensor of < 2 dims) for per tensor (``f32[]``).
       value_range: ``(lo, hi)`` overriding the min/max, in the space the codes live
         in: ``x`` (uniform schemes), ``log2|x|`` (``'log2'``; ``lo > hi`` means no
         nonzero value), ``tanh(x)`` (``'tanh'``). The reference shares it across
         signatures (:func:`quantize_reference`).
-      pack: pack 4/2-bit codes along the last axis (``None``: whenever the last axis
+      pack: pack 4/2/1-bit codes along the last axis (``None``: whenever the last axis
         divides, see the module doc; ``False``: keep one code a byte).
 
     Returns:
       A :class:`QuantizedTensor` dequantizing to ``x.dtype[*S]``.
     """
-    _check(bits, scheme)
+    scheme = _check(bits, scheme)
+    if scheme == SIGN and value_range is not None:
+        raise RWSError("the 'sign' scheme has no value range (its scale is mean |x|)")
     x = jnp.asarray(x)
     out_dtype = str(x.dtype)
     xf = x.astype(jnp.float32)
@@ -366,7 +410,11 @@ def quantize_tensor(
             axis = None
     red = _reduce_axes(x.ndim, axis)
     keep = axis is not None
-    if scheme != "symmetric":
+    if scheme == SIGN:
+        q = (xf >= 0).astype(jnp.float32)  # bit 1: +scale (zeros too), bit 0: −scale
+        scale = jnp.mean(jnp.abs(xf), axis=red, keepdims=keep)
+        offset = jnp.zeros_like(scale)
+    elif scheme != "symmetric":
         u, valid = code_space(xf, scheme)
         if value_range is None:
             lo, hi = code_range(u, valid, red, keep)
@@ -414,9 +462,12 @@ def dequantize_tensor(qt: QuantizedTensor) -> jax.Array:
 
     In float32, then cast: ``q · scale + offset`` (uniform schemes),
     ``±2**(m · scale + offset)`` (``'log2'``: sign bit and magnitude code ``m``),
-    ``atanh(clip(q · scale + offset, ±TANH_LIMIT))`` (``'tanh'``).
+    ``atanh(clip(q · scale + offset, ±TANH_LIMIT))`` (``'tanh'``),
+    ``(2q − 1) · scale + offset`` (``'sign'``, offset 0: ``±scale``).
     """
     codes = codes_of(qt)
+    if qt.scheme == SIGN:
+        return ((2.0 * codes.astype(jnp.float32) - 1.0) * qt.scale + qt.offset).astype(qt.dtype)
     if qt.scheme == "log2":
         half = 1 << (qt.bits - 1)
         m = (codes & jnp.uint8(half - 1)).astype(jnp.float32)
@@ -440,6 +491,11 @@ def largest_magnitude(scheme: str, bits: int, scale: np.ndarray, offset: np.ndar
     offset = np.asarray(offset, np.float64)
     if scheme == "tanh":
         return float(np.arctanh(np.float64(TANH_LIMIT)))
+    if scheme == SIGN:  # (2q − 1) · scale + offset, q in {0, 1}
+        with np.errstate(over="ignore", invalid="ignore"):
+            vals = np.abs(scale) + np.abs(offset)
+        m = float(np.max(vals)) if vals.size else 0.0
+        return m if np.isfinite(m) else float("inf")
     top = (1 << (bits - 1)) - 1 if scheme == "log2" else (1 << bits) - 1
     ends = np.stack([offset, offset + top * scale])
     with np.errstate(over="ignore", invalid="ignore"):
@@ -498,21 +554,24 @@ def _quantize_all(deltas: dict, bits: int, scheme: str, axis: int | None, ranges
 
 
 def quantize(
-    sig: Signature, bits: int = 8, *, scheme: str = "asymmetric", per_channel: bool = False, axis: int = -1
+    sig: Signature, bits: int = 8, *, scheme: str | None = None, per_channel: bool = False, axis: int = -1
 ) -> Signature:
     """Quantizes every delta of ``sig`` (one jitted pass).
 
     Args:
       sig: a float signature.
-      bits: 8, 4 or 2.
+      bits: 8, 4, 2 or 1.
       scheme: ``'asymmetric'`` (min–max), ``'symmetric'`` (max-abs, exact zero),
-        ``'log2'`` (sign + log-magnitude) or ``'tanh'`` (see the module doc).
+        ``'log2'`` (sign + log-magnitude), ``'tanh'``, or ``'sign'`` (1 bit: sign and
+        a mean-|x| scale; the only 1-bit scheme) (see the module doc). ``None``
+        (default): ``'sign'`` at ``bits=1``, else ``'asymmetric'``.
       per_channel: one scale per slice along ``axis`` instead of per tensor.
 
     Returns:
-      A ``Signature`` whose deltas are :class:`QuantizedTensor`.
+      A ``Signature`` whose deltas are :class:`QuantizedTensor`; ``meta.quantization``
+      is e.g. ``'asymmetric/per_tensor/8'`` or ``'sign/per_channel/1'``.
     """
-    _check(bits, scheme)
+    scheme = _check(bits, scheme)
     if sig.is_quantized:
         raise RWSError(f"signature {sig.name!r} is already quantized ({sig.meta.quantization})")
     q = _quantize_all(sig.deltas, bits=bits, scheme=scheme, axis=axis if per_channel else None)

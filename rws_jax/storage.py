@@ -15,11 +15,20 @@ code can dequantize to an overflowing value); and, given ``like=variables``, tha
 the signature fits that model.
 
 Quantization schemes: ``asymmetric`` and ``symmetric`` (uniform) and, since the
-reference quantizers, ``log2`` and ``tanh`` (see :mod:`rws_jax.quantization`).
-Adding the last two changed nothing else in the layout (same arrays ``data``,
-``scale``, ``offset``; same flat packing; same checksum), so files of format
-version 1 written before still load unchanged, and the version stays 1; an older
-rws_jax refuses a file using a new scheme with "unknown quantization scheme". Nothing is unpickled: arrays come from tensorstore, metadata is JSON.
+reference quantizers, ``log2`` and ``tanh`` (see :mod:`rws_jax.quantization`);
+adding those two changed nothing else in the layout and left the version at 1.
+
+Format versions: 1 (8/4/2 bit; schemes asymmetric, symmetric, log2, tanh) and 2,
+which adds 1-bit ``sign`` tensors (``bits: 1``; codes packed 8 per byte flat, i.e.
+``ceil(n/8)`` data bytes; ``scale`` = mean |Δ| per tensor or channel, ``offset``
+all zeros). The arrays, their names, the flat packing and the checksum are the
+same in both, so this code writes version 2 and still reads version 1 files
+(tests/data/signature_v1 holds some, written by the version-1 writer); a version-1
+file that declares a 1-bit or ``sign`` tensor is refused (no version-1 writer
+could have written it), and a file declaring a version newer than 2 is refused
+with "written by a newer rws_jax". An rws_jax of version 1 refuses every version-2
+file with that same message. Nothing is unpickled: arrays come from tensorstore,
+metadata is JSON.
 
 Saving is atomic: the new file is written completely under a temporary name next to
 the target and then swapped in by rename, so an interrupted save leaves the earlier
@@ -45,11 +54,21 @@ import orbax.checkpoint as ocp
 from rws_jax import tree_paths
 from rws_jax.algebra import check_compatible, check_finite
 from rws_jax.errors import NonFiniteError, SignatureFileError
-from rws_jax.quantization import BITS, SCHEMES, QuantizedTensor, from_flat_packed, largest_magnitude, to_flat_packed
+from rws_jax.quantization import (
+    BITS,
+    SCHEMES,
+    SIGN,
+    QuantizedTensor,
+    from_flat_packed,
+    largest_magnitude,
+    to_flat_packed,
+)
 from rws_jax.signature import Signature, SignatureMeta, mark_finite
 
 FORMAT = "rws_jax.signature"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: 1-bit 'sign' tensors; 1: everything else, still read
+#: the first format version that may hold 1-bit ``'sign'`` tensors.
+SIGN_SINCE_VERSION = 2
 MAX_DECLARED_BYTES = 64 << 30  # refuse files declaring more than 64 GiB of arrays
 _ARRAYS, _META = "arrays", "meta"
 _DTYPES = ("float16", "bfloat16", "float32", "float64", "uint8")
@@ -219,7 +238,7 @@ def _read_meta(path: Path) -> dict:
 
 def _validate_meta(path: Path, meta: dict) -> None:
     version = meta.get("format_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise _fail(path, f"format_version missing or invalid: {version!r}")
     if version > FORMAT_VERSION:
         raise _fail(
@@ -252,6 +271,12 @@ def _validate_meta(path: Path, meta: dict) -> None:
                 raise _fail(path, f"tensor {t['path']!r} is quantized but declares the non-float dtype {t['dtype']!r}")
             if q.get("bits") not in BITS or isinstance(q.get("bits"), bool):
                 raise _fail(path, f"tensor {t['path']!r} uses unsupported bit width {q.get('bits')!r}")
+            if (q["bits"] == 1) != (q["scheme"] == SIGN):
+                raise _fail(path, f"tensor {t['path']!r} declares {q['bits']}-bit {q['scheme']!r} quantization: "
+                            f"1 bit goes only with the {SIGN!r} scheme and {SIGN!r} only with 1 bit")
+            if q["scheme"] == SIGN and version < SIGN_SINCE_VERSION:
+                raise _fail(path, f"tensor {t['path']!r} uses the 1-bit {SIGN!r} scheme, which format version "
+                            f"{version} does not have (since version {SIGN_SINCE_VERSION})")
             axis = q.get("axis")
             if axis is not None and (
                 not isinstance(axis, int) or isinstance(axis, bool) or not 0 <= axis < len(t["shape"])
@@ -354,6 +379,9 @@ def load_signature(
                             f"{offset.dtype}{list(offset.shape)}; want float32{list(want)}")
             if not (np.all(np.isfinite(scale)) and np.all(np.isfinite(offset))):
                 raise NonFiniteError(f"{path}: tensor {t['path']!r} has NaN/inf quantization scale or offset")
+            if q["scheme"] == SIGN and (np.any(offset != 0) or np.any(scale < 0)):
+                raise _fail(path, f"tensor {t['path']!r}: a {SIGN!r} tensor has offset 0 and scale = mean |x| >= 0; "
+                            f"the file holds offsets in [{offset.min()}, {offset.max()}], scales from {scale.min()}")
             # finite scale/offset can still dequantize to inf ('log2': 2**offset); keep a
             # factor-2 margin below the dtype's largest value for float rounding in exp2/the cast
             if largest_magnitude(q["scheme"], q["bits"], scale, offset) > float(jax.numpy.finfo(t["dtype"]).max) / 2:

@@ -154,6 +154,39 @@ def main():
                     assert_equal(to_host(out), to_host(rws.patch(std, ref_q, 0.7)), tag + f" patch donate={donate}")
                     assert_sharded_like(out, s_std, tag + f" patch donate={donate}")
 
+    # ---- 1 bit (sign scheme): codes exact, packed per shard where each shard's last
+    # axis divides by 8 (else one code a byte); scale = mean|x| is a sum, which a
+    # sharded reduction may add in another order, so scales and everything
+    # dequantized from them are compared up to float rounding
+    for per_channel in (False, True):
+        tag = f"quantize 1 bit per_channel={per_channel}"
+        ref_q = rws.quantize(ref_fog, 1, per_channel=per_channel)
+        sh_q = rws.quantize(sh_fog, 1, per_channel=per_channel)
+        assert sh_q.meta.quantization == ref_q.meta.quantization == f"sign/{'per_channel' if per_channel else 'per_tensor'}/1"
+        for p, qt in sh_q.deltas.items():
+            rq, leaf = ref_q.deltas[p], flat_i[p]
+            packs = quantization.can_pack_last_axis(tuple(leaf.shape), 1, tree_paths.shard_shape(leaf))
+            assert qt.data.shape == ((*qt.shape[:-1], qt.shape[-1] // 8) if packs else qt.shape), (tag, p, qt.data.shape)
+            np.testing.assert_array_equal(np.asarray(quantization.codes_of(qt)), np.asarray(quantization.codes_of(rq)),
+                                          err_msg=f"{tag} {p}")
+            np.testing.assert_allclose(np.asarray(qt.scale), np.asarray(rq.scale), rtol=2e-6, err_msg=f"{tag} {p}")
+            np.testing.assert_array_equal(quantization.to_flat_packed(qt), quantization.to_flat_packed(rq))
+            assert qt.data.sharding.is_equivalent_to(
+                tree_paths.derived_sharding(leaf.sharding, qt.data.ndim), qt.data.ndim), (tag, p, qt.data.sharding)
+        deq = rws.dequantize(sh_q)
+        assert_equal(deq.deltas, rws.dequantize(ref_q).deltas, tag + " dequantize", exact=False)
+        assert_sharded_like(deq.deltas, s_init, tag + " dequantize")
+        assert_no_all_gather(
+            quantization._quantize_all_jit.lower(
+                sh_fog.deltas, bits=1, scheme="sign", axis=-1 if per_channel else None,
+                packs=tuple(sorted((p, quantization.can_pack_last_axis(
+                    tuple(x.shape), 1, tree_paths.shard_shape(x))) for p, x in sh_fog.deltas.items())),
+                shardings=None), tag)
+        model_in = jax.tree_util.tree_map(jnp.copy, s_std)
+        out = rws.patch(model_in, sh_q, 0.7, donate=per_channel)
+        assert_equal(to_host(out), to_host(rws.patch(std, ref_q, 0.7)), tag + " patch", exact=False)
+        assert_sharded_like(out, s_std, tag + " patch")
+
     # ---- compose and patch (K=2, different selections), donate or not
     ref_snow2 = rws.extract(init, std, snow, rws.first_k(2), name="snow")
     sh_snow2 = reshard(ref_snow2)
@@ -185,6 +218,15 @@ def main():
     assert_no_all_gather(algebra._combine_jit.lower(leaves, (q4.deltas,), rws.coefficients(1.0, 1),
                                                     shardings=algebra._out_shardings(leaves, (q4.deltas,))),
                          "fused quantized patch")
+
+    # ---- interference-aware merging (TIES with a sort-based trim threshold, DARE, mean):
+    # compiles under the mesh, equals the unsharded merge, keeps each leaf's sharding
+    for method in ("ties", "dare", "dare_ties", "mean"):
+        kw = dict(method=method, density=0.3, drop_rate=0.5, key=jax.random.key(11))
+        ref_m = rws.compose([ref_fog, ref_snow2], [0.5, -1.5], **kw)
+        sh_m = rws.compose([sh_fog, sh_snow2], [0.5, -1.5], **kw)
+        assert_equal(sh_m.deltas, ref_m.deltas, f"compose {method}")
+        assert_sharded_like(sh_m.deltas, s_init, f"compose {method}")
 
     # ---- PatchStack on the sharded model: bit-exact restore, sharding kept
     stack = rws.PatchStack.create(s_std)

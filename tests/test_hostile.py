@@ -190,7 +190,9 @@ def test_truncated_and_flipped_files_unchanged_after_load(tmp_path, small_sig):
 @pytest.mark.parametrize(
     "edit,match",
     [
-        (lambda m: m.__setitem__("format_version", 2), "newer rws_jax .*format version 2"),
+        (lambda m: m.__setitem__("format_version", 3), "newer rws_jax .*format version 3.*up to 2"),
+        (lambda m: m.__setitem__("format_version", 0), "format_version"),
+        (lambda m: m.__setitem__("format_version", True), "format_version"),
         (lambda m: m.__setitem__("format_version", "1"), "format_version"),
         (lambda m: m.__setitem__("format", "something.else"), "does not describe"),
         (lambda m: m.__setitem__("tensors", []), "no tensors"),
@@ -243,6 +245,77 @@ def test_crafted_quantized_files(tmp_path, small_sig, make, exc, match):
             a.update(shape=list(arr.shape), dtype=str(arr.dtype))
     p = write_crafted(tmp_path / "q.rws", meta, arrays)
     expect_load_error(p, exc, match)
+
+
+def _set_quant(meta, **kw):
+    for t in meta["tensors"]:
+        t["quant"].update(kw)
+
+
+@pytest.mark.parametrize(
+    "make,exc,match",
+    [
+        # 1 bit only with 'sign', 'sign' only with 1 bit
+        (lambda meta, arrays: _set_quant(meta, scheme="asymmetric"), rws.SignatureFileError,
+         "1-bit 'asymmetric'.*only with the 'sign' scheme"),
+        (lambda meta, arrays: _set_quant(meta, bits=8), rws.SignatureFileError, "8-bit 'sign'"),
+        (lambda meta, arrays: _set_quant(meta, bits=True), rws.SignatureFileError, "bit width True"),
+        # a format-1 file cannot hold a 1-bit tensor; a newer format than ours is refused
+        (lambda meta, arrays: meta.__setitem__("format_version", 1), rws.SignatureFileError,
+         "'sign' scheme, which format version 1 does not have"),
+        (lambda meta, arrays: meta.__setitem__("format_version", 3), rws.SignatureFileError, "newer rws_jax"),
+        # 16 signs need 2 bytes: give it 3, or 16 (one code a byte is only the in-memory layout)
+        (lambda meta, arrays: arrays.__setitem__("t00000_data", np.zeros(3, np.uint8)), rws.SignatureFileError,
+         r"3 code bytes for \[4, 4\] at 1 bit \(want 2\)"),
+        (lambda meta, arrays: arrays.__setitem__("t00000_data", np.zeros(16, np.uint8)), rws.SignatureFileError,
+         "16 code bytes"),
+        # per-tensor with a per-channel-sized scale, per-channel with a per-tensor one
+        (lambda meta, arrays: (arrays.__setitem__("t00000_scale", np.ones(4, np.float32)),
+                               arrays.__setitem__("t00000_offset", np.zeros(4, np.float32))),
+         rws.SignatureFileError, "scale/offset"),
+        (lambda meta, arrays: _set_quant(meta, axis=1), rws.SignatureFileError, r"want float32\[1, 4\]"),
+        (lambda meta, arrays: arrays.__setitem__("t00000_scale", np.array(np.nan, np.float32)), rws.NonFiniteError,
+         "NaN/inf"),
+        (lambda meta, arrays: arrays.__setitem__("t00000_scale", np.array(-np.inf, np.float32)), rws.NonFiniteError,
+         "NaN/inf"),
+        # finite scales that overflow the tensor's dtype (with the factor-2 margin)
+        (lambda meta, arrays: arrays.__setitem__("t00000_scale", np.array(3e38, np.float32)), rws.NonFiniteError,
+         "overflowing float32"),
+        (lambda meta, arrays: (meta["tensors"][0].__setitem__("dtype", "float16"),
+                               arrays.__setitem__("t00000_scale", np.array(6e4, np.float32))),
+         rws.NonFiniteError, "overflowing float16"),
+        # scale = mean|x| is never negative, offset always 0
+        (lambda meta, arrays: arrays.__setitem__("t00000_scale", np.array(-0.5, np.float32)), rws.SignatureFileError,
+         "scale = mean"),
+        (lambda meta, arrays: arrays.__setitem__("t00000_offset", np.array(0.25, np.float32)), rws.SignatureFileError,
+         "offset 0"),
+    ],
+)
+def test_crafted_one_bit_files(tmp_path, small_sig, make, exc, match):
+    q = rws.quantize(small_sig, 1)
+    meta, arrays = parts_of(q)
+    make(meta, arrays)
+    for t in meta["tensors"]:  # keep the declared array shapes honest: only the content lies
+        for part, a in t["arrays"].items():
+            arr = np.asarray(arrays[f"{t['key']}_{part}"])
+            a.update(shape=list(arr.shape), dtype=str(arr.dtype))
+    p = write_crafted(tmp_path / "q1.rws", meta, arrays)
+    expect_load_error(p, exc, match)
+
+
+def test_crafted_one_bit_file_that_is_honest_loads(tmp_path, small_sig):
+    """The crafting above changes only what it says: untouched, the same file loads,
+    also with a half-float dtype and a scale just inside its range."""
+    q = rws.quantize(small_sig, 1)
+    meta, arrays = parts_of(q)
+    p = write_crafted(tmp_path / "ok.rws", meta, arrays)
+    chex.assert_trees_all_equal(rws.load_signature(p).deltas, q.deltas)
+    meta["tensors"][0]["dtype"] = "float16"
+    meta["leaf_specs"] = [[k, s, "float16"] for k, s, _ in meta["leaf_specs"]]
+    arrays["t00000_scale"] = np.array(3e4, np.float32)
+    back = rws.load_signature(write_crafted(tmp_path / "f16.rws", meta, arrays))
+    out = rws.dequantize(back).deltas["params/conv_0/kernel"]
+    assert out.dtype == jnp.float16 and bool(jnp.all(jnp.abs(out) == 3e4))
 
 
 def test_non_finite_values_in_file(tmp_path, small_sig):

@@ -8,7 +8,7 @@ import rws_jax as rws
 from rws_jax import quantization as qlib
 
 
-@pytest.mark.parametrize("bits", [8, 4, 2])
+@pytest.mark.parametrize("bits", [8, 4, 2, 1])
 def test_pack_unpack_roundtrip(bits):
     shape = (3, 5, 7)
     q = jax.random.randint(jax.random.key(bits), shape, 0, 2**bits).astype(jnp.uint8)
@@ -301,3 +301,151 @@ def test_loader_refuses_quantized_tensor_of_integer_dtype(tmp_path):
     p = rws.save_signature(tmp_path / "u8.rws", _one_tensor_sig(qt), check_values=False)
     with pytest.raises(rws.SignatureFileError, match="non-float dtype 'uint8'"):
         rws.load_signature(p)
+
+
+# ------------------------------------------------------------- 1 bit: the sign scheme
+
+
+def _with_zeros(key, shape):
+    x = jax.random.normal(key, shape) * jnp.linspace(0.5, 2.0, shape[-1])
+    return x.at[..., 0].set(0.0).at[0].set(0.0)  # exact zeros, scattered
+
+
+@pytest.mark.parametrize("axis", [None, -1])
+def test_sign_scheme_signs_scale_and_packing(axis):
+    x = _with_zeros(jax.random.key(1), (3, 3, 4, 16))
+    qt = rws.quantize_tensor(x, 1, axis=axis)  # bits=1 selects the sign scheme
+    assert (qt.bits, qt.scheme) == (1, "sign") and qt.data.dtype == jnp.uint8
+    chex.assert_shape(qt.data, (3, 3, 4, 2))  # 8 codes a byte along the last axis
+    codes = qlib.codes_of(qt)
+    chex.assert_trees_all_equal(codes, (x >= 0).astype(jnp.uint8))
+    red = None if axis is None else (0, 1, 2)
+    chex.assert_trees_all_close(qt.scale, jnp.mean(jnp.abs(x), axis=red, keepdims=axis is not None), rtol=1e-6)
+    chex.assert_trees_all_equal(qt.offset, jnp.zeros_like(qt.scale))
+    if axis is not None:
+        chex.assert_shape(qt.scale, (1, 1, 1, 16))
+    xhat = rws.dequantize_tensor(qt)
+    chex.assert_shape(xhat, x.shape)
+    nz = x != 0
+    assert bool(jnp.all(jnp.where(nz, jnp.sign(xhat) == jnp.sign(x), True)))  # signs kept
+    chex.assert_trees_all_equal(jnp.abs(xhat), jnp.broadcast_to(qt.scale, x.shape))  # ±scale
+    # exact zeros come back as +scale (documented: there is no code for 0)
+    chex.assert_trees_all_equal(jnp.where(nz, 0.0, xhat), jnp.where(nz, 0.0, jnp.broadcast_to(qt.scale, x.shape)))
+    # error_bound: (n − 1)·scale for n elements sharing a scale, and it holds
+    n = x.size if axis is None else x.size // 16
+    chex.assert_trees_all_close(qt.error_bound, qt.scale * (n - 1))
+    assert bool(jnp.all(jnp.abs(xhat - x) <= qt.error_bound))
+    # on disk: ceil(n/8) bytes, and back to the same in-memory layout
+    flat = qlib.to_flat_packed(qt)
+    assert flat.shape == (-(-x.size // 8),)
+    np.testing.assert_array_equal(qlib.from_flat_packed(flat, 1, qt.shape), np.asarray(qt.data))
+
+
+def test_sign_layouts_zero_channels_and_bounds():
+    # last axis not a multiple of 8: one code a byte in memory, still ceil(n/8) on disk
+    x = jnp.arange(-17.0, 18.0).reshape(5, 7)
+    qt = rws.quantize_tensor(x, 1, scheme="sign")
+    chex.assert_shape(qt.data, (5, 7))
+    assert qlib.to_flat_packed(qt).shape == (5,)
+    chex.assert_trees_all_equal(qlib.codes_of(qt), (x >= 0).astype(jnp.uint8))
+    # 1-D leaves (biases) fall back to per tensor; pack=False keeps one code a byte
+    b = rws.quantize_tensor(jnp.array([1.0, -3.0, 0.0, 2.0, -2.0, 5.0, -1.0, 0.5]), 1, axis=-1)
+    assert b.axis is None and b.data.shape == (1,) and float(b.scale) == pytest.approx(14.5 / 8)
+    assert rws.quantize_tensor(jnp.ones((2, 8)), 1, pack=False).data.shape == (2, 8)
+    # an all-zero tensor, or channel, has scale 0 and comes back exact
+    z = rws.quantize_tensor(jnp.zeros((4, 8)), 1)
+    assert float(z.scale) == 0.0
+    chex.assert_trees_all_equal(rws.dequantize_tensor(z), jnp.zeros((4, 8)))
+    pc = rws.quantize_tensor(jnp.array([[0.0, 1.0, -3.0], [0.0, -3.0, 1.0]]), 1, axis=-1)
+    out = rws.dequantize_tensor(pc)
+    chex.assert_trees_all_equal(out[:, 0], jnp.zeros(2))
+    np.testing.assert_allclose(np.asarray(out[:, 1:]), [[2.0, -2.0], [-2.0, 2.0]])
+    # error_bound is attained: one element holding all the mass of its group
+    one = jnp.zeros((4, 8)).at[1, 3].set(-8.0)
+    q1 = rws.quantize_tensor(one, 1)
+    assert float(q1.scale) == 0.25
+    assert float(jnp.max(jnp.abs(rws.dequantize_tensor(q1) - one))) == pytest.approx(float(q1.error_bound)) == 31 * 0.25
+    # a tensor of one element is exact (n − 1 = 0)
+    s = rws.quantize_tensor(jnp.array([-0.7]), 1)
+    assert float(s.error_bound) == 0.0 and float(rws.dequantize_tensor(s)[0]) == pytest.approx(-0.7)
+
+
+@pytest.mark.parametrize("axis", [None, -1])
+def test_sign_scale_is_the_l2_optimal_magnitude(axis):
+    """c* = mean|x| minimises ‖x − c·sign(x)‖² over c > 0: every perturbation of the
+    stored scale (per tensor, or of any one channel's) increases the error."""
+    x = jax.random.normal(jax.random.key(3), (3, 3, 4, 8)) * jnp.linspace(0.2, 3.0, 8)
+    qt = rws.quantize_tensor(x, 1, axis=axis)
+    x64 = np.asarray(x, np.float64)
+    signs = np.where(x64 >= 0, 1.0, -1.0)
+    scale = np.asarray(qt.scale, np.float64)
+
+    def err(c):
+        return ((x64 - c * signs) ** 2).sum(axis=None if axis is None else (0, 1, 2))
+
+    best = err(scale)
+    np.testing.assert_allclose(
+        best, np.asarray(((x64 - np.asarray(rws.dequantize_tensor(qt), np.float64)) ** 2)
+                         .sum(axis=None if axis is None else (0, 1, 2))), rtol=1e-5)
+    for rel in (-0.5, -0.05, -1e-3, 1e-3, 0.05, 0.5, 2.0):
+        assert np.all(err(scale * (1 + rel)) > best), rel
+    # and the closed form: err(c) = ‖x‖² − 2c·Σ|x| + n·c², minimal at c = mean|x|
+    n = x64.size if axis is None else x64.size // 8
+    grad = -2 * np.abs(x64).sum(axis=None if axis is None else (0, 1, 2)) + 2 * n * scale.reshape(-1 if axis is not None else ())
+    np.testing.assert_allclose(grad, 0.0, atol=1e-3)
+
+
+def test_one_bit_api_and_refusals(tiny_models):
+    _, init, std, fog, _ = tiny_models
+    sig = rws.extract(init, std, fog, rws.first_k(3), name="fog")
+    q = rws.quantize(sig, 1)
+    assert q.meta.quantization == "sign/per_tensor/1"
+    assert all(v.scheme == "sign" and v.bits == 1 for v in q.deltas.values())
+    explicit = rws.quantize(sig, 1, scheme="sign", per_channel=True)
+    assert explicit.meta.quantization == "sign/per_channel/1"
+    assert rws.quantize(sig, 8).meta.quantization == "asymmetric/per_tensor/8"  # default unchanged at 8 bit
+    for scheme in ("asymmetric", "symmetric", "log2", "tanh"):
+        with pytest.raises(rws.RWSError, match="1-bit quantization has only the 'sign' scheme"):
+            rws.quantize(sig, 1, scheme=scheme)
+    for bits in (8, 4, 2):
+        with pytest.raises(rws.RWSError, match="'sign' scheme is 1 bit"):
+            rws.quantize(sig, bits, scheme="sign")
+    with pytest.raises(rws.RWSError, match="bit width 3"):
+        rws.quantize(sig, 3, scheme="sign")
+    with pytest.raises(rws.RWSError, match="no value range"):
+        rws.quantize_tensor(jnp.ones(4), 1, value_range=(0.0, 1.0))
+    with pytest.raises(rws.RWSError, match="levels"):
+        rws.quantize_reference([sig], levels=2)  # the reference has no 1-bit quantizer
+    # bytes: the codes take an eighth of the 8-bit codes (rounded up per tensor)
+    q8 = rws.quantize(sig, 8)
+    for p, v in q.deltas.items():
+        assert qlib.to_flat_packed(v).size == -(-q8.deltas[p].data.size // 8)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_one_bit_fused_patch_stack_and_no_recompile(tiny_models, per_channel):
+    from rws_jax import algebra
+
+    _, init, std, fog, snow = tiny_models
+    sig = rws.extract(init, std, fog, rws.first_k(3), name="fog")
+    q = rws.quantize(sig, 1, per_channel=per_channel)
+    deq = rws.dequantize(q)
+    assert not deq.is_quantized
+    for p, v in q.deltas.items():
+        chex.assert_trees_all_equal(deq.deltas[p], rws.dequantize_tensor(v))
+    fused = rws.patch(std, q, 0.7)
+    chex.assert_trees_all_close(fused, rws.patch(std, deq, 0.7), rtol=1e-6, atol=1e-7)
+    before = algebra._combine_jit._cache_size()
+    again = rws.patch(std, q, -0.3)  # a new α: same compiled kernel
+    assert algebra._combine_jit._cache_size() == before
+    chex.assert_trees_all_close(again, rws.patch(std, deq, -0.3), rtol=1e-6, atol=1e-7)
+    # mixed with a float signature in one fused pass
+    other = rws.extract(init, std, snow, rws.first_k(2), name="snow")
+    chex.assert_trees_all_close(rws.patch(std, [q, other], [0.5, 1.0]), rws.patch(std, [deq, other], [0.5, 1.0]),
+                                rtol=1e-6, atol=1e-7)
+    # PatchStack: apply, remove, back to the original bit for bit
+    stack = rws.PatchStack.create(std)
+    stack, v = stack.apply(std, q, 0.7, name="fog-1bit")
+    chex.assert_trees_all_close(v, fused, rtol=1e-6, atol=1e-7)
+    stack, v = stack.remove(v, "fog-1bit")
+    chex.assert_trees_all_equal(v, std)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import rws_jax as rws
+from rws_jax import storage
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_roundtrip_float_is_exact(tmp_path, sig, tiny_models):
     assert back.meta == sig.meta and back.meta.leaf_specs == sig.meta.leaf_specs
     assert back.name == "fog" and back.meta.severity == 5 and json.loads(back.meta.selection)["k"] == 3
     info = rws.read_signature_info(tmp_path / "fog.rws")
-    assert info["num_tensors"] == len(sig.deltas) and info["format_version"] == 1
+    assert info["num_tensors"] == len(sig.deltas) and info["format_version"] == storage.FORMAT_VERSION == 2
 
 
 @pytest.mark.parametrize("bits,per_channel,scheme", [(8, False, "asymmetric"), (4, True, "symmetric"), (2, False, "symmetric")])
@@ -50,6 +51,41 @@ def test_roundtrip_quantized(tmp_path, sig, bits, per_channel, scheme):
     back = rws.load_signature(tmp_path / "q.rws")
     chex.assert_trees_all_equal(back.deltas, q.deltas)
     assert back.meta.quantization == q.meta.quantization
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_roundtrip_one_bit(tmp_path, sig, tiny_models, per_channel):
+    _, _, std, *_ = tiny_models
+    q = rws.quantize(sig, 1, per_channel=per_channel)
+    p = rws.save_signature(tmp_path / "q1.rws", q)
+    back = rws.load_signature(p, like=std)
+    chex.assert_trees_all_equal(back.deltas, q.deltas)
+    assert back.meta == q.meta and back.meta.quantization == f"sign/{'per_channel' if per_channel else 'per_tensor'}/1"
+    assert rws.signature_fingerprint(back) == rws.signature_fingerprint(q)
+    chex.assert_trees_all_equal(rws.patch(std, back, 0.6), rws.patch(std, q, 0.6))
+    meta = json.loads((p / "meta" / "metadata").read_text())
+    assert meta["format_version"] == 2
+    # on disk every tensor's codes take ceil(n/8) bytes: 8 signs a byte
+    arrays = storage._restore_arrays(p, meta)
+    for t in meta["tensors"]:
+        n = int(np.prod(t["shape"]))
+        assert t["quant"] == {"bits": 1, "scheme": "sign", "axis": q.deltas[t["path"]].axis}
+        assert t["arrays"]["data"] == {"shape": [-(-n // 8)], "dtype": "uint8"}
+        assert arrays[f"{t['key']}_data"].shape == (-(-n // 8),)
+
+
+def test_one_bit_file_codes_are_an_eighth_of_eight_bit(tmp_path, big_sig):
+    sizes, code_bytes = {}, {}
+    for bits in (8, 2, 1):
+        p = rws.save_signature(tmp_path / f"s{bits}", rws.quantize(big_sig, bits))
+        sizes[bits] = rws.bytes_on_disk(p)
+        meta = json.loads((p / "meta" / "metadata").read_text())
+        code_bytes[bits] = sum(int(np.prod(t["arrays"]["data"]["shape"])) for t in meta["tensors"])
+    assert code_bytes[1] * 8 == code_bytes[8] == 3 * 3 * 32 * 64
+    assert sizes[8] > sizes[2] > sizes[1]
+    # on top of the codes each file has a few KB of fixed overhead (orbax metadata, JSON),
+    # and the 8-bit codes compress a little: the whole 8-bit file is still over 3x the 1-bit one
+    assert sizes[8] > 3 * sizes[1]
 
 
 def test_storage_ratio_grows_with_quantization(tmp_path):
