@@ -19,6 +19,12 @@ zip archives (PyTorch checkpoints: see ``rws-jax import-torch``) and anything el
 are refused. ``patch`` writes an orbax directory, or a msgpack file when ``--out``
 ends with ``.msgpack``.
 
+``--select first_k:K`` counts units (``conv_0``, ``layer1_0``...) in forward order as
+the tree gives it: a msgpack file keeps the model's dict order (module creation order);
+a ``save_variables`` directory stores sorted paths, so its units come in natural name
+order (``stem`` first, ``conv_2`` before ``conv_10``). ``extract`` takes the order
+from the first of ``--init``/``--standard``/``--robust`` that is a msgpack file.
+
 Every refusal is one line ``rws-jax: error: ...`` on stderr with exit code 2, and
 nothing is written: inputs are loaded and checked before any output, and outputs
 are written under a temporary name and renamed into place.
@@ -232,8 +238,13 @@ def save_model(path: str | os.PathLike, variables: Any, *, overwrite: bool = Fal
 # --------------------------------------------------------------------- arguments
 
 
-def parse_selection(text: str, variables: Any):
-    """``first_k:K[:COLL,COLL]``, comma-separated leaf paths of ``variables``, or a regex."""
+def parse_selection(text: str, variables: Any, order_from: Any = None):
+    """``first_k:K[:COLL,COLL]``, comma-separated leaf paths of ``variables``, or a regex.
+
+    ``first_k`` counts units in the tree's own order (``rws.first_k`` without ``order``);
+    ``order_from`` (a tree of the same model that kept its dict order, e.g. from a msgpack
+    file) fixes the unit order instead, for trees that lost it (``save_variables`` stores
+    sorted paths, so units then come in natural name order)."""
     import rws_jax as rws  # noqa: PLC0415
     from rws_jax import tree_paths  # noqa: PLC0415
 
@@ -246,6 +257,8 @@ def parse_selection(text: str, variables: Any):
             raise SigCliError(f"bad --select {text!r}: want first_k:K or first_k:K:COLL,COLL with K >= 1")
         colls = tuple(m.group(2).split(",")) if m.group(2) else ("params",)
         sel = rws.first_k(int(m.group(1)), collections=colls)
+        if order_from is not None:
+            sel = rws.first_k(int(m.group(1)), collections=colls, order=sel.units(order_from))
     else:
         flat = tree_paths.flatten(variables)[0]
         parts = [p.strip() for p in text.split(",")]
@@ -319,7 +332,10 @@ def cmd_extract(args) -> int:
     if len(set(fps.values())) > 1:
         raise SigCliError("--init, --standard and --robust are not the same architecture (fingerprints "
                           + ", ".join(f"{k} {v}" for k, v in fps.items()) + ")")
-    sel = parse_selection(args.select, init)
+    # unit order for first_k: the first input that kept its dict order (msgpack), else init's own
+    formats = [model_format(p) for p in (args.init, args.standard, args.robust)]
+    order_from = next((t for f, t in zip(formats, (init, std, rob)) if f == "msgpack"), None)
+    sel = parse_selection(args.select, init, order_from=order_from)
     sig = rws.extract(init, std, rob, sel, project=not args.no_project, name=args.name, severity=args.severity)
     rws.check_finite(sig)
     if args.bits:
@@ -390,7 +406,9 @@ def _describe_selection(sel: dict) -> str:
     colls = sel.get("collections")
     tail = f", collections={','.join(colls)}" if colls else ""
     if mode == "first_k":
-        return f"first_k:{sel.get('k')}{tail}"
+        order = sel.get("order")
+        units = f", unit order {', '.join(order[:8])}{', ...' if len(order) > 8 else ''}" if order else ""
+        return f"first_k:{sel.get('k')}{tail}{units}"
     if mode == "pattern":
         return f"pattern {sel.get('pattern')!r}{tail}"
     if mode == "paths":
@@ -524,7 +542,8 @@ def add_parser(sub) -> None:
     e.add_argument("--select", default="first_k:7",
                    help="first_k:K[:COLL,COLL] (tree order), a regex, or comma-separated leaf paths")
     e.add_argument("--bits", type=int, default=None, help="quantize (8, 4, 2; 1 where supported)")
-    e.add_argument("--scheme", default=None, help="quantization scheme (with --bits; default: asymmetric, sign at 1 bit)")
+    e.add_argument("--scheme", default=None,
+                   help="quantization scheme (with --bits; default: asymmetric, sign at 1 bit)")
     e.add_argument("--name", default="", help="label, e.g. the corruption")
     e.add_argument("--severity", type=int, default=None)
     e.add_argument("--no-project", action="store_true", help="plain difference θ_rob − θ_init (task vector)")

@@ -101,9 +101,9 @@ def _refused(capsys, out_path, *argv, match=None):
 def _assert_sig_equal(a, b, exact=True):
     assert sorted(a.deltas) == sorted(b.deltas)
     assert a.meta.base_fingerprint == b.meta.base_fingerprint
+    value = lambda v: np.asarray(rws.dequantize_tensor(v) if isinstance(v, rws.QuantizedTensor) else v)  # noqa: E731
     for p in a.deltas:
-        x = np.asarray(rws.dequantize_tensor(a.deltas[p]) if isinstance(a.deltas[p], rws.QuantizedTensor) else a.deltas[p])
-        y = np.asarray(rws.dequantize_tensor(b.deltas[p]) if isinstance(b.deltas[p], rws.QuantizedTensor) else b.deltas[p])
+        x, y = value(a.deltas[p]), value(b.deltas[p])
         if exact:
             np.testing.assert_array_equal(x, y)
         else:
@@ -153,6 +153,8 @@ def test_selection_parsing(ckpts):
     assert sig_cli.parse_selection("first_k:1", init).resolve(init) == ("params/conv_b/bias", "params/conv_b/kernel")
     init_dir = sig_cli.load_model(paths["init_dir"])
     assert sig_cli.parse_selection("first_k:1", init_dir).resolve(init_dir) == ("params/bn/bias", "params/bn/scale")
+    sel = sig_cli.parse_selection("first_k:1", init_dir, order_from=init)  # order from the msgpack tree
+    assert sel.resolve(init_dir) == ("params/conv_b/bias", "params/conv_b/kernel")
     sel = sig_cli.parse_selection("first_k:3:params,batch_stats", init)
     assert "batch_stats/bn/mean" in sel.resolve(init) and sel.collections == ("params", "batch_stats")
     assert sig_cli.parse_selection("conv_a/kernel$", init).resolve(init) == ("params/conv_a/kernel",)
@@ -170,14 +172,15 @@ def test_selection_parsing(ckpts):
 def test_extract_info_verify_compose_patch(ckpts, tmp_path, capsys):
     trees, paths, _ = ckpts
     fog, snow = tmp_path / "fog.rws", tmp_path / "snow.rws"
-    rc, out, err = _run(capsys, "extract", "--init", paths["init_mp"], "--standard", paths["std_dir"],
+    rc, out, err = _run(capsys, "extract", "--init", paths["init_dir"], "--standard", paths["std_mp"],
                         "--robust", paths["fog_dir"], "--select", "first_k:2", "--name", "fog", "--severity", 5,
                         "--out", fog)
     assert rc == 0, err
     assert "wrote" in out
     want = rws.extract(trees["init"], trees["std"], trees["fog"], rws.first_k(2), name="fog", severity=5)
     got = rws.load_signature(fog)
-    _assert_sig_equal(got, want)
+    _assert_sig_equal(got, want)  # conv_b, conv_a: the unit order of the msgpack --standard
+    assert got.paths == ("params/conv_a/bias", "params/conv_a/kernel", "params/conv_b/bias", "params/conv_b/kernel")
     assert got.name == "fog" and got.meta.severity == 5
     assert _run(capsys, "extract", "--init", paths["init_mp"], "--standard", paths["std_mp"], "--robust",
                 paths["snow_mp"], "--select", "conv_", "--name", "snow", "--out", snow)[0] == 0
