@@ -251,7 +251,7 @@ def parse_selection(text: str, variables: Any, order_from: Any = None):
     text = text.strip()
     if not text:
         raise SigCliError("--select is empty")
-    if text.startswith("first_k"):
+    if text.startswith("first_k:"):
         m = re.fullmatch(r"first_k:(\d+)(?::([A-Za-z0-9_]+(?:,[A-Za-z0-9_]+)*))?", text)
         if not m or int(m.group(1)) < 1:
             raise SigCliError(f"bad --select {text!r}: want first_k:K or first_k:K:COLL,COLL with K >= 1")

@@ -161,7 +161,9 @@ def test_selection_parsing(ckpts):
     sel = sig_cli.parse_selection("params/conv_a/kernel,params/head/bias", init)
     assert sel.mode == "paths" and set(sel.resolve(init)) == {"params/conv_a/kernel", "params/head/bias"}
     assert sig_cli.parse_selection("params/conv_a/bias", init).mode == "paths"
-    for bad in ("first_k:0", "first_k:x", "first_k:2:", "conv_[", "params/nope,params/conv_a/bias", "nomatch"):
+    # without the colon, "first_k" is a regex (and matches no leaf here)
+    for bad in ("first_k:0", "first_k:x", "first_k:2:", "conv_[", "params/nope,params/conv_a/bias", "nomatch",
+                "first_k"):
         with pytest.raises(sig_cli.SigCliError, match="bad --select"):
             sig_cli.parse_selection(bad, init)
 
