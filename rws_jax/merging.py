@@ -21,7 +21,8 @@ Decisions:
   a scalar α (the same for all K) gives exactly ``α · TIES(RWS_1..K)``: the scalar is the
   paper's λ applied to the merged result.
 - **Ties at the trim threshold.** The threshold is the ``k``-th largest magnitude ``t``
-  (from a sort of ``|x|``), and every entry with ``|x| ≥ t`` is kept: with distinct
+  (found exactly by bisection on its float32 bit pattern, :func:`kth_largest_bits`: counts
+  only, so a sharded tensor is never gathered), and every entry with ``|x| ≥ t`` is kept: with distinct
   magnitudes that is exactly the top ``k``; entries tied with the ``k``-th are all kept
   (so more than ``k`` survive only when magnitudes tie at the threshold). Zeros are
   never counted as kept values, as they carry no sign.
@@ -94,15 +95,41 @@ def trim(x: jax.Array, density: float) -> jax.Array:
 
     Returns:
       ``f[*shape]``. Entries whose magnitude ties with the threshold (the k-th largest
-      magnitude) are all kept; see the module doc.
+      magnitude) are all kept; see the module doc. Magnitudes are compared in float32.
     """
     n = int(x.size)
     k = keep_count(n, density)
     if k >= n:
         return x
-    mag = jnp.abs(x)
-    threshold = jnp.sort(mag.reshape(-1))[n - k]  # k-th largest
-    return jnp.where(mag >= threshold, x, jnp.zeros_like(x))
+    if jnp.dtype(x.dtype).itemsize > 4:  # float64: sort (the bisection below works on 32-bit patterns)
+        mag = jnp.abs(x)
+        return jnp.where(mag >= jnp.sort(mag.reshape(-1))[n - k], x, jnp.zeros_like(x))
+    bits = magnitude_bits(x)
+    return jnp.where(bits >= kth_largest_bits(bits, k), x, jnp.zeros_like(x))
+
+
+def magnitude_bits(x: jax.Array) -> jax.Array:
+    """``int32[*shape]``: the bit patterns of ``|x|`` as float32, ordered like the magnitudes
+    (for non-negative IEEE floats, larger value ⟺ larger bit pattern)."""
+    return jax.lax.bitcast_convert_type(jnp.abs(x).astype(jnp.float32), jnp.int32)
+
+
+def kth_largest_bits(bits: jax.Array, k: int) -> jax.Array:
+    """The ``k``-th largest of ``bits: int32[*shape]`` (all ``≥ 0``), exactly, as an int32 scalar.
+
+    Bisection on the value: the largest ``t`` with ``#{bits ≥ t} ≥ k`` is the k-th largest
+    element. 31 steps of one count each — elementwise work plus a scalar reduction, so a
+    sharded tensor is never gathered on one device (a sort of it would be)."""
+
+    def step(_, lo_hi):
+        lo, hi = lo_hi
+        mid = lo + (hi - lo) // 2
+        ok = jnp.sum(bits >= mid, dtype=jnp.int32) >= k
+        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+    # invariant: #{bits ≥ lo} ≥ k > #{bits ≥ hi}; +inf is 0x7F800000, so hi = 0x7F800001 starts it
+    lo, _ = jax.lax.fori_loop(0, 31, step, (jnp.int32(0), jnp.int32(0x7F800001)))
+    return lo
 
 
 def elect_sign(trimmed: jax.Array) -> jax.Array:
