@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         "quantize": "quantized copies of the signatures",
         "analyse": "layer-wise weight change and signature similarity",
         "evaluate": "TA/RA of standard, robust, patched, quantized, composed, mixture and transfer models",
+        "merge": "TIES/DARE merges of all signatures and α chosen on the validation split",
         "storage": "bytes on disk of signatures vs. the full model",
     }
     for name, text in helps.items():
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "finetune-robust":
             p.add_argument("--corruption", action="append", help="only these corruptions (repeatable)")
         if name == "quantize":
-            p.add_argument("--bits", type=int, action="append", choices=(2, 4, 8), help="bit widths (repeatable)")
+            p.add_argument("--bits", type=int, action="append", choices=(1, 2, 4, 8), help="bit widths (repeatable)")
         p.set_defaults(fn=_stage(name))
     p = sub.add_parser("report", help="write report.md and figures/ from the stored metrics")
     _add_run_args(p)
@@ -206,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--signature", action="append", default=[], help="corruption name of a run signature (repeatable)")
     p.add_argument("--signature-file", action="append", default=[], help="path of a signature file (repeatable)")
     p.add_argument("--alpha", type=float, action="append", help="coefficient (one, or one per signature)")
-    p.add_argument("--bits", type=int, choices=(2, 4, 8), help="use the quantized run signatures")
+    p.add_argument("--bits", type=int, choices=(1, 2, 4, 8), help="use the quantized run signatures")
     p.add_argument("--model", choices=("standard", "transfer", "updated"), default="standard")
     p.add_argument("--save", help="save the patched variables to this directory")
     p.add_argument("--overwrite", action="store_true")

@@ -54,6 +54,31 @@ def test_pipeline_writes_report_figures_and_signatures(tiny_run):
     assert all(r["ratio"] > 1 for r in storage["rows"])
 
 
+def test_merge_stage_merges_and_searches_alpha_on_validation(tiny_run):
+    run, _ = tiny_run
+    acc = json.loads((run.dir / "metrics" / "accuracy.json").read_text())
+    cs = run.cfg.corruptions
+    assert {"composed_ties", "composed_dare", "composed_searched_sum", "composed_searched_ties",
+            *(f"searched/{c}" for c in cs)} <= set(acc)
+    found = json.loads((run.dir / "metrics" / "alpha_search.json").read_text())
+    for c in cs:
+        rec = found["single"][c]
+        assert rec["alphas"][c] in run.cfg.alpha_grid and 1 <= rec["evaluations"] <= run.cfg.alpha_search_budget
+        # the constraint held on the validation split
+        assert rec["baseline"]["ta"] - rec["metrics"]["ta"] <= run.cfg.max_ta_drop + 1e-9
+    assert set(found["set"]) == {"sum", *run.cfg.merge_methods}
+    # the stored TIES row is recomputable through the public API
+    sigs = [rws.load_signature(run.signature_path(c)) for c in cs]
+    merged = rws.compose(sigs, 1.0, method="ties", density=run.cfg.ties_density)
+    from rws_jax.training import evaluate
+
+    a = evaluate(rws.patch(run.standard(), merged, 1.0), run.model.apply, run.test_set(cs[0]),
+                 run.cfg.eval_batch_size, eval_step=run.eval_step)["accuracy"]
+    assert a == pytest.approx(acc["composed_ties"][cs[0]])
+    report = (run.dir / "report.md").read_text()
+    assert "Choosing α on the validation split" in report and "TIES merge" in report
+
+
 def test_patched_accuracy_is_recomputable(tiny_run):
     """The stored number for θ_std + RWS_c equals a fresh evaluation through the public API."""
     from rws_jax.training import evaluate

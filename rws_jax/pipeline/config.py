@@ -16,6 +16,9 @@ from typing import Any
 
 import yaml
 
+# Merge methods of the "merge" stage beyond the linear rows of "evaluate" (rws.compose methods).
+MERGE_METHODS = ("ties", "dare")
+
 # Values of PipelineConfig.bn (rws_jax.batch_norm.BN_MODES; kept here so configs load fast).
 BN_MODES = ("reference", "patch", "none")
 
@@ -67,7 +70,16 @@ class PipelineConfig:
     # None = "reference" for models with BatchNorm (see ``bn_mode``). No effect on VGG.
     bn: str | None = None
     alphas: tuple = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
-    quant_bits: tuple = (8, 4, 2)
+    quant_bits: tuple = (8, 4, 2, 1)
+    # Composition beyond the paper (the "merge" stage): interference-aware merges of all the
+    # signatures (rws.compose methods) and α chosen on the validation split only.
+    merge_methods: tuple = ("ties", "dare")
+    ties_density: float = 0.2
+    dare_drop_rate: float = 0.9
+    alpha_search: bool = True
+    alpha_grid: tuple = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+    alpha_search_budget: int = 24  # validation evaluations per search
+    max_ta_drop: float = 0.05  # searched α: clean validation accuracy may drop at most this much
     # training (TrainConfig overrides)
     pretrain: dict = dataclasses.field(default_factory=dict)
     finetune: dict = dataclasses.field(default_factory=dict)
@@ -81,7 +93,7 @@ class PipelineConfig:
     eval_batch_size: int = 500
 
     def __post_init__(self):
-        for f in ("corruptions", "collections", "alphas", "quant_bits"):
+        for f in ("corruptions", "collections", "alphas", "quant_bits", "merge_methods", "alpha_grid"):
             v = getattr(self, f)
             if not isinstance(v, tuple):
                 object.__setattr__(self, f, tuple(v))
@@ -98,9 +110,16 @@ class PipelineConfig:
             raise ValueError(f"severity must be 1..5, got {self.severity}")
         if int(self.robust_replicates) < 1:
             raise ValueError(f"robust_replicates must be >= 1, got {self.robust_replicates}")
-        bad_bits = [b for b in self.quant_bits if b not in (2, 4, 8)]
+        bad_bits = [b for b in self.quant_bits if b not in (1, 2, 4, 8)]
         if bad_bits:
-            raise ValueError(f"quant_bits must be among 2, 4, 8; got {bad_bits}")
+            raise ValueError(f"quant_bits must be among 1, 2, 4, 8; got {bad_bits}")
+        bad_methods = [m for m in self.merge_methods if m not in MERGE_METHODS]
+        if bad_methods:
+            raise ValueError(f"merge_methods must be among {MERGE_METHODS}; got {bad_methods}")
+        if not 0.0 < float(self.ties_density) <= 1.0 or not 0.0 <= float(self.dare_drop_rate) < 1.0:
+            raise ValueError("ties_density must be in (0, 1] and dare_drop_rate in [0, 1)")
+        if int(self.alpha_search_budget) < 1 or not 0.0 <= float(self.max_ta_drop) <= 1.0:
+            raise ValueError("alpha_search_budget must be >= 1 and max_ta_drop in [0, 1]")
         if self.bn not in (None, *BN_MODES):
             raise ValueError(f"bn must be one of {BN_MODES} (or unset), got {self.bn!r}")
         if self.corrupted_test not in CORRUPTED_TEST_MODES:
@@ -182,6 +201,8 @@ PRESETS: dict[str, dict] = {
         corruptions=["gaussian_noise", "contrast"],
         alphas=[0.0, 0.5, 1.0, 2.0],
         quant_bits=[8, 4],
+        alpha_grid=[0.0, 0.5, 1.0],
+        alpha_search_budget=4,
         pretrain=dict(epochs=1, batch_size=64, lr=0.02, schedule="constant", **_GRAY),
         finetune=dict(epochs=1, batch_size=64, lr=0.01, schedule="constant", **_GRAY),
         transfer_finetune=dict(epochs=1, batch_size=64, lr=0.01, schedule="constant", **_GRAY),

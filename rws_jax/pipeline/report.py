@@ -155,6 +155,18 @@ def _accuracy_table(run: Run) -> list[str]:
              ("θ_std + Σ_c RWS_c, 8-bit reference quantizer (shared range)",
               lambda c: acc.get("composed_q8_shared_range", {}).get(c),
               lambda c: acc.get("composed_q8_shared_range", {}).get("clean"))]
+    cfg = run.cfg
+    get = lambda key: (lambda c: acc.get(key, {}).get(c), lambda c: acc.get(key, {}).get("clean"))  # noqa: E731
+    labels = {"ties": f"TIES merge (density {cfg.ties_density:g})", "dare": f"DARE merge (drop rate {cfg.dare_drop_rate:g})"}
+    for m in cfg.merge_methods:
+        rows.append((f"θ_std + {labels[m]} of all RWS_c, α=1", *get(f"composed_{m}")))
+    if any(k.startswith("searched/") for k in acc):
+        rows.append(("θ_std + α_c·RWS_c, α_c searched on validation (one model per column)",
+                     lambda c: acc.get(f"searched/{c}", {}).get(c), lambda c: acc.get(f"searched/{c}", {}).get("clean")))
+        for m in ("sum", *cfg.merge_methods):
+            if f"composed_searched_{m}" in acc:
+                what = "Σ_c α_c RWS_c" if m == "sum" else labels[m] + " of α_c·RWS_c"
+                rows.append((f"θ_std + {what}, α searched on validation", *get(f"composed_searched_{m}")))
     if run.cfg.mixture:
         rows.append(("Mixture-trained (\"data augmentation\")", lambda c: acc.get("mixture", {}).get(c),
                      lambda c: acc.get("mixture", {}).get("clean")))
@@ -166,6 +178,29 @@ def _accuracy_table(run: Run) -> list[str]:
         mean_ra = np.mean(ras) if all(v is not None for v in ras) else None
         mean_ta = np.mean([t for t in tas if t is not None]) if any(t is not None for t in tas) else None
         lines.append(f"| {label} | " + " | ".join(_pct(v) for v in ras) + f" | {_pct(mean_ra)} | {_pct(mean_ta)} |")
+    return lines
+
+
+def _alpha_table(run: Run) -> list[str]:
+    """The α chosen on the validation split, per corruption and for the set, with test results."""
+    found = run.load_metrics("alpha_search")
+    if not found:
+        return []
+    acc = run.accuracies
+    cs = run.cfg.corruptions
+    lines = [f"α chosen on the validation split only (grid {', '.join(f'{a:g}' for a in found['grid'])}; at most "
+             f"{found['budget']} validation evaluations per search; clean validation accuracy may drop by at most "
+             f"{100 * found['max_ta_drop']:g} points), and the test accuracy of that choice:", "",
+             "| corruption | α (alone) | val RA | val TA | test RA | test TA | "
+             + " | ".join(f"α in the set ({m})" for m in found["set"]) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(found["set"])]
+    for c in cs:
+        rec = found["single"][c]
+        score = rec["metrics"] or {}
+        test = acc.get(f"searched/{c}", {})
+        lines.append(f"| {c} | {rec['alphas'][c]:g} | {_pct(score.get('ra', {}).get(c))} | {_pct(score.get('ta'))} | "
+                     f"{_pct(test.get(c))} | {_pct(test.get('clean'))} | "
+                     + " | ".join(f"{rec_m['alphas'][c]:g}" for rec_m in found["set"].values()) + " |")
     return lines
 
 
@@ -256,6 +291,9 @@ def write_report(run: Run, command: str | None = None) -> Path:
                   f"![similarity]({f2})", ""]
     lines += ["## 3. Patching, 5. composition, 7. quantization: TA/RA (%)", "", _corrupted_test_note(cfg) + ".", ""]
     lines += _accuracy_table(run) + [""]
+    at = _alpha_table(run)
+    if at:
+        lines += ["### Choosing α on the validation split", ""] + at + [""]
     f4 = fig_alpha(run, figs)
     if f4:
         lines += ["## 4. Scaling α", "", f"![alpha]({f4})", ""]

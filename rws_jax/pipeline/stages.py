@@ -333,6 +333,36 @@ class Run:
             self._accuracy_file.write_text(json.dumps(self.accuracies, indent=1, sort_keys=True))
         return {t: have[t] for t in test_sets}
 
+    def val_set(self, which: str) -> ArraySplit:
+        """The validation split, clean or corrupted with ``which`` (seeded, fixed; always our
+        own corruptions): what α is chosen on, never the test set."""
+        key = ("val", which)
+        if key not in self._corrupted_cache:
+            val = self.data.val
+            if which == "clean":
+                out = val
+            else:
+                idx = list(corruptions_lib.CORRUPTIONS).index(which)
+                base = jax.random.fold_in(jax.random.key(self.cfg.seed + 333), idx)
+                out = ArraySplit(np.concatenate([np.asarray(corruptions_lib.corrupt(
+                    jnp.asarray(val.images[i:i + 500]), which, self.cfg.severity, jax.random.fold_in(base, i),
+                    preset=self.cfg.corruption_preset)) for i in range(0, len(val), 500)]), val.labels)
+            self._corrupted_cache[key] = out
+        return self._corrupted_cache[key]
+
+    def val_accuracy(self, variables: dict, which: list[str]) -> dict[str, float]:
+        """Validation accuracy of ``variables`` on the clean and corrupted validation sets."""
+        return {t: evaluate(variables, self.model.apply, self.val_set(t), self.cfg.eval_batch_size,
+                            eval_step=self.eval_step)["accuracy"] for t in which}
+
+    def merged(self, method: str, sigs: list, alphas=1.0) -> rws.Signature:
+        """``rws.compose`` of ``sigs`` with a merge method and the config's parameters
+        (DARE keyed by the run's seed)."""
+        c = self.cfg
+        return rws.compose(sigs, alphas, method=method, density=float(c.ties_density),
+                           drop_rate=float(c.dare_drop_rate), key=jax.random.key(c.seed + 4242),
+                           name=f"{method}({'+'.join(s.name for s in sigs)})")
+
     def save_metrics(self, name: str, data: Any) -> None:
         self.path("metrics", f"{name}.json").write_text(json.dumps(data, indent=1))
 
@@ -481,6 +511,62 @@ def stage_storage(run: Run) -> None:
                                  "kept_tensors": len(sig.deltas)})
 
 
+def stage_merge(run: Run) -> None:
+    """Beyond the paper: merges (TIES, DARE) of all signatures, and α chosen on the validation
+    split (per corruption, then for the set, for sum and each merge method); test accuracies of
+    the choices go to metrics/accuracy.json, the searches to metrics/alpha_search.json."""
+    cfg = run.cfg
+    cs = list(cfg.corruptions)
+    std = run.standard
+    sigs = [run.signature(c) for c in cs]
+    run.log(f"[merge] {', '.join(cfg.merge_methods) or 'no merge methods'} of {len(sigs)} signatures")
+    for m in cfg.merge_methods:
+        run.accuracy(f"composed_{m}", lambda m=m: run.patched(std(), cs, run.merged(m, sigs), 1.0), ["clean", *cs])
+    if not cfg.alpha_search:
+        return
+    found = run.load_metrics("alpha_search") or {}
+    if not {"single", "set"} <= set(found):
+        run.log("[merge] α search on the validation split")
+        found = {"single": {}, "set": {}, "max_ta_drop": cfg.max_ta_drop, "grid": list(cfg.alpha_grid),
+                 "budget": cfg.alpha_search_budget}
+
+        def score_fn_for(names, build):
+            def score(alphas):
+                v = run.val_accuracy(run.patched(std(), names, build(alphas), 1.0), ["clean", *names])
+                return {"ta": v["clean"], "ra": {n: v[n] for n in names}}
+            return score
+
+        for c, sig in zip(cs, sigs):
+            res = rws.search_alphas(score_fn_for([c], lambda a, sig=sig, c=c: rws.scale(sig, a[c])), [c],
+                                    grid=cfg.alpha_grid, budget=cfg.alpha_search_budget, max_ta_drop=cfg.max_ta_drop)
+            found["single"][c] = _search_record(res)
+        for method in ("sum", *cfg.merge_methods):
+            def build(a, method=method):
+                scaled = [rws.scale(s, a[c]) for s, c in zip(sigs, cs)]
+                return rws.compose(scaled, 1.0) if method == "sum" else run.merged(method, scaled)
+            res = rws.search_alphas(score_fn_for(cs, build), cs, grid=cfg.alpha_grid,
+                                    budget=cfg.alpha_search_budget, max_ta_drop=cfg.max_ta_drop)
+            found["set"][method] = _search_record(res)
+        run.save_metrics("alpha_search", found)
+    for c, sig in zip(cs, sigs):
+        a = found["single"][c]["alphas"][c]
+        run.accuracy(f"searched/{c}", lambda sig=sig, a=a, c=c: run.patched(std(), [c], sig, a), ["clean", c])
+    for method, rec in found["set"].items():
+        a = rec["alphas"]
+        scaled = lambda a=a: [rws.scale(s, a[c]) for s, c in zip(sigs, cs)]  # noqa: E731
+        build = (lambda a=a: rws.compose(scaled(a), 1.0)) if method == "sum" else (
+            lambda a=a, method=method: run.merged(method, scaled(a)))
+        run.accuracy(f"composed_searched_{method}", lambda build=build: run.patched(std(), cs, build(), 1.0),
+                     ["clean", *cs])
+
+
+def _search_record(res) -> dict:
+    """A JSON-able record of an ``rws.search_alphas`` result."""
+    return {"alphas": {k: float(v) for k, v in res.alphas.items()}, "objective": float(res.score),
+            "metrics": res.metrics, "baseline": res.baseline, "evaluations": res.num_evaluations,
+            "exhausted": bool(res.exhausted), "trace": res.table()}
+
+
 STAGES = {
     "pretrain": stage_pretrain,
     "finetune-standard": stage_finetune_standard,
@@ -490,6 +576,7 @@ STAGES = {
     "quantize": stage_quantize,
     "analyse": stage_weight_stats,
     "evaluate": stage_evaluate,
+    "merge": stage_merge,
     "storage": stage_storage,
 }
 
