@@ -232,7 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if argv[:1] == ["sig"]:  # the signature CLI: every refusal is one line, exit code 2
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            print(f"rws-jax: error: sig: unrecognized arguments: {' '.join(extra)}", file=sys.stderr)
+            return 2
+    else:
+        args = parser.parse_args(argv)
     try:
         return int(args.fn(args) or 0)
     except Exception as e:  # a clear one-line error for user mistakes, traceback for bugs

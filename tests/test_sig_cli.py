@@ -411,3 +411,11 @@ def test_entry_point_subprocess(bad_files):
     r = subprocess.run([sys.executable, "-m", "rws_jax", "sig", "verify", files["tampered"]], capture_output=True,
                        text=True, env=env, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "checksum" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unknown_extra_argument_is_one_line_exit_2(capsys):
+    from rws_jax import cli
+
+    assert cli.main(["sig", "info", "nothing.rws", "--bogus"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unrecognized arguments: --bogus" in err[0]
