@@ -254,3 +254,64 @@ def test_data_cells_outside_colab_download_nothing(no_colab, monkeypatch, tmp_pa
     assert ns["TFDS_DATA_DIR"] == str(tmp_path / "home" / "tensorflow_datasets")
     assert "not on Colab: nothing is downloaded" in out
     assert ns["DATASET"] == "offline" and "FALLING BACK" in out
+
+
+# ----------------------------------------------------------------------------- 8 devices (a TPU v2-8)
+
+EIGHT_DEVICES = r'''
+import os, sys
+import nbformat
+import jax
+nb = nbformat.read(sys.argv[1], as_version=4)
+ns = {"__name__": "__main__"}
+for src in (c.source for c in nb.cells if c.cell_type == "code"):
+    exec(compile(src, "cell", "exec"), ns)
+    if 'stage("pretrain")' in src:
+        break
+else:
+    raise SystemExit("no pretrain cell")
+assert jax.device_count() == 8, jax.devices()
+leaf = jax.tree_util.tree_leaves(ns["run"].theta_init)[0]
+print("SHARDING", len(leaf.sharding.device_set), dict(leaf.sharding.mesh.shape))
+'''
+
+
+@pytest.mark.slow
+def test_pipeline_notebook_trains_data_parallel_on_8_devices(tmp_path):
+    """The notebook's cells up to pre-training, in tiny mode, on 8 fake CPU devices: fit runs
+    over a data mesh of all 8 (as on a TPU v2-8); about 40 s."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RWS_JAX_RUN_DIR", "TFDS_DATA_DIR")}
+    env.update(RWS_JAX_NOTEBOOK_TINY="1", RWS_JAX_RUN_DIR=str(tmp_path / "run"), MPLBACKEND="Agg",
+               JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8", TMPDIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", EIGHT_DEVICES, str(PIPELINE)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "training: data parallel over 8 devices (mesh {'data': 8})" in proc.stdout
+    assert "SHARDING 8 {'data': 8}" in proc.stdout
+    assert "(pretrain:" in proc.stdout
+
+
+# ----------------------------------------------------------------------------- the Colab-sized preset
+
+
+def test_colab_sized_preset_and_its_estimate():
+    from rws_jax.pipeline import preset
+
+    full, small = preset("cifar10_vgg16"), preset("cifar10_vgg16_colab")
+    assert small.dataset == full.dataset == "cifar10" and small.model == full.model and small.model_kwargs == {}
+    assert len(small.corruptions) == 4 and not small.mixture
+    assert small.pretrain["epochs"] == 20 and small.finetune["epochs"] == 10
+    assert {k: v for k, v in small.finetune.items() if k not in ("epochs", "milestones")} == \
+        {k: v for k, v in full.finetune.items() if k not in ("epochs", "milestones")}  # same recipe otherwise
+
+    sys.path.insert(0, str(REPO))
+    try:
+        from benchmarks.colab_estimate import workload
+    finally:
+        sys.path.remove(str(REPO))
+    w = workload("cifar10_vgg16_colab")
+    # 22,500 images per half: 20 + 2 pre-training epochs; 6 models x 10 fine-tuning epochs.
+    assert w["finetuned_models"] == 6 and w["train_images"] == 22_500 * (20 + 2) + 22_500 * 10 * 6
+    doc = (REPO / "docs" / "colab_estimate.md").read_text()
+    assert "python benchmarks/colab_estimate.py" in doc and "estimates, not measurements" in doc
+    assert "`cifar10_vgg16_colab`" in doc and "`cifar10_vgg16`" in doc

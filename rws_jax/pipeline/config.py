@@ -259,6 +259,21 @@ for _name, _ds, _other in (("cifar10_vgg16", "cifar10", "cifar100"), ("cifar100_
         corrupted_test="official" if _ds == "cifar10" else "generated",
     )
 
+# Colab-sized CIFAR-10 (fits a free Colab session; estimated times in docs/colab_estimate.md,
+# written by benchmarks/colab_estimate.py): the reference recipe, shorter, 4 corruptions.
+PRESETS["cifar10_vgg16_colab"] = dict(
+    PRESETS["cifar10_vgg16"],
+    name="cifar10_vgg16_colab",
+    description="cifar10 with tensorflow-datasets, VGG-16 (no BN), reference recipe shortened to 20+10 epochs, "
+                "4 corruptions, no mixture model: sized for a free Colab session",
+    corruptions=["gaussian_noise", "defocus_blur", "fog", "contrast"],
+    pretrain=dict(_REFERENCE, epochs=20, milestones=[10, 15]),
+    finetune=dict(_REFERENCE, epochs=10, milestones=[5, 8]),
+    transfer_finetune=dict(_REFERENCE, epochs=10, milestones=[5, 8]),
+    update_backbone_epochs=2,
+    mixture=False,
+)
+
 
 def preset(preset_name: str, /, **overrides) -> PipelineConfig:
     """A named preset (``'offline'``, ``'tiny'``, ``'fashion_mnist_full'``, ``'cifar10_vgg16'``, ...),
