@@ -168,7 +168,7 @@ PRESETS: dict[str, dict] = {
     # ~10 minutes on 2 CPU cores: a narrow VGG-16 on Fashion-MNIST, four corruptions.
     "offline": dict(
         name="offline",
-        description="Fashion-MNIST (Debian IDX files), VGG-16 at width 1/8, 4 corruptions; ~5 min on 2 CPU cores",
+        description="Fashion-MNIST (Debian IDX files), VGG-16 at width 1/8, 4 corruptions; minutes on 2 CPU cores",
         dataset="fashion_mnist",
         val_size=1000,
         pretrain_examples=12000,
