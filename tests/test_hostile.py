@@ -236,15 +236,19 @@ def test_lying_metadata_with_valid_checksum(tmp_path, small_sig, edit, match):
     ],
 )
 def test_crafted_quantized_files(tmp_path, small_sig, make, exc, match):
-    q = rws.quantize(small_sig, 4)
+    expect_crafted_error(tmp_path / "q.rws", rws.quantize(small_sig, 4), make, exc, match)
+
+
+def expect_crafted_error(path, q, make, exc, match):
+    """Writes ``q`` with ``make(meta, arrays)`` applied (declared array shapes kept honest:
+    only the content lies) and expects loading it to raise ``exc`` matching ``match``."""
     meta, arrays = parts_of(q)
     make(meta, arrays)
-    for t in meta["tensors"]:  # keep the declared array shapes honest: only the content lies
+    for t in meta["tensors"]:
         for part, a in t["arrays"].items():
             arr = np.asarray(arrays[f"{t['key']}_{part}"])
             a.update(shape=list(arr.shape), dtype=str(arr.dtype))
-    p = write_crafted(tmp_path / "q.rws", meta, arrays)
-    expect_load_error(p, exc, match)
+    expect_load_error(write_crafted(path, meta, arrays), exc, match)
 
 
 def _set_quant(meta, **kw):
@@ -292,15 +296,7 @@ def _set_quant(meta, **kw):
     ],
 )
 def test_crafted_one_bit_files(tmp_path, small_sig, make, exc, match):
-    q = rws.quantize(small_sig, 1)
-    meta, arrays = parts_of(q)
-    make(meta, arrays)
-    for t in meta["tensors"]:  # keep the declared array shapes honest: only the content lies
-        for part, a in t["arrays"].items():
-            arr = np.asarray(arrays[f"{t['key']}_{part}"])
-            a.update(shape=list(arr.shape), dtype=str(arr.dtype))
-    p = write_crafted(tmp_path / "q1.rws", meta, arrays)
-    expect_load_error(p, exc, match)
+    expect_crafted_error(tmp_path / "q1.rws", rws.quantize(small_sig, 1), make, exc, match)
 
 
 def test_crafted_one_bit_file_that_is_honest_loads(tmp_path, small_sig):
