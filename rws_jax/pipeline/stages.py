@@ -142,13 +142,19 @@ class Run:
         key = (c, transfer)
         if key not in self._recalibration_cache:
             split = self.transfer_data.train if transfer else self.halves[1]
-            idx = list(corruptions_lib.CORRUPTIONS).index(c)
-            base = jax.random.fold_in(jax.random.key(self.cfg.seed + 555), idx + (100 if transfer else 0))
-            chunks = [np.asarray(corruptions_lib.corrupt(
-                jnp.asarray(split.images[i:i + 500]), c, self.cfg.severity, jax.random.fold_in(base, i),
-                preset=self.cfg.corruption_preset)) for i in range(0, len(split), 500)]
-            self._recalibration_cache[key] = ArraySplit(np.concatenate(chunks), split.labels)
+            self._recalibration_cache[key] = self._corrupt_split(split, c, 555, 100 if transfer else 0)
         return self._recalibration_cache[key]
+
+    def _corrupt_split(self, split: ArraySplit, c: str, seed_offset: int, index_offset: int = 0) -> ArraySplit:
+        """``split`` corrupted with ``c`` at the config's severity by our JAX corruptions, in
+        chunks of 500, chunk ``i`` keyed ``fold_in(fold_in(key(seed + seed_offset),
+        index(c) + index_offset), i)``: seeded and fixed."""
+        idx = list(corruptions_lib.CORRUPTIONS).index(c)
+        base = jax.random.fold_in(jax.random.key(self.cfg.seed + seed_offset), idx + index_offset)
+        chunks = [np.asarray(corruptions_lib.corrupt(
+            jnp.asarray(split.images[i:i + 500]), c, self.cfg.severity, jax.random.fold_in(base, i),
+            preset=self.cfg.corruption_preset)) for i in range(0, len(split), 500)]
+        return ArraySplit(np.concatenate(chunks), split.labels)
 
     def _recalibration_batches(self, corruptions: list[str], transfer: bool):
         bs = int(self.cfg.finetune.get("batch_size", 128))
@@ -286,14 +292,7 @@ class Run:
         elif not transfer and self.cfg.corrupted_test_mode == "official":
             out = self._official_corrupted(which, test)
         else:
-            idx = list(corruptions_lib.CORRUPTIONS).index(which)
-            base = jax.random.fold_in(jax.random.key(self.cfg.seed + 777), idx + (100 if transfer else 0))
-            chunks = []
-            for i in range(0, len(test), 500):
-                chunks.append(np.asarray(corruptions_lib.corrupt(
-                    jnp.asarray(test.images[i:i + 500]), which, self.cfg.severity, jax.random.fold_in(base, i),
-                    preset=self.cfg.corruption_preset)))
-            out = ArraySplit(np.concatenate(chunks), test.labels)
+            out = self._corrupt_split(test, which, 777, 100 if transfer else 0)
         self._corrupted_cache[key] = out
         return out
 
@@ -342,11 +341,7 @@ class Run:
             if which == "clean":
                 out = val
             else:
-                idx = list(corruptions_lib.CORRUPTIONS).index(which)
-                base = jax.random.fold_in(jax.random.key(self.cfg.seed + 333), idx)
-                out = ArraySplit(np.concatenate([np.asarray(corruptions_lib.corrupt(
-                    jnp.asarray(val.images[i:i + 500]), which, self.cfg.severity, jax.random.fold_in(base, i),
-                    preset=self.cfg.corruption_preset)) for i in range(0, len(val), 500)]), val.labels)
+                out = self._corrupt_split(val, which, 333)
             self._corrupted_cache[key] = out
         return self._corrupted_cache[key]
 
