@@ -351,8 +351,8 @@ class Run:
                             eval_step=self.eval_step)["accuracy"] for t in which}
 
     def merged(self, method: str, sigs: list, alphas=1.0) -> rws.Signature:
-        """``rws.compose`` of ``sigs`` with a merge method and the config's parameters
-        (DARE keyed by the run's seed)."""
+        """``rws.compose`` of ``sigs`` (``'sum'`` or a merge method) with the config's
+        parameters (DARE keyed by the run's seed)."""
         c = self.cfg
         return rws.compose(sigs, alphas, method=method, density=float(c.ties_density),
                            drop_rate=float(c.dare_drop_rate), key=jax.random.key(c.seed + 4242),
@@ -519,39 +519,37 @@ def stage_merge(run: Run) -> None:
         run.accuracy(f"composed_{m}", lambda m=m: run.patched(std(), cs, run.merged(m, sigs), 1.0), ["clean", *cs])
     if not cfg.alpha_search:
         return
+
+    def set_patched(method: str, alphas: dict) -> dict:
+        """θ_std patched with the merge (or sum) of α_c·RWS_c over all corruptions."""
+        return run.patched(std(), cs, run.merged(method, sigs, [alphas[c] for c in cs]), 1.0)
+
     found = run.load_metrics("alpha_search") or {}
     if not {"single", "set"} <= set(found):
         run.log("[merge] α search on the validation split")
         found = {"single": {}, "set": {}, "max_ta_drop": cfg.max_ta_drop, "grid": list(cfg.alpha_grid),
                  "budget": cfg.alpha_search_budget}
 
-        def score_fn_for(names, build):
+        def score_fn_for(names, patched_at):
             def score(alphas):
-                v = run.val_accuracy(run.patched(std(), names, build(alphas), 1.0), ["clean", *names])
+                v = run.val_accuracy(patched_at(alphas), ["clean", *names])
                 return {"ta": v["clean"], "ra": {n: v[n] for n in names}}
             return score
 
         for c, sig in zip(cs, sigs):
-            res = rws.search_alphas(score_fn_for([c], lambda a, sig=sig, c=c: rws.scale(sig, a[c])), [c],
+            res = rws.search_alphas(score_fn_for([c], lambda a, sig=sig, c=c: run.patched(std(), [c], sig, a[c])), [c],
                                     grid=cfg.alpha_grid, budget=cfg.alpha_search_budget, max_ta_drop=cfg.max_ta_drop)
             found["single"][c] = _search_record(res)
         for method in ("sum", *cfg.merge_methods):
-            def build(a, method=method):
-                scaled = [rws.scale(s, a[c]) for s, c in zip(sigs, cs)]
-                return rws.compose(scaled, 1.0) if method == "sum" else run.merged(method, scaled)
-            res = rws.search_alphas(score_fn_for(cs, build), cs, grid=cfg.alpha_grid,
-                                    budget=cfg.alpha_search_budget, max_ta_drop=cfg.max_ta_drop)
+            res = rws.search_alphas(score_fn_for(cs, lambda a, method=method: set_patched(method, a)), cs,
+                                    grid=cfg.alpha_grid, budget=cfg.alpha_search_budget, max_ta_drop=cfg.max_ta_drop)
             found["set"][method] = _search_record(res)
         run.save_metrics("alpha_search", found)
     for c, sig in zip(cs, sigs):
         a = found["single"][c]["alphas"][c]
         run.accuracy(f"searched/{c}", lambda sig=sig, a=a, c=c: run.patched(std(), [c], sig, a), ["clean", c])
     for method, rec in found["set"].items():
-        a = rec["alphas"]
-        scaled = lambda a=a: [rws.scale(s, a[c]) for s, c in zip(sigs, cs)]  # noqa: E731
-        build = (lambda a=a: rws.compose(scaled(a), 1.0)) if method == "sum" else (
-            lambda a=a, method=method: run.merged(method, scaled(a)))
-        run.accuracy(f"composed_searched_{method}", lambda build=build: run.patched(std(), cs, build(), 1.0),
+        run.accuracy(f"composed_searched_{method}", lambda method=method, a=rec["alphas"]: set_patched(method, a),
                      ["clean", *cs])
 
 
