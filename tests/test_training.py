@@ -10,7 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from rws_jax.training import (TrainConfig, augment_batch, build_corrupt_fn, create_train_state,
+from rws_jax.training import (TrainConfig, augment_batch, compute_dtype_of, prefetch_to_device,
+                              with_compute_dtype, build_corrupt_fn, create_train_state,
                               epoch_permutation, evaluate, fit, make_eval_step, make_optimizer,
                               make_schedule, make_train_step, mixture_corrupt_fn,
                               normalize_images, prepare_inputs, random_crop, random_flip)
@@ -361,3 +362,104 @@ def test_real_corruptions_inside_train_step():
         step = make_train_step(model.apply, state.tx, corrupt_fn=fn, augment=True)
         state, m = step(state, batch_of(images, labels), jax.random.PRNGKey(1))
         assert np.isfinite(float(m["loss"]))
+
+
+# --------------------------------------------------------------------------- mixed precision
+def test_compute_dtype_is_validated_and_hashable():
+    assert TrainConfig().compute_dtype == "float32"
+    cfg = TrainConfig(compute_dtype="bfloat16")
+    hash(cfg)
+    assert compute_dtype_of(cfg) == jnp.bfloat16 and compute_dtype_of(TrainConfig()) == jnp.float32
+    with pytest.raises(ValueError, match="compute_dtype.*float16.*loss scaling"):
+        TrainConfig(compute_dtype="float16")
+    with pytest.raises(ValueError, match="compute_dtype"):
+        TrainConfig(compute_dtype="fp8")
+    with pytest.raises(ValueError, match="prefetch"):
+        TrainConfig(prefetch=-1)
+    # A model without a 'dtype' attribute: float32 is fine, bfloat16 is refused by name.
+    assert with_compute_dtype(Tiny(), "float32") == Tiny()
+    with pytest.raises(ValueError, match="Tiny has none"):
+        with_compute_dtype(Tiny(), "bfloat16")
+
+
+def _small_resnet(dtype=jnp.float32):
+    from rws_jax.models.resnet import ResNetCifar
+
+    return ResNetCifar(depth=8, num_classes=3, width=0.5, dtype=dtype)
+
+
+def test_with_compute_dtype_keeps_float32_model_unchanged():
+    model = _small_resnet()
+    assert with_compute_dtype(model, "float32") is model
+    bf = with_compute_dtype(model, "bfloat16")
+    assert bf.dtype == jnp.bfloat16 and with_compute_dtype(bf, "bfloat16") is bf
+
+
+def test_bfloat16_training_decreases_loss_with_float32_state_and_signature():
+    from rws_jax import extract
+
+    images, labels = synthetic(192, seed=2)
+    train, val = (images[:160], labels[:160]), (images[160:], labels[160:])
+    model = _small_resnet()
+    cfg = TrainConfig(epochs=1, batch_size=32, lr=0.05, schedule="constant", compute_dtype="bfloat16",
+                      eval_batch_size=32, seed=3, augment=False)
+
+    # The jitted step of the bf16 clone: activations bf16, loss f32, state f32.
+    bf = with_compute_dtype(model, cfg.compute_dtype)
+    tx = make_optimizer(cfg, 5)
+    state = create_train_state(bf, jax.random.PRNGKey(0), tx, (1, 8, 8, 1))
+    step = make_train_step(bf.apply, tx, augment=False)
+    batch = batch_of(images[:32], labels[:32])
+    logits, _ = bf.apply(state.variables, jnp.zeros((2, 8, 8, 1)), train=True, mutable=["batch_stats"])
+    assert logits.dtype == jnp.float32
+    h = bf.apply(state.variables, jnp.zeros((2, 8, 8, 1)), capture_intermediates=True,
+                 mutable=["intermediates"])[1]["intermediates"]
+    assert h["stem"]["conv"]["__call__"][0].dtype == jnp.bfloat16
+    losses = []
+    for _ in range(8):
+        state, m = step(state, batch, jax.random.PRNGKey(1))
+        assert m["loss"].dtype == jnp.float32
+        losses.append(float(m["loss"]))
+    assert losses[-1] < 0.7 * losses[0], losses
+    for tree in (state.params, state.batch_stats, state.opt_state):
+        leaves = [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+        assert leaves and all(x.dtype == jnp.float32 for x in leaves)
+
+    # fit with compute_dtype: float32 variables out; a signature of two runs is float32.
+    theta_init = create_train_state(model, jax.random.PRNGKey(5), tx, (1, 8, 8, 1)).variables
+    std, hist = fit(model, train, val, cfg, init_variables=theta_init, progress=False)
+    rob, _ = fit(model, train, val, cfg.replace(seed=4), init_variables=theta_init, progress=False,
+                 corrupt_fn=lambda k, im: im // 2)
+    assert np.isfinite(hist["train_loss"][0])
+    assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(std))
+    sig = extract(theta_init, std, rob, 2)
+    assert sig.deltas and all(d.dtype == jnp.float32 for d in sig.deltas.values())
+
+
+def test_prefetch_does_not_change_results():
+    train, val = _splits()
+    cfg = FIT_CFG.replace(epochs=1)
+    a, ha = fit(Tiny(), train, val, cfg.replace(prefetch=0), progress=False)
+    b, hb = fit(Tiny(), train, val, cfg, progress=False)  # default: double buffering
+    c, _ = fit(Tiny(), train, val, cfg.replace(prefetch=4), progress=False)
+    chex.assert_trees_all_equal(jax.device_get(a), jax.device_get(b))
+    chex.assert_trees_all_equal(jax.device_get(a), jax.device_get(c))
+    assert ha == hb
+
+
+def test_prefetch_to_device_keeps_order_and_puts_ahead():
+    host = [{"x": np.full((2,), i, np.float32)} for i in range(5)]
+    seen = []
+
+    def gen():
+        for i, b in enumerate(host):
+            seen.append(i)
+            yield b
+
+    out = []
+    for b in prefetch_to_device(gen(), None, 2):
+        assert isinstance(b["x"], jax.Array)
+        out.append(int(b["x"][0]))
+        assert max(seen) == min(out[-1] + 1, 4)  # the next batch is already on device
+    assert out == list(range(5))
+    assert [int(b["x"][0]) for b in prefetch_to_device(iter(host), None, 0)] == list(range(5))

@@ -5,9 +5,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence, Tuple, Union
 
+import jax.numpy as jnp
 import optax
 
 Corruption = Union[None, str, Tuple[str, ...]]
+
+# Valid TrainConfig.compute_dtype values.
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +54,15 @@ class TrainConfig:
     eval_every: int = 1  # validate every N epochs (and always after the last one)
     eval_batch_size: int = 500
     keep_checkpoints: int = 1  # latest states kept for resume
+    # Mixed precision: the dtype of activations and matmuls/convs ('float32' or 'bfloat16').
+    # Parameters, optimizer state, BatchNorm statistics, loss/softmax and therefore the
+    # signatures stay float32. 'bfloat16' needs a model with a ``dtype`` attribute (all of
+    # rws_jax.models); it is the TPU default of the notebooks. Not part of the resume check:
+    # the stored state is float32 either way.
+    compute_dtype: str = "float32"
+    # Host-to-device prefetch depth of ``fit``: batch k+1 is put on the device(s) while step
+    # k runs (2 = double buffering; 0 or 1 = no prefetch). Never changes results.
+    prefetch: int = 2
 
     def __post_init__(self):
         # Normalise list-valued fields to tuples so the config stays hashable.
@@ -65,6 +78,13 @@ class TrainConfig:
             raise ValueError(f"unknown schedule {self.schedule!r}")
         if self.weight_decay_mode not in ("l2", "decoupled"):
             raise ValueError(f"unknown weight_decay_mode {self.weight_decay_mode!r}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            hint = (" (float16 would need loss scaling; use 'bfloat16')"
+                    if str(self.compute_dtype) == "float16" else "")
+            raise ValueError(f"unknown compute_dtype {self.compute_dtype!r}; valid: "
+                             f"{', '.join(COMPUTE_DTYPES)}{hint}")
+        if int(self.prefetch) < 0:
+            raise ValueError(f"prefetch must be >= 0, got {self.prefetch}")
         if self.batch_size <= 0 or self.epochs <= 0:
             raise ValueError("batch_size and epochs must be positive")
 
@@ -138,6 +158,11 @@ def steps_per_epoch(num_train: int, batch_size: int) -> int:
     if n == 0:
         raise ValueError(f"batch_size {batch_size} is larger than the training set ({num_train})")
     return n
+
+
+def compute_dtype_of(config: TrainConfig):
+    """The jnp dtype of ``config.compute_dtype`` (``jnp.float32`` or ``jnp.bfloat16``)."""
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.compute_dtype]
 
 
 def milestone_steps(milestones: Sequence[int], spe: int) -> Tuple[int, ...]:

@@ -13,8 +13,8 @@ import numpy as np
 
 from .augment import build_corrupt_fn
 from .config import TrainConfig, make_optimizer, make_schedule, steps_per_epoch
-from .parallel import check_batch_size, replicate, resolve_mesh, shard_batch
-from .state import TrainState, create_train_state, variables_of
+from .parallel import check_batch_size, prefetch_to_device, replicate, resolve_mesh
+from .state import TrainState, create_train_state, variables_of, with_compute_dtype
 from .steps import evaluate, make_eval_step, make_train_step, split_arrays
 
 _DEFAULT = object()
@@ -132,9 +132,16 @@ def _copy(tree):
     return jax.tree_util.tree_map(jnp.copy, tree)
 
 
+def _host_batch(images: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> dict:
+    """``{'image': uint8 [B, H, W, C], 'label': int32 [B]}`` of the examples ``idx``."""
+    return {"image": images[idx], "label": labels[idx]}
+
+
 def _config_mismatch(saved: dict, config: TrainConfig) -> list:
     cur = _jsonable(config.to_dict())
-    ignore = {"eval_every", "eval_batch_size", "keep_checkpoints"}
+    # compute_dtype: the stored state is float32 whatever the compute dtype, so a run may be
+    # resumed in another one (e.g. a bfloat16 TPU run on a float32 CPU) without a warning.
+    ignore = {"eval_every", "eval_batch_size", "keep_checkpoints", "compute_dtype", "prefetch"}
     return sorted(k for k in cur if k not in ignore and saved.get(k, cur[k]) != cur[k])
 
 
@@ -157,14 +164,18 @@ def fit(model, split_train, split_val, config: TrainConfig, *, init_variables: O
       split_train / split_val: ``ArraySplit``-like (``.images`` uint8 NHWC, ``.labels``
         int32), a dict or an ``(images, labels)`` tuple. ``split_val`` may be None (then
         the last epoch's weights are "best"). The test split is never touched.
-      config: :class:`TrainConfig`.
+      config: :class:`TrainConfig`. ``config.compute_dtype='bfloat16'`` trains ``model``
+        cloned with ``dtype=bfloat16`` (see :func:`with_compute_dtype`); the returned
+        variables and the stored states are float32 either way.
       init_variables: start from these Flax variables (fine-tuning from theta_init: exactly
         these weights, fresh optimizer); default: ``model.init`` with the seed's init key.
       workdir: orbax checkpoints (latest state + best variables). Calling ``fit`` again
         with the same workdir resumes after the last saved epoch; a finished run returns
         the stored result at once.
       max_epochs: stop (resumably) after this many epochs in total (< ``config.epochs``).
-      mesh: data-parallel mesh (axis 'data'); default: all devices when there are several.
+      mesh: data-parallel mesh (axis 'data'); default: all devices when there are several
+        (e.g. the 8 cores of a Colab TPU). Batches are put on the mesh ``config.prefetch``
+        steps ahead (double buffering by default); the results do not depend on it.
       corrupt_fn: override the training corruption callable (default: built from
         ``config.corruption`` via ``rws_jax.corruptions``); None disables corruption.
       input_shape: init shape, default ``(1,) + images.shape[1:]``.
@@ -176,6 +187,7 @@ def fit(model, split_train, split_val, config: TrainConfig, *, init_variables: O
       None for epochs without validation) plus ``best_epoch``, ``best_val_accuracy``,
       ``finished``.
     """
+    model = with_compute_dtype(model, config.compute_dtype)
     images, labels = split_arrays(split_train)
     images = np.asarray(images)
     labels = np.asarray(labels, np.int32)
@@ -250,9 +262,8 @@ def fit(model, split_train, split_val, config: TrainConfig, *, init_variables: O
         for epoch in range(start_epoch, stop):
             perm = epoch_permutation(config.seed, epoch, n)
             sums = None
-            for i in range(spe):
-                idx = perm[i * bs:(i + 1) * bs]
-                batch = shard_batch({"image": images[idx], "label": labels[idx]}, mesh)
+            host_batches = (_host_batch(images, labels, perm[i * bs:(i + 1) * bs]) for i in range(spe))
+            for i, batch in enumerate(prefetch_to_device(host_batches, mesh, config.prefetch)):
                 state, metrics = train_step(state, batch, step_key)
                 sums = metrics if sums is None else jax.tree_util.tree_map(jnp.add, sums, metrics)
                 if bar is not None:

@@ -7,7 +7,8 @@ inserts the gradient all-reduce).
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+import collections
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import jax
 import numpy as np
@@ -66,3 +67,21 @@ def replicate(tree: Any, mesh: Optional[Mesh]) -> Any:
     if mesh is None:
         return tree
     return jax.device_put(tree, replicated_sharding(mesh))
+
+
+def prefetch_to_device(batches: Iterable[Any], mesh: Optional[Mesh], size: int = 2) -> Iterator[Any]:
+    """Yield the host ``batches`` on device(s) (``shard_batch``), ``size`` batches ahead.
+
+    With ``size=2`` (double buffering) batch k+1 is already ``jax.device_put`` (sharded
+    along ``'data'`` with a mesh) when batch k is handed out, so its transfer overlaps the
+    asynchronously dispatched step k. Same batches in the same order as without
+    prefetching; ``size <= 1`` puts each batch when it is asked for.
+    """
+    queue: collections.deque = collections.deque()
+    depth = max(int(size), 1)
+    for batch in batches:
+        queue.append(shard_batch(batch, mesh))
+        if len(queue) >= depth:
+            yield queue.popleft()
+    while queue:
+        yield queue.popleft()

@@ -64,6 +64,29 @@ def init_variables(model, key: jax.Array, input_shape: Sequence[int]) -> dict:
     return flax.core.unfreeze(variables) if isinstance(variables, flax.core.FrozenDict) else dict(variables)
 
 
+def with_compute_dtype(model, compute_dtype: str = "float32"):
+    """``model`` computing in ``compute_dtype`` ('float32' | 'bfloat16'), parameters float32.
+
+    A Flax module with a ``dtype`` field (all of ``rws_jax.models``) is cloned with that
+    ``dtype`` (its ``param_dtype`` stays float32, so ``init`` still makes float32 weights);
+    an unchanged dtype returns ``model`` itself (bit-identical float32 behaviour). A model
+    without a ``dtype`` field is returned as is for 'float32' and refused otherwise.
+    """
+    target = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}.get(str(compute_dtype))
+    if target is None:
+        raise ValueError(f"unknown compute_dtype {compute_dtype!r}; valid: float32, bfloat16")
+    current = getattr(model, "dtype", None)
+    if current is None:
+        if target == jnp.float32:
+            return model
+        raise ValueError(
+            f"compute_dtype={compute_dtype!r} needs a model with a 'dtype' attribute (Flax "
+            f"modules' computation dtype); {type(model).__name__} has none")
+    if jnp.dtype(current) == jnp.dtype(target):
+        return model
+    return model.clone(dtype=target)
+
+
 def _is_key(x) -> bool:
     if isinstance(x, Mapping):
         return False
