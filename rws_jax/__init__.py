@@ -8,6 +8,8 @@ Patching adds ``α · RWS`` to a model's weights::
     sig = rws.extract(theta_init, theta_std, theta_fog, rws.first_k(7), name="fog")
     patched, undo = rws.patch(theta_std, sig, 1.0, return_undo=True)
     restored = rws.unpatch(patched, undo)          # bit-exact
+    plan = rws.patch_plan(theta_std, sig)          # validate once (P leaves, f32[...] each)
+    theta = plan(theta_std, 1.0, donate=True)      # then one jitted call per patch
     rws.save_signature("fog.rws", rws.quantize(sig, 8))
 """
 
@@ -54,6 +56,7 @@ from rws_jax.quantization import (
     quantize_tensor,
 )
 from rws_jax.selection import Selection, SelectionError, by_paths, by_pattern, first_k
+from rws_jax.patch_plan import PatchPlan, patch_plan
 from rws_jax.patch_stack import AppliedPatch, PatchStack
 from rws_jax.signature import Signature, SignatureMeta, signature_fingerprint
 from rws_jax.storage import (
@@ -86,6 +89,7 @@ __all__ = [
     "AppliedPatch",
     "IncompatibleSignatureError",
     "NonFiniteError",
+    "PatchPlan",
     "PatchStack",
     "PatchStackError",
     "QuantizedTensor",
@@ -113,6 +117,7 @@ __all__ = [
     "load_variables",
     "negate",
     "patch",
+    "patch_plan",
     "project_out",
     "quantize",
     "quantize_reference",
