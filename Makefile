@@ -8,7 +8,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PRESET ?= offline
 OUT    ?= results/$(PRESET)
 
-.PHONY: venv data demo test test-fast bench bench-quick grid clean
+.PHONY: venv data demo test test-fast bench bench-quick bench-train grid clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench-quick: venv
 
 bench: venv data
 	$(PY) -m benchmarks --out results/bench
+
+# Training throughput of our jitted step vs. a PyTorch loop (docs/train_throughput_cpu.md).
+bench-train: venv
+	$(PY) -m benchmarks.train_throughput --out results/bench-train
 
 grid: venv data
 	$(PY) -m rws_jax corruption-grid --out results/corruption_grid.png
