@@ -22,6 +22,9 @@ MERGE_METHODS = ("ties", "dare")
 # Values of PipelineConfig.bn (rws_jax.batch_norm.BN_MODES; kept here so configs load fast).
 BN_MODES = ("reference", "patch", "none")
 
+# Values of PipelineConfig.compute_dtype (rws_jax.training.COMPUTE_DTYPES, or None = float32).
+COMPUTE_DTYPES = (None, "float32", "bfloat16")
+
 # Values of PipelineConfig.corrupted_test, and the datasets with a released corrupted test set.
 CORRUPTED_TEST_MODES = (None, "official", "generated")
 OFFICIAL_CORRUPTED_TEST = {"cifar10": "cifar10_corrupted"}
@@ -81,6 +84,11 @@ class PipelineConfig:
     alpha_search_budget: int = 24  # validation evaluations per search
     max_ta_drop: float = 0.05  # searched α: clean validation accuracy may drop at most this much
     # training (TrainConfig overrides)
+    # Compute dtype of every training run ('float32' | 'bfloat16'; None = TrainConfig's
+    # default, float32): bf16 activations and matmuls, float32 weights, optimizer state and
+    # signatures. The notebooks set 'bfloat16' on a TPU. A 'compute_dtype' key in
+    # pretrain/finetune/transfer_finetune wins over this one.
+    compute_dtype: str | None = None
     pretrain: dict = dataclasses.field(default_factory=dict)
     finetune: dict = dataclasses.field(default_factory=dict)
     transfer_finetune: dict = dataclasses.field(default_factory=dict)
@@ -120,6 +128,8 @@ class PipelineConfig:
             raise ValueError("ties_density must be in (0, 1] and dare_drop_rate in [0, 1)")
         if int(self.alpha_search_budget) < 1 or not 0.0 <= float(self.max_ta_drop) <= 1.0:
             raise ValueError("alpha_search_budget must be >= 1 and max_ta_drop in [0, 1]")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
         if self.bn not in (None, *BN_MODES):
             raise ValueError(f"bn must be one of {BN_MODES} (or unset), got {self.bn!r}")
         if self.corrupted_test not in CORRUPTED_TEST_MODES:

@@ -182,9 +182,10 @@ class Run:
     def train_config(self, which: str, **changes) -> TrainConfig:
         base = {"pretrain": self.cfg.pretrain, "finetune": self.cfg.finetune,
                 "transfer": self.cfg.transfer_finetune}[which]
+        dtype = {"compute_dtype": self.cfg.compute_dtype} if self.cfg.compute_dtype else {}
         return TrainConfig(**{"seed": self.cfg.seed, "eval_batch_size": self.cfg.eval_batch_size,
                               "corruption_preset": self.cfg.corruption_preset, "severity": self.cfg.severity,
-                              **base, **changes})
+                              **dtype, **base, **changes})
 
     # --------------------------------------------------------------- training
     @functools.cached_property
