@@ -27,13 +27,32 @@ import functools
 from typing import Any, Sequence
 
 import jax
+import numpy as np
 
 from rws_jax import tree_paths
-from rws_jax.algebra import MODES, _as_list, _combine_impl, _out_shardings, check_compatible, check_finite, coefficients
-from rws_jax.errors import IncompatibleSignatureError, RWSError
+from rws_jax.algebra import MODES, _as_list, _combine_impl, _out_shardings, check_compatible, check_finite
+from rws_jax.errors import IncompatibleSignatureError, NonFiniteError, RWSError
 from rws_jax.signature import Signature
 
 PyTree = Any
+
+
+def host_coefficients(alphas, num: int, mode: str) -> np.ndarray:
+    """:func:`rws_jax.coefficients` as a host ``f32[num]`` numpy array (same values,
+    same errors), so that the jitted call transfers it with its other arguments
+    instead of a separate ``jnp.asarray`` round trip."""
+    a = np.asarray(alphas, dtype=np.float32)
+    per_signature = a.ndim != 0
+    if not per_signature:
+        a = np.full((num,), a, np.float32)
+    if a.shape != (num,):
+        raise RWSError(f"got {a.size} coefficients for {num} signatures")
+    if not np.all(np.isfinite(a)):
+        raise NonFiniteError(f"coefficients must be finite, got {a.tolist()}")
+    if mode == "reference":
+        w = a if per_signature else a / np.float32(num)
+        a = w * w
+    return a
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -132,7 +151,7 @@ class PatchPlan:
                 f"this patch plan was made for a tree of another structure (fingerprint {self.fingerprint}); "
                 f"got {tree_paths.fingerprint(variables)}. Make a new plan with rws.patch_plan for this model."
             )
-        alpha = coefficients(alphas, self.num_signatures, self.mode)
+        alpha = host_coefficients(alphas, self.num_signatures, self.mode)
         fn = self._donated if donate else self._copy
         new = fn([leaves[i] for i in self._indices], self._delta_leaves, alpha)
         for i, x in zip(self._indices, new):

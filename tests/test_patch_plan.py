@@ -147,3 +147,10 @@ def test_plan_is_immutable_and_repr(tiny_models, sigs):
     assert isinstance(plan, rws.PatchPlan)
     np.testing.assert_array_equal(np.asarray(plan(std, 0.0)["params"]["conv_0"]["kernel"]),
                                   np.asarray(std["params"]["conv_0"]["kernel"]))
+
+
+@pytest.mark.parametrize("mode", ["linear", "reference"])
+@pytest.mark.parametrize("alphas", [1.0, -0.6, [0.5, -2.0, 3.0]])
+def test_host_coefficients_equal_coefficients(mode, alphas):
+    np.testing.assert_array_equal(pp_module.host_coefficients(alphas, 3, mode),
+                                  np.asarray(rws.coefficients(alphas, 3, mode)))
