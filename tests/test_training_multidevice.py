@@ -1,4 +1,5 @@
-"""Data-parallel training on 8 fake CPU devices agrees with a 1-device run.
+"""Data-parallel training on 8 fake CPU devices agrees with a 1-device run; ``fit`` uses all
+devices by default, prefetches sharded batches without changing results, and trains in bf16.
 
 The check runs in a subprocess because the device count is fixed when JAX initialises.
 """
@@ -71,6 +72,24 @@ SCRIPT = textwrap.dedent(r"""
     best, hist = fit(Tiny(), (images[:96], labels[:96]), (images[96:], labels[96:]), cfg, progress=False)
     assert np.isfinite(hist["train_loss"][0])
     assert jax.tree_util.tree_leaves(best)[0].sharding.is_fully_replicated
+    from rws_jax.training import prefetch_to_device, resolve_mesh
+    assert resolve_mesh().devices.size == 8  # the default mesh: all local devices
+    # Prefetched batches are already sharded over the 8 devices; prefetch never changes results.
+    host = [{"image": images[i * 32:(i + 1) * 32], "label": labels[i * 32:(i + 1) * 32]} for i in range(3)]
+    for b, h in zip(prefetch_to_device(iter(host), mesh8, 2), host):
+        assert len(b["image"].sharding.device_set) == 8 and not b["image"].sharding.is_fully_replicated
+        np.testing.assert_array_equal(np.asarray(b["image"]), h["image"])
+    best0, hist0 = fit(Tiny(), (images[:96], labels[:96]), (images[96:], labels[96:]), cfg.replace(prefetch=0),
+                       progress=False)
+    assert hist0 == hist
+    for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(best0)), jax.tree_util.tree_leaves(jax.device_get(best))):
+        np.testing.assert_array_equal(a, b)
+    # bf16 compute, data parallel: float32 weights come back, replicated.
+    from rws_jax.models.resnet import ResNetCifar
+    bf_best, bf_hist = fit(ResNetCifar(depth=8, num_classes=3, width=0.25), (images[:96], labels[:96]), None,
+                           cfg.replace(compute_dtype="bfloat16"), progress=False)
+    assert np.isfinite(bf_hist["train_loss"][0])
+    assert all(x.dtype == jnp.float32 and x.sharding.is_fully_replicated for x in jax.tree_util.tree_leaves(bf_best))
     try:
         fit(Tiny(), (images, labels), None, cfg.replace(batch_size=12), progress=False)
     except ValueError as e:
