@@ -182,8 +182,31 @@ def num_elements(tree_or_flat: Any, paths: list[str] | None = None) -> int:
 # ----------------------------------------------------------------------------- machine
 
 
+def device_label() -> str:
+    """The device JAX computes on, in words: ``'cpu (Intel Xeon, 2 cores)'``, ``'gpu (NVIDIA H200)'``."""
+    d = jax.devices()[0]
+    if d.platform == "cpu":
+        model = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as f:
+                model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
+        except OSError:
+            pass
+        return f"cpu ({model}, {os.cpu_count()} cores)"
+    return f"{d.platform} ({getattr(d, 'device_kind', d)})"
+
+
+def torch_cuda(torch) -> bool:
+    """Whether torch sees a CUDA GPU (its GPU baselines then run too)."""
+    try:
+        return torch is not None and bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def machine_info() -> dict:
     info = {
+        "device": device_label(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
@@ -213,6 +236,7 @@ def machine_info() -> dict:
 
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
+        info["torch_cuda"] = torch.cuda.get_device_name(0) if torch_cuda(torch) else "not available"
     except Exception as e:
         info["torch"] = f"not available ({type(e).__name__})"
     try:

@@ -5,7 +5,15 @@ For each K, interleaved in one loop (all donated, checks off):
 - ``one``: ``rws.patch(v, sig_0, ±1)`` — a single signature (the yardstick);
 - ``fused``: ``rws.patch(v, [sig_0..sig_{K-1}], ±1)`` — one jitted pass that reads θ
   and the K deltas once and writes θ once;
-- ``sequential``: K calls ``rws.patch(v, sig_k, ±1)`` one after the other.
+- ``sequential``: K calls ``rws.patch(v, sig_k, ±1)`` one after the other;
+- ``plan_fused``: ``plan(v, ±1, donate=True)`` with ``plan = rws.patch_plan(v, sigs[:K])``
+  (validated once): the fused pass at the cost of one jitted call;
+- the bound over the same N elements (numpy on CPU, a jitted donated ``a + s·b`` on
+  GPU/TPU; see :mod:`benchmarks.bandwidth`), which moves 3 streams of 4 N bytes.
+
+A fused pass moves K + 2 streams (read θ and K deltas, write θ): its own bound is the
+bound's GB/s applied to ``4 N (K + 2)`` bytes, and ``fused_fraction_of_bound`` (and
+``plan_fraction_of_bound``) = fused GB/s / bound GB/s.
 
 Also timed (outside the loop): ``rws.compose(sigs)``, which folds the K signatures
 into one ahead of time, after which patching costs the same as ``one``.
@@ -24,12 +32,14 @@ import numpy as np
 
 import rws_jax as rws
 
-from benchmarks.common import (fill_like, floating_param_paths, interleaved, make_signature, model_shapes,
-                               num_elements, stats, timed)
+from benchmarks.bandwidth import bound_seconds, bound_variants
+from benchmarks.common import (device_label, fill_like, floating_param_paths, interleaved, make_signature,
+                               model_shapes, num_elements, stats, timed)
 
 
-def _bench_k(variables, sigs, k: int, repeats: int) -> tuple[dict, object]:
+def _bench_k(variables, sigs, k: int, repeats: int, n: int) -> tuple[dict, object]:
     state = {"v": variables, "sign": 1.0}
+    plan = rws.patch_plan(variables, sigs[:k])
     kw = dict(donate=True, check_values=False, check_base=False)
 
     def flip():
@@ -50,7 +60,15 @@ def _bench_k(variables, sigs, k: int, repeats: int) -> tuple[dict, object]:
             state["v"] = rws.patch(state["v"], sig, s, **kw)
         return state["v"]
 
-    res = interleaved({"one": one, "fused": fused, "sequential": sequential}, repeats)
+    def plan_fused():
+        state["v"] = plan(state["v"], flip(), donate=True)
+        return state["v"]
+
+    bvars, closers = bound_variants(n)
+    res = interleaved({**bvars, "one": one, "fused": fused, "plan_fused": plan_fused, "sequential": sequential},
+                      repeats)
+    for c in closers:
+        c.close()
     ts = []
     for _ in range(max(3, repeats // 3)):
         ts.append(timed(lambda: rws.compose(sigs[:k], 1.0 / k)))
@@ -78,12 +96,13 @@ def run(quick: bool = False, log=print) -> dict:
             paths = floating_param_paths(variables)
         sigs = [make_signature(variables, paths, seed=100 + i, name=f"c{i}") for i in range(max(ks))]
         n = num_elements(variables, paths)
-        rec = {"label": label, "num_params_patched": n, "num_leaves_patched": len(paths), "repeats": repeats,
+        rec = {"label": label, "device": device_label(), "num_params_patched": n, "num_leaves_patched": len(paths), "repeats": repeats,
                "per_k": {}}
         log(f"  compose: {label}: {n / 1e6:.1f}M params, K={ks}")
         for k in ks:
-            res, variables = _bench_k(variables, sigs, k, repeats)
-            one, fused, seq = (res[x]["median_s"] for x in ("one", "fused", "sequential"))
+            res, variables = _bench_k(variables, sigs, k, repeats, n)
+            one, fused, seq, pf = (res[x]["median_s"] for x in ("one", "fused", "sequential", "plan_fused"))
+            bound_gbps = 12 * n / bound_seconds(res) / 1e9
             rec["per_k"][str(k)] = {
                 "variants": res,
                 "fused_over_one": fused / one,
@@ -91,9 +110,17 @@ def run(quick: bool = False, log=print) -> dict:
                 "compile_s_fused": res["fused"]["first_s"],
                 # bandwidth view: fused reads θ and K deltas and writes θ
                 "fused_gbps": 4 * n * (k + 2) / fused / 1e9,
+                "plan_gbps": 4 * n * (k + 2) / pf / 1e9,
+                "bound_gbps": bound_gbps,
+                "bound_s_k_streams": 4 * n * (k + 2) / bound_gbps / 1e9,
+                "fused_fraction_of_bound": 4 * n * (k + 2) / fused / 1e9 / bound_gbps,
+                "plan_fraction_of_bound": 4 * n * (k + 2) / pf / 1e9 / bound_gbps,
             }
-            log(f"    K={k}: one {one * 1e3:.2f} ms, fused {fused * 1e3:.2f} ms ({fused / one:.2f}x one), "
-                f"sequential {seq * 1e3:.2f} ms ({seq / fused:.2f}x fused)")
+            r = rec["per_k"][str(k)]
+            log(f"    K={k}: one {one * 1e3:.2f} ms, fused {fused * 1e3:.2f} ms ({fused / one:.2f}x one, "
+                f"{100 * r['fused_fraction_of_bound']:.0f}% of its bound), plan {pf * 1e3:.2f} ms "
+                f"({100 * r['plan_fraction_of_bound']:.0f}%), sequential {seq * 1e3:.2f} ms ({seq / fused:.2f}x fused); "
+                f"bound {bound_gbps:.1f} GB/s on {rec['device']}")
         out["cases"].append(rec)
         del variables, sigs
         gc.collect()

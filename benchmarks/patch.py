@@ -8,15 +8,21 @@ patched (bytes moved scale with the model), by:
   output (the sign alternates so the values stay bounded);
 - ``ours_donated_checked``: the same with ``check_values=True, check_base=True``
   (the defaults), to show what the checks cost;
+- ``ours_plan_donated``: ``plan(v, ±1, donate=True)`` with ``plan = rws.patch_plan(v, sig)``
+  built once (validated once, default checks): one flatten plus one jitted call;
 - ``ours_jit_copy``: ``donate=False`` (jitted, writes a new buffer);
 - ``ours_int8``: the fused int8 dequantize-and-patch (signature quantized per tensor,
   8-bit asymmetric; donated, checks off);
 - ``naive_tree_map``: ``jax.tree.map(lambda p, d: p + a * d, params, delta)`` op by op,
   without ``jit``;
 - ``torch_loop``: the reference's style, ``for k in sd: sd[k] = sd[k] + alpha * delta[k]``
-  on CPU torch tensors, and ``torch_add_``: ``sd[k].add_(delta[k], alpha=alpha)``;
-- ``bound_numpy_1t`` / ``bound_numpy_mt``: an in-place ``np.add`` over the same number
-  of elements, one thread / one chunk per core (see :mod:`benchmarks.bandwidth`).
+  on CPU torch tensors, ``torch_add_``: ``sd[k].add_(delta[k], alpha=alpha)`` and
+  ``torch_foreach_add_``: ``torch._foreach_add_(θs, Δs, alpha=alpha)`` (torch's fastest);
+  when torch sees a GPU, also ``torch_cuda_loop`` and ``torch_cuda_foreach_add_`` there
+  (each call ends with ``torch.cuda.synchronize()``);
+- the bound (see :mod:`benchmarks.bandwidth`): on CPU ``bound_numpy_1t`` /
+  ``bound_numpy_mt``, an in-place ``np.add`` over the same number of elements, one thread /
+  one chunk per core; on GPU/TPU ``bound_device``, a jitted donated ``a + s·b`` there.
 
 Effective bandwidth = logical bytes / median time, with logical bytes
 ``12·N`` for a float32 patch (read θ, read Δ, write θ) and ``9·N`` for int8
@@ -34,12 +40,13 @@ import numpy as np
 import rws_jax as rws
 from rws_jax import tree_paths
 
-from benchmarks.bandwidth import NumpyBound
-from benchmarks.common import (available_bytes, fill_like, floating_param_paths, gbps, interleaved,
-                               make_signature, model_shapes, num_elements, synthetic_shapes,
+from benchmarks.bandwidth import bound_seconds, bound_variants, on_accelerator
+from benchmarks.common import (available_bytes, device_label, fill_like, floating_param_paths, gbps, interleaved,
+                               make_signature, model_shapes, num_elements, synthetic_shapes, torch_cuda,
                                vit_b16_shapes)
 
-F32_VARIANTS = ("ours_donated", "ours_donated_checked", "ours_jit_copy", "naive_tree_map", "torch_loop", "torch_add_")
+F32_VARIANTS = ("ours_donated", "ours_plan_donated", "ours_donated_checked", "ours_jit_copy", "naive_tree_map",
+                "torch_loop", "torch_add_", "torch_foreach_add_", "torch_cuda_loop", "torch_cuda_foreach_add_")
 
 
 def _torch():
@@ -73,6 +80,12 @@ def _jax_variants(state: _PatchState, sig, qsig, paths) -> dict:
         state.variables = rws.patch(state.variables, sig, state.flip(), donate=True, check_values=False, check_base=False)
         return state.variables
 
+    plan = rws.patch_plan(state.variables, sig)  # validated once, default checks
+
+    def plan_donated():
+        state.variables = plan(state.variables, state.flip(), donate=True)
+        return state.variables
+
     def donated_checked():
         state.variables = rws.patch(state.variables, sig, state.flip(), donate=True)
         return state.variables
@@ -94,6 +107,7 @@ def _jax_variants(state: _PatchState, sig, qsig, paths) -> dict:
 
     return {
         "ours_donated": donated,
+        "ours_plan_donated": plan_donated,
         "ours_donated_checked": donated_checked,
         "ours_jit_copy": jit_copy,
         "ours_int8": int8,
@@ -101,19 +115,21 @@ def _jax_variants(state: _PatchState, sig, qsig, paths) -> dict:
     }
 
 
-def _torch_variants(torch, shapes: dict, bound: NumpyBound | None) -> tuple[dict, dict]:
-    """State dicts of the same shapes (own memory for θ; Δ are views of the bound's
-    ``b`` array when given, to save memory)."""
+def _torch_variants(torch, shapes: dict, b: np.ndarray | None, device: str = "cpu") -> tuple[dict, dict]:
+    """State dicts of the same shapes on ``device`` (own memory for θ; on CPU Δ are
+    views of the numpy bound's ``b`` array when given, to save memory)."""
     sd, delta, off = {}, {}, 0
     for p, shape in shapes.items():
         n = int(np.prod(shape))
-        sd[p] = torch.full(tuple(shape), 0.5, dtype=torch.float32)
-        if bound is not None:
-            delta[p] = torch.from_numpy(bound.b[off:off + n]).reshape(tuple(shape))
+        sd[p] = torch.full(tuple(shape), 0.5, dtype=torch.float32, device=device)
+        if b is not None and device == "cpu":
+            delta[p] = torch.from_numpy(b[off:off + n]).reshape(tuple(shape))
         else:
-            delta[p] = torch.full(tuple(shape), 1e-3, dtype=torch.float32)
+            delta[p] = torch.full(tuple(shape), 1e-3, dtype=torch.float32, device=device)
         off += n
     sign = [1.0]
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
+    thetas, deltas = list(sd.values()), [delta[k] for k in sd]
 
     def loop():  # the reference's out-of-place style (model_patching.py `decompose`)
         sign[0] = -sign[0]
@@ -127,7 +143,32 @@ def _torch_variants(torch, shapes: dict, bound: NumpyBound | None) -> tuple[dict
         for k in sd:
             sd[k].add_(delta[k], alpha=alpha)
 
-    return {"torch_loop": loop, "torch_add_": add_}, sd
+    def foreach_add_():  # torch's fastest: one multi-tensor kernel (per chunk of tensors)
+        sign[0] = -sign[0]
+        torch._foreach_add_(thetas, deltas, alpha=sign[0])
+
+    def synced(fn):
+        def run():
+            fn()
+            sync()
+        return run
+
+    if device != "cpu":
+        return {"torch_cuda_loop": synced(loop), "torch_cuda_foreach_add_": synced(foreach_add_)}, sd
+    return {"torch_loop": loop, "torch_add_": add_, "torch_foreach_add_": foreach_add_}, sd
+
+
+def _all_torch_variants(torch, shapes: dict, b: np.ndarray | None) -> tuple[dict, list]:
+    """CPU torch baselines, plus the CUDA ones when torch sees a GPU."""
+    if torch is None:
+        return {}, []
+    variants, sd = _torch_variants(torch, shapes, b)
+    keep = [sd]
+    if torch_cuda(torch):
+        cv, csd = _torch_variants(torch, shapes, None, device="cuda")
+        variants.update(cv)
+        keep.append(csd)
+    return variants, keep
 
 
 def _summarise(res: dict, n: int, bound_s: float) -> dict:
@@ -160,6 +201,8 @@ def run_case(label: str, variables: Any, paths: list[str], repeats: int, *, with
     torch = _torch() if with_torch else None
     rec: dict[str, Any] = {
         "label": label,
+        "device": device_label(),
+        "bound_kind": "device (jitted donated a + s*b)" if on_accelerator() else "numpy (faster of 1 thread, all cores)",
         "num_params_patched": n,
         "num_leaves_patched": len(paths),
         "num_params_total": num_elements(variables),
@@ -189,34 +232,33 @@ def run_case(label: str, variables: Any, paths: list[str], repeats: int, *, with
     jax_vars = _jax_variants(state, sig, qsig, paths)
 
     if not phased:
-        bound = NumpyBound(n)
-        variants = {"bound_numpy_1t": bound.single, "bound_numpy_mt": bound.multi, **jax_vars}
-        if torch is not None:
-            tv, _sd = _torch_variants(torch, shapes, bound)
-            variants.update(tv)
-        res = interleaved(variants, repeats)
-        bound.close()
+        bvars, closers = bound_variants(n)
+        b = getattr(closers[0], "b", None) if not on_accelerator() else None
+        tv, _keep = _all_torch_variants(torch, shapes, b)
+        res = interleaved({**bvars, **jax_vars, **tv}, repeats)
+        for c in closers:
+            c.close()
+        del _keep
     else:
         # JAX side first: its trees already exist.
         res = interleaved(jax_vars, repeats)
         state.variables = None
         del jax_vars, sig, qsig
         gc.collect()
-        bound = NumpyBound(n)
-        variants = {"bound_numpy_1t": bound.single, "bound_numpy_mt": bound.multi}
-        if torch is not None:
-            tv, _sd = _torch_variants(torch, shapes, bound)
-            variants.update(tv)
-        res.update(interleaved(variants, repeats))
-        bound.close()
-        del variants
+        bvars, closers = bound_variants(n)
+        b = getattr(closers[0], "b", None) if not on_accelerator() else None
+        tv, _keep = _all_torch_variants(torch, shapes, b)
+        res.update(interleaved({**bvars, **tv}, repeats))
+        for c in closers:
+            c.close()
+        del _keep, tv, bvars
         rec["phased_note"] = (
             "tree too large to hold every variant at once: JAX variants ran interleaved, then "
-            "numpy/torch variants ran interleaved; the bound was measured right after ours"
+            "bound/torch variants ran interleaved; the bound was measured right after ours"
         )
     gc.collect()
 
-    bound_s = min(res["bound_numpy_1t"]["median_s"], res["bound_numpy_mt"]["median_s"])
+    bound_s = bound_seconds(res)
     rec["bound_s"] = bound_s
     rec["bound_gbps"] = gbps(12 * n, bound_s)
     rec["variants"] = _summarise(res, n, bound_s)
@@ -224,6 +266,9 @@ def run_case(label: str, variables: Any, paths: list[str], repeats: int, *, with
     ours = v["ours_donated"]["median_s"]
     rec["ratios"] = {
         "ours_fraction_of_bound": v["ours_donated"]["fraction_of_bound"],
+        "plan_fraction_of_bound": v["ours_plan_donated"]["fraction_of_bound"],
+        "plan_over_bound": v["ours_plan_donated"]["median_s"] / bound_s,
+        "plan_over_ours": v["ours_plan_donated"]["median_s"] / ours,
         "int8_fraction_of_bound": v["ours_int8"]["fraction_of_bound"],
         "naive_over_ours": v["naive_tree_map"]["median_s"] / ours,
         "jit_copy_over_ours": v["ours_jit_copy"]["median_s"] / ours,
@@ -233,6 +278,12 @@ def run_case(label: str, variables: Any, paths: list[str], repeats: int, *, with
     if "torch_loop" in v:
         rec["ratios"]["torch_loop_over_ours"] = v["torch_loop"]["median_s"] / ours
         rec["ratios"]["torch_add__over_ours"] = v["torch_add_"]["median_s"] / ours
+        rec["ratios"]["torch_foreach_over_ours"] = v["torch_foreach_add_"]["median_s"] / ours
+        rec["ratios"]["torch_foreach_over_plan"] = v["torch_foreach_add_"]["median_s"] / v["ours_plan_donated"]["median_s"]
+    if "torch_cuda_foreach_add_" in v:
+        best = min(v["ours_donated"]["median_s"], v["ours_plan_donated"]["median_s"])
+        rec["ratios"]["torch_cuda_foreach_over_ours"] = v["torch_cuda_foreach_add_"]["median_s"] / best
+        rec["ratios"]["torch_cuda_loop_over_ours"] = v["torch_cuda_loop"]["median_s"] / best
     rec["compile_s_ours_donated"] = v["ours_donated"]["first_s"]
     return rec
 
@@ -289,6 +340,9 @@ def run(quick: bool = False, log=print) -> dict:
         out["cases"].append(rec)
         r = rec["ratios"]
         log(f"    ours {rec['variants']['ours_donated']['median_s'] * 1e3:.2f} ms, "
-            f"{100 * r['ours_fraction_of_bound']:.0f}% of bound ({rec['bound_gbps']:.1f} GB/s), "
-            f"naive {r['naive_over_ours']:.1f}x" + (f", torch loop {r['torch_loop_over_ours']:.1f}x" if "torch_loop_over_ours" in r else ""))
+            f"{100 * r['ours_fraction_of_bound']:.0f}% of bound ({rec['bound_gbps']:.1f} GB/s on {rec['device']}), "
+            f"plan {100 * r['plan_fraction_of_bound']:.0f}% ({r['plan_over_bound']:.2f}x bound time), "
+            f"naive {r['naive_over_ours']:.1f}x" + (f", torch loop {r['torch_loop_over_ours']:.1f}x, "
+                                                     f"torch _foreach_add_ {r['torch_foreach_over_ours']:.2f}x"
+                                                     if "torch_loop_over_ours" in r else ""))
     return out

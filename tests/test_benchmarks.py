@@ -37,12 +37,23 @@ def test_quick_mode_writes_json_and_markdown(tmp_path):
         assert _positive_finite(case["ratios"][key]), key
     assert _positive_finite(case["bound_gbps"])
     assert case["donated_in_place"] in (True, False)
+    # the patch_plan row, torch's fastest loop (when torch is there) and the device label
+    assert _positive_finite(case["variants"]["ours_plan_donated"]["median_s"])
+    for key in ("plan_fraction_of_bound", "plan_over_bound"):
+        assert _positive_finite(case["ratios"][key]), key
+    if "torch_skipped" not in case:
+        assert _positive_finite(case["variants"]["torch_foreach_add_"]["median_s"])
+        assert _positive_finite(case["ratios"]["torch_foreach_over_ours"])
+    assert case["device"] and case["bound_kind"]
 
     # 2. compose: K=1 and K=4
     per_k = js["compose"]["cases"][0]["per_k"]
     assert set(per_k) == {"1", "4"}
     for r in per_k.values():
         assert _positive_finite(r["fused_over_one"]) and _positive_finite(r["sequential_over_fused"])
+        for key in ("fused_fraction_of_bound", "plan_fraction_of_bound", "bound_gbps"):
+            assert _positive_finite(r[key]), key
+        assert _positive_finite(r["variants"]["plan_fused"]["median_s"])
 
     # 3. extraction / quantization throughput
     sel = js["extract"]["selections"][0]
@@ -64,6 +75,9 @@ def test_quick_mode_writes_json_and_markdown(tmp_path):
 
     # targets table and Markdown sections
     assert {t["status"] for t in js["targets"]} <= {"met", "not met", "not measured"}
+    names = " ".join(t["target"] for t in js["targets"])
+    for needle in ("torch._foreach_add_", "patch_plan", "K + 2 streams", js["patch"]["cases"][0]["device"]):
+        assert needle in names, needle
     for heading in ("## Targets", "## 1. Patch latency", "## 2. Composition", "## 3. Extraction",
                     "## 4. Corruption", "## 5. Storage"):
         assert heading in md, heading
@@ -87,3 +101,29 @@ def test_report_renders_targets_from_minimal_results():
     results["targets"] = tg
     md = report.render(results)
     assert "40.0×" in md and "## 5. Storage" in md
+
+
+def test_report_judges_patch_targets_per_device():
+    from benchmarks import report
+
+    def case(label, n, dev, frac, plan_frac, plan_over_bound, foreach):
+        return {"label": label, "device": dev, "num_params_patched": n, "bound_s": 1e-3, "bound_kind": "numpy",
+                "variants": {"ours_plan_donated": {"median_s": plan_over_bound * 1e-3}},
+                "ratios": {"ours_fraction_of_bound": frac, "plan_fraction_of_bound": plan_frac,
+                           "plan_over_bound": plan_over_bound, "torch_foreach_over_ours": foreach,
+                           "torch_foreach_over_plan": foreach, "torch_loop_over_ours": 2.0}}
+
+    results = {"patch": {"cases": [case("ResNet-50", 25.6e6, "cpu (x)", 0.80, 0.90, 1.1, 1.05),
+                                   case("ResNet-50, default selection", 1.2e6, "cpu (x)", 0.2, 0.6, 1.7, 0.5),
+                                   case("ResNet-50", 25.6e6, "gpu (y)", 0.70, 0.75, 1.3, 0.9)]},
+               "compose": {"cases": [{"label": "all", "device": "cpu (x)", "per_k": {
+                   "19": {"fused_fraction_of_bound": 0.7, "plan_fraction_of_bound": 0.82, "fused_over_one": 8.0}}}]}}
+    tg = {t["target"]: t for t in report.targets(results)}
+    assert tg["patch ≥ 25M params vs. bandwidth bound [cpu (x)]"]["status"] == "met"
+    assert tg["patch ≥ 25M params vs. bandwidth bound [gpu (y)]"]["status"] == "not met"
+    assert "75%" in tg["patch ≥ 25M params vs. bandwidth bound [gpu (y)]"]["measured"]
+    assert tg["patch vs. torch._foreach_add_ (torch's fastest loop) [cpu (x)]"]["status"] == "not met"
+    small = tg["small patch (default 7-unit selection) through patch_plan vs. bound [cpu (x)]"]
+    assert small["status"] == "met" and "1.70×" in small["measured"]
+    comp = tg["compose K signatures (fused) vs. its bound (K + 2 streams) [cpu (x)]"]
+    assert comp["status"] == "met" and "82%" in comp["measured"]
