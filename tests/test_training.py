@@ -388,6 +388,19 @@ def _small_resnet(dtype=jnp.float32):
     return ResNetCifar(depth=8, num_classes=3, width=0.5, dtype=dtype)
 
 
+class TinyDtype(nn.Module):
+    """Tiny with a computation ``dtype`` (as rws_jax.models have): bf16-capable."""
+
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Conv(8, (3, 3), strides=(2, 2), dtype=self.dtype, name="conv")(jnp.asarray(x, self.dtype))
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
+        x = nn.relu(x).mean(axis=(1, 2))
+        return nn.Dense(3, dtype=self.dtype)(x).astype(jnp.float32)
+
+
 def test_with_compute_dtype_keeps_float32_model_unchanged():
     model = _small_resnet()
     assert with_compute_dtype(model, "float32") is model
@@ -395,26 +408,19 @@ def test_with_compute_dtype_keeps_float32_model_unchanged():
     assert bf.dtype == jnp.bfloat16 and with_compute_dtype(bf, "bfloat16") is bf
 
 
-def test_bfloat16_training_decreases_loss_with_float32_state_and_signature():
-    from rws_jax import extract
-
-    images, labels = synthetic(192, seed=2)
-    train, val = (images[:160], labels[:160]), (images[160:], labels[160:])
-    model = _small_resnet()
-    cfg = TrainConfig(epochs=1, batch_size=32, lr=0.05, schedule="constant", compute_dtype="bfloat16",
-                      eval_batch_size=32, seed=3, augment=False)
-
-    # The jitted step of the bf16 clone: activations bf16, loss f32, state f32.
-    bf = with_compute_dtype(model, cfg.compute_dtype)
+def test_bfloat16_train_step_decreases_loss_with_float32_state():
+    images, labels = synthetic(32, seed=2)
+    cfg = TrainConfig(lr=0.05, schedule="constant", compute_dtype="bfloat16")
+    bf = with_compute_dtype(TinyDtype(), cfg.compute_dtype)  # BatchNorm model
     tx = make_optimizer(cfg, 5)
     state = create_train_state(bf, jax.random.PRNGKey(0), tx, (1, 8, 8, 1))
-    step = make_train_step(bf.apply, tx, augment=False)
-    batch = batch_of(images[:32], labels[:32])
-    logits, _ = bf.apply(state.variables, jnp.zeros((2, 8, 8, 1)), train=True, mutable=["batch_stats"])
+    # Activations are bf16, logits (and so the loss) float32.
+    logits, inter = bf.apply(state.variables, jnp.zeros((2, 8, 8, 1)), capture_intermediates=True,
+                             mutable=["intermediates"])
     assert logits.dtype == jnp.float32
-    h = bf.apply(state.variables, jnp.zeros((2, 8, 8, 1)), capture_intermediates=True,
-                 mutable=["intermediates"])[1]["intermediates"]
-    assert h["stem"]["conv"]["__call__"][0].dtype == jnp.bfloat16
+    assert inter["intermediates"]["conv"]["__call__"][0].dtype == jnp.bfloat16
+    step = make_train_step(bf.apply, tx, augment=False)
+    batch = batch_of(images, labels)
     losses = []
     for _ in range(8):
         state, m = step(state, batch, jax.random.PRNGKey(1))
@@ -425,12 +431,22 @@ def test_bfloat16_training_decreases_loss_with_float32_state_and_signature():
         leaves = [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
         assert leaves and all(x.dtype == jnp.float32 for x in leaves)
 
-    # fit with compute_dtype: float32 variables out; a signature of two runs is float32.
-    theta_init = create_train_state(model, jax.random.PRNGKey(5), tx, (1, 8, 8, 1)).variables
+
+@pytest.mark.slow
+def test_bfloat16_fit_returns_float32_variables_and_signature():
+    from rws_jax import extract
+    from rws_jax.models.vgg import VGG
+
+    images, labels = synthetic(160, seed=2)
+    train, val = (images[:128], labels[:128]), (images[128:], labels[128:])
+    model = VGG(num_classes=3, cfg=(8, "M", 16, 16), init_scheme="he_fan_in")
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=0.05, schedule="constant", compute_dtype="bfloat16",
+                      eval_batch_size=32, seed=3, augment=False)
+    theta_init = create_train_state(model, jax.random.PRNGKey(5), make_optimizer(cfg), (1, 8, 8, 1)).variables
     std, hist = fit(model, train, val, cfg, init_variables=theta_init, progress=False)
     rob, _ = fit(model, train, val, cfg.replace(seed=4), init_variables=theta_init, progress=False,
                  corrupt_fn=lambda k, im: im // 2)
-    assert np.isfinite(hist["train_loss"][0])
+    assert hist["train_loss"][1] < hist["train_loss"][0], hist["train_loss"]
     assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(std))
     sig = extract(theta_init, std, rob, 2)
     assert sig.deltas and all(d.dtype == jnp.float32 for d in sig.deltas.values())
@@ -441,9 +457,7 @@ def test_prefetch_does_not_change_results():
     cfg = FIT_CFG.replace(epochs=1)
     a, ha = fit(Tiny(), train, val, cfg.replace(prefetch=0), progress=False)
     b, hb = fit(Tiny(), train, val, cfg, progress=False)  # default: double buffering
-    c, _ = fit(Tiny(), train, val, cfg.replace(prefetch=4), progress=False)
     chex.assert_trees_all_equal(jax.device_get(a), jax.device_get(b))
-    chex.assert_trees_all_equal(jax.device_get(a), jax.device_get(c))
     assert ha == hb
 
 
