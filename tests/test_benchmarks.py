@@ -60,12 +60,16 @@ def test_quick_mode_writes_json_and_markdown(tmp_path):
     assert _positive_finite(sel["extraction"]["extract"]["elements_per_s"])
     assert _positive_finite(sel["quantization"]["quantize_8bit"]["elements_per_s"])
 
-    # 4. corruptions: ours ran for each; imagecorruptions compared or reason recorded
-    pc = js["corruption"]["per_corruption"]
-    assert len(pc) >= 2
-    for name, r in pc.items():
-        assert _positive_finite(r["variants"]["ours"]["images_per_s"]), name
-        assert "speedup" in r or r.get("imagecorruptions_error"), name
+    # 4. corruptions: every size; ours ran for each; imagecorruptions compared or reason recorded
+    sizes = js["corruption"]["sizes"]
+    assert sizes and set(js["corruption"]["per_size"]) == {str(s) for s in sizes}
+    for size, summary in js["corruption"]["per_size"].items():
+        pc = summary["per_corruption"]
+        assert len(pc) >= 2
+        for name, r in pc.items():
+            assert _positive_finite(r["variants"]["ours"]["images_per_s"]), (size, name)
+            assert _positive_finite(r["flatness"]), (size, name)
+            assert "speedup" in r or r.get("imagecorruptions_error") or js["corruption"]["imagecorruptions"] != "ok"
 
     # 5. storage: signatures are smaller than the full model, quantized smaller than fp32
     rows = js["storage"]["rows"]

@@ -157,8 +157,19 @@ def test_severity_monotonic(name, preset, kind):
         # image weight falls while frost weight rises (e.g. cifar10 (1, .2) ...
         # (.75, .45)): the darkening and the added frost cancel in |y - x|,
         # so MAD rises then falls.  The frost/image weight ratio is monotone,
-        # hence so is the decorrelation from the clean image.
-        vals = [_corr_distance(name, s, preset, kind) for s in SEVERITIES]
+        # hence so is the decorrelation from the clean image, as long as the
+        # sum does not clip at white (the frost layer is as bright as the
+        # reference's photographs, mean up to 0.8): measured on darkened images.
+        x = BATCHES[kind]
+        dark = (x // 2) if x.dtype == np.uint8 else x * 0.5
+        flat_x = dark.astype(np.float64).reshape(len(dark), -1)
+
+        def dist(sev):
+            y = np.asarray(corrupt(dark, name, sev, KEY, preset=preset)).astype(np.float64)
+            y = y.reshape(len(y), -1)
+            return float(np.mean([1 - np.corrcoef(a, b)[0, 1] for a, b in zip(flat_x, y)]))
+
+        vals = [dist(s) for s in SEVERITIES]
         assert _non_decreasing(vals, atol=1e-4), vals
     elif name == "saturate":
         # severities 1-2 DE-saturate (x0.3, x0.1), 3-5 over-saturate: MAD is
@@ -169,16 +180,23 @@ def test_severity_monotonic(name, preset, kind):
             assert max(vals) == 0.0
         assert _non_decreasing(vals[:2]) and _non_decreasing(vals[2:]), vals
     elif name == "spatter":
-        # severities 1-3 are water, 4-5 mud (different algorithms); within a
-        # family the splashed area grows, while the water tint is normalised
-        # by its maximum, so its MAD is not monotone: test the changed area.
-        # The water tint is normalised by its maximum (as in the reference),
-        # so neither its MAD nor its visible area is monotone over 1-3 with
-        # our OpenCV-free approximation; tested: water changes the image, mud
-        # (opaque) is monotone and stronger than every water severity.
+        # severities 1-3 are water, 4-5 mud (different algorithms): MAD is
+        # monotone within each family, not across (cifar10's severity-3 water,
+        # liquid scale 0.3, is stronger than its severity-4 mud: the reference's
+        # own code with the cifar10 constants gives MAD 0.97, 2.58, 6.24, 2.88,
+        # 4.94 on these images, mean of 20 seeds).
         vals = [mad(s) for s in SEVERITIES]
         assert min(vals[:3]) > 0, vals
-        assert _non_decreasing(vals[3:]) and vals[3] > max(vals[:3]), vals
+        if kind == "rgb_u8":
+            assert _non_decreasing(vals[:3]) and _non_decreasing(vals[3:]), vals
+        else:
+            assert _non_decreasing(vals[3:]), vals
+    elif name == "glass_blur" and preset == "imagenet" and kind == "rgb_u8":
+        # as the reference: on RGB images its pixel "swap" copies the neighbour
+        # (numpy views, see blur._swap_loop), and severity 3 (3 passes of
+        # delta 2) moves more pixels than severity 4 (2 passes of delta 3)
+        vals = [mad(s) for s in SEVERITIES]
+        assert _non_decreasing(vals[:3]) and _non_decreasing(vals[3:]), vals
     elif name == "pixelate":
         # fewer blocks per row with severity; MAD alone can dip where the block
         # size becomes an exact divisor of the image size (imagenet .6 -> .5).
@@ -318,8 +336,25 @@ def test_frost_texture_deterministic():
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).mean() > 0.01
     assert a.shape == (32, 32, 3) and a.min() >= 0 and a.max() <= 1
-    assert 0.2 < a.mean() < 0.8
+    assert 0.2 < a.mean() < 0.9
     assert np.all(a[..., 2] >= a[..., 0])  # bluish white
+
+
+@pytest.mark.parametrize("size", [32, 64, 224])
+def test_frost_layer_matches_reference_photograph_statistics(size):
+    """Over many draws the layer has the reference photographs' mean colour and,
+    per photograph, the luminance std of a crop of the same size (REFERENCE_FROST)."""
+    import importlib
+
+    ft = importlib.import_module("rws_jax.corruptions.frost_texture")
+    keys = jax.random.split(KEY, 200)
+    layers = np.asarray(jax.jit(jax.vmap(lambda k: ft.frost_layer(k, size, size, 3)))(keys))
+    ref_means = np.asarray([m for m, _ in ft.REFERENCE_FROST])
+    np.testing.assert_allclose(layers.mean((0, 1, 2)), ref_means.mean(0), atol=0.04)
+    lum = layers @ np.asarray(ft.LUMA)
+    want = np.mean([ft._target_std(s, size) for _, s in ft.REFERENCE_FROST])
+    got = float(np.mean(lum.std(axis=(1, 2))))
+    assert abs(got - want) < 0.25 * want, (got, want)
 
 
 # --------------------------------------------------------------------------

@@ -41,12 +41,60 @@ def conv2d(x, kernel, pad_mode="reflect"):
     kh, kw = kernel.shape
     ph, pw = kh // 2, kw // 2
     xp = _pad(x, ph, pw, pad_mode)
+    if kh * kw <= 25:
+        # small kernels: a sum of shifted copies (one fused loop; XLA's CPU convolution
+        # is slow for single-channel images)
+        H, W = x.shape[:2]
+        k = jnp.asarray(kernel, x.dtype)
+        out = jnp.zeros_like(x)
+        for i in range(kh):
+            for j in range(kw):
+                out = out + k[i, j] * xp[i:i + H, j:j + W]
+        return out[..., 0] if squeeze else out
     # (C, 1, H, W) as a batch of single-channel images
     lhs = jnp.transpose(xp, (2, 0, 1))[:, None]
     rhs = jnp.asarray(kernel, x.dtype)[None, None]
     out = lax.conv_general_dilated(lhs, rhs, (1, 1), "VALID",
                                    precision=lax.Precision.HIGHEST)
     out = jnp.transpose(out[:, 0], (1, 2, 0))
+    return out[..., 0] if squeeze else out
+
+
+def _fast_len(n: int) -> int:
+    """Smallest m >= n whose prime factors are 2, 3 and 5 (a fast FFT length)."""
+    m = n
+    while True:
+        r = m
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
+
+
+def fft_conv2d(x, kernel, pad_mode="reflect"):
+    """:func:`conv2d` computed in the Fourier domain: same result (up to float32
+    rounding, ~1e-6), cost independent of the kernel size.
+
+    The image is padded by the kernel's half-size with ``pad_mode`` (so the border
+    rule is the same as :func:`conv2d`), zero-extended to a fast FFT length, and
+    circularly convolved; the wrap-around never reaches the kept centre.
+    """
+    x, squeeze = _as_hwc(x)
+    H, W, C = x.shape
+    kh, kw = kernel.shape
+    ph, pw = kh // 2, kw // 2
+    xp = _pad(x, ph, pw, pad_mode)
+    Hf, Wf = _fast_len(xp.shape[0]), _fast_len(xp.shape[1])
+    xp = jnp.pad(xp, ((0, Hf - xp.shape[0]), (0, Wf - xp.shape[1]), (0, 0)))
+    # correlation = convolution with the flipped kernel, centred at the origin
+    k = jnp.asarray(kernel, jnp.float32)[::-1, ::-1]
+    kf = jnp.zeros((Hf, Wf), jnp.float32).at[:kh, :kw].set(k)
+    kf = jnp.roll(kf, (-ph, -pw), axis=(0, 1))
+    X = jnp.fft.rfft2(xp, axes=(0, 1))
+    K = jnp.fft.rfft2(kf)
+    out = jnp.fft.irfft2(X * K[..., None], s=(Hf, Wf), axes=(0, 1))[ph:ph + H, pw:pw + W]
     return out[..., 0] if squeeze else out
 
 
@@ -200,9 +248,11 @@ def box_resize_matrix(n_in: int, n_out: int):
 
 
 def nearest_index(n_in: int, n_out: int):
-    """PIL ``Image.NEAREST`` source index of each output pixel."""
-    idx = jnp.floor((jnp.arange(n_out) + 0.5) * (n_in / n_out)).astype(jnp.int32)
-    return jnp.clip(idx, 0, n_in - 1)
+    """PIL ``Image.NEAREST`` source index of each output pixel (host int32 array)."""
+    import numpy as np
+
+    idx = np.floor((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.int32)
+    return np.clip(idx, 0, n_in - 1)
 
 
 # ----------------------------------------------------------------------------
@@ -261,15 +311,19 @@ def gaussian_taps(sigma, kmax: int, truncate: float = 4.0):
 
 def gaussian_blur_dyn(x, sigma, kmax: int, truncate: float = 4.0,
                       pad_mode: str = "edge"):
-    """:func:`gaussian_blur` with a traced sigma (scalar or (sy, sx))."""
+    """:func:`gaussian_blur` with a traced sigma (scalar or (sy, sx)), computed by FFT
+    (:func:`fft_conv2d`), so its cost does not grow with the blur."""
     if kmax <= 0:
         return x
     if isinstance(sigma, (tuple, list)):
         sy, sx = sigma
     else:
         sy = sx = sigma
-    x = conv2d(x, gaussian_taps(sy, kmax, truncate)[:, None], pad_mode)
-    return conv2d(x, gaussian_taps(sx, kmax, truncate)[None, :], pad_mode)
+    ky = gaussian_taps(sy, kmax, truncate)
+    kx = gaussian_taps(sx, kmax, truncate)
+    # the separable filter as one 2-D kernel in the Fourier domain: the padding modes
+    # are separable, so this equals the row pass followed by the column pass
+    return fft_conv2d(x, ky[:, None] * kx[None, :], pad_mode)
 
 
 def gauss_radius(sigma: float, truncate: float = 4.0) -> int:
@@ -288,7 +342,12 @@ def motion_blur_dyn(x, radius, sigma, angle_deg, wmax: int):
     k = k / jnp.sum(k)
     a = jnp.deg2rad(angle_deg)
     sin, cos = jnp.sin(a), jnp.cos(a)
-    H, W = x.shape[:2]
+    x, squeeze = _as_hwc(x)
+    H, W, C = x.shape
+    # |shift| <= width - 1: an edge-padded copy turns each shift into one contiguous
+    # dynamic_slice (out[y, x] = img[clip(y - dy), clip(x - dx)])
+    P = width
+    xp = jnp.pad(x, ((P, P), (P, P), (0, 0)), mode="edge")
 
     def body(t, carry):
         out, alive = carry
@@ -296,11 +355,12 @@ def motion_blur_dyn(x, radius, sigma, angle_deg, wmax: int):
         dy = -jnp.ceil(tf * sin - 0.5).astype(jnp.int32)
         dx = -jnp.ceil(tf * cos - 0.5).astype(jnp.int32)
         alive = alive & (jnp.abs(dy) < H) & (jnp.abs(dx) < W)
-        out = out + jnp.where(alive, k[t], 0.0) * shift_edge(x, dy, dx)
+        shifted = lax.dynamic_slice(xp, (P - dy, P - dx, 0), (H, W, C))
+        out = out + jnp.where(alive, k[t], 0.0) * shifted
         return out, alive
 
     out, _ = lax.fori_loop(0, width, body, (jnp.zeros_like(x), jnp.asarray(True)))
-    return out
+    return out[..., 0] if squeeze else out
 
 
 def zoom_coords_dyn(n: int, z):
@@ -367,3 +427,63 @@ def to_normal(u):
     from jax.scipy.special import ndtri
     eps = 1e-7
     return ndtri(jnp.clip(u, eps, 1.0 - eps))
+
+
+def normal16(key, shape):
+    """Standard normals of a static ``shape``, two per 32 random bits: Box-Muller on
+    the two 16-bit halves of each word (half the random bits of ``jax.random.normal``,
+    which dominate the cost of the noise corruptions on CPU). ``|z| <= 4.71``
+    (``sqrt(2 ln 2**16)``): the tails beyond are cut, a 2.5e-6 probability."""
+    n = math.prod(shape)
+    bits = jax.random.bits(key, ((n + 1) // 2,), jnp.uint32)
+    u1 = ((bits & 0xFFFF).astype(jnp.float32) + 1.0) * (1.0 / 65536.0)  # (0, 1]
+    u2 = (bits >> 16).astype(jnp.float32) * (2.0 * math.pi / 65536.0)
+    r = jnp.sqrt(-2.0 * jnp.log(u1))
+    return jnp.concatenate([r * jnp.cos(u2), r * jnp.sin(u2)])[:n].reshape(shape)
+
+
+def uniform24(bits):
+    """U[0, 1) from the top 24 bits of uint32 ``bits`` (exact in float32)."""
+    return (bits >> 8).astype(jnp.float32) * (1.0 / 16777216.0)
+
+
+def box_taps(n_in: int, n_out: int):
+    """PIL ``Image.BOX`` downsampling from ``n_in`` to ``n_out <= n_in`` pixels as
+    host constants: output ``o`` averages the input pixels ``j`` whose centre lies in
+    ``[c - s/2, c + s/2)`` (``c = (o + .5) s``, ``s = n_in / n_out``, in double
+    precision as PIL), a contiguous run of ``floor(s)`` or ``ceil(s)`` pixels.
+
+    Returns ``(index[K, n_out] int32, mask[K, n_out] bool, count[n_out])``: tap ``t`` of
+    output ``o`` reads pixel ``index[t, o]`` when ``mask[t, o]``.
+    """
+    import numpy as np
+
+    scale = n_in / n_out
+    fs = max(scale, 1.0)
+    o = np.arange(n_out)
+    c = (o + 0.5) * scale
+    lo = np.maximum(np.ceil(c - fs / 2 - 0.5).astype(np.int64) - 1, 0)
+    K = int(math.ceil(fs)) + 2
+    j = lo[None, :] + np.arange(K)[:, None]
+    xs = j + 0.5
+    mask = (xs >= c - fs / 2) & (xs < c + fs / 2) & (j < n_in)
+    count = np.maximum(mask.sum(0), 1)
+    return np.minimum(j, n_in - 1).astype(np.int32), mask, count
+
+
+def box_downsample(x, n_out: int, axis: int = 0):
+    """PIL ``Image.BOX`` downsampling of ``x`` along ``axis`` to a static ``n_out``
+    (see :func:`box_taps`): a few gathers with constant indices. Exact (up to the
+    final division) for integer-valued ``x``."""
+    idx, mask, count = box_taps(x.shape[axis], int(n_out))
+    shape = [1] * x.ndim
+    shape[axis] = int(n_out)
+    acc = None
+    for t in range(idx.shape[0]):
+        if not mask[t].any():
+            continue
+        term = jnp.take(x, jnp.asarray(idx[t]), axis=axis, mode="clip")
+        if not mask[t].all():
+            term = term * jnp.asarray(mask[t], x.dtype).reshape(shape)
+        acc = term if acc is None else acc + term
+    return acc / jnp.asarray(count, x.dtype).reshape(shape)

@@ -28,16 +28,64 @@ def disk_kernel(radius, alias_blur, half: int = 8, ksize: int = 3):
 
 
 def defocus_blur(key, x, p):
-    """Filter with the anti-aliased disk (cv2.filter2D, BORDER_REFLECT_101)."""
+    """Filter with the anti-aliased disk (cv2.filter2D, BORDER_REFLECT_101), by FFT."""
     del key
     k = disk_kernel(p["radius"], p["alias_blur"], p["half"], p["ksize"])
-    return _ops.conv2d(x, k, "reflect")
+    return _ops.fft_conv2d(x, k, "reflect")
 
 
 def gaussian_blur(key, x, p):
     """``skimage.filters.gaussian`` (truncate 4, mode 'nearest')."""
     del key
     return _ops.gaussian_blur_dyn(x, p["sigma"], p["kmax"])
+
+
+def _swap_loop(x, offs, d: int, iters: int):
+    """The reference's sequential pixel "swaps" on ONE (H, W, C) image: every pixel
+    from the bottom-right to the top-left, ``iters`` times, meets the pixel at its
+    random offset ``offs[t] = (dx, dy)``; later swaps see earlier ones.
+
+    The reference writes ``x[h, w], x[h', w'] = x[h', w'], x[h, w]``. On an RGB array
+    both right-hand sides are numpy *views*, so the first assignment overwrites the
+    pixel the second one reads: the pixel at the offset is copied onto ``(h, w)`` and
+    keeps its value (no swap). On a 2-D grayscale array they are scalars and the
+    pixels do swap. Both are reproduced (``C == 3``: copy; ``C == 1``: swap).
+    """
+    H, W, C = x.shape
+    copy = C == 3
+    nh, nw = H - 2 * d, W - 2 * d
+    n = nh * nw
+
+    def body(t, img):
+        j = t % n
+        h = H - d - j // nw
+        w = W - d - j % nw
+        dx, dy = offs[t, 0], offs[t, 1]
+        hp, wp = h + dy, w + dx
+        a = lax.dynamic_slice(img, (h, w, 0), (1, 1, C))
+        b = lax.dynamic_slice(img, (hp, wp, 0), (1, 1, C))
+        img = lax.dynamic_update_slice(img, b, (h, w, 0))
+        if copy:
+            return img
+        return lax.dynamic_update_slice(img, a, (hp, wp, 0))
+
+    return lax.fori_loop(0, iters * n, body, x, unroll=4)
+
+
+def _swaps(x, offs, d: int, iters: int):
+    """:func:`_swap_loop`, batched by ``lax.map`` instead of ``vmap``: a vmapped loop
+    would turn each in-place update into a scatter over the whole batch, making the
+    per-image cost grow with the batch size."""
+    f = jax.custom_batching.custom_vmap(lambda x, offs: _swap_loop(x, offs, d, iters))
+
+    @f.def_vmap
+    def _rule(axis_size, in_batched, x, offs):
+        xb, ob = in_batched
+        x = x if xb else jnp.broadcast_to(x, (axis_size,) + x.shape)
+        offs = offs if ob else jnp.broadcast_to(offs, (axis_size,) + offs.shape)
+        return lax.map(lambda a: _swaps(a[0], a[1], d, iters), (x, offs)), True
+
+    return f(x, offs)
 
 
 def glass_blur(key, x, p):
@@ -47,7 +95,8 @@ def glass_blur(key, x, p):
     pixels bottom-right to top-left and swapping each with a random neighbour
     at offset in ``[-max_delta, max_delta)``) is kept sequential and exact as
     one ``lax.fori_loop`` over a precomputed table of random offsets, so later
-    swaps see earlier ones like in the original; it vmaps over a batch.
+    swaps see earlier ones like in the original, including its copy-instead-of-swap
+    on RGB images (see :func:`_swap_loop`).
     """
     sigma, d, iters = p["sigma"], int(p["max_delta"]), int(p["iterations"])
     kmax = p["kmax"]
@@ -57,21 +106,9 @@ def glass_blur(key, x, p):
     n = nh * nw
     if n > 0 and iters > 0:
         # dx, dy = np.random.randint(-d, d, size=(2,))
-        u = jax.random.uniform(key, (iters * n, 2))
-        offs = jnp.clip(jnp.floor(u * (2 * d)), 0, 2 * d - 1).astype(jnp.int32) - d
-
-        def body(t, img):
-            j = t % n
-            h = H - d - j // nw
-            w = W - d - j % nw
-            dx, dy = offs[t, 0], offs[t, 1]
-            hp, wp = h + dy, w + dx
-            a = lax.dynamic_slice(img, (h, w, 0), (1, 1, img.shape[2]))
-            b = lax.dynamic_slice(img, (hp, wp, 0), (1, 1, img.shape[2]))
-            img = lax.dynamic_update_slice(img, b, (h, w, 0))
-            return lax.dynamic_update_slice(img, a, (hp, wp, 0))
-
-        x = lax.fori_loop(0, iters * n, body, x, unroll=8)
+        bits = jax.random.bits(key, (iters * n, 2), jnp.uint32)
+        offs = (_ops.uniform24(bits) * (2 * d)).astype(jnp.int32) - d
+        x = _swaps(x, offs, d, iters)
     return _ops.gaussian_blur_dyn(x, sigma, kmax)
 
 

@@ -43,24 +43,29 @@ def saturate(key, x, p):
 def pixelate(key, x, p):
     """PIL BOX downsampling to ``int(size * factor)`` then back up with
     nearest neighbour (imagecorruptions uses NEAREST; CIFAR-10-C used BOX,
-    which for upsampling selects the same single source pixel)."""
+    which for upsampling selects the same single source pixel). The factor is
+    static (it sets the small image's shape), so every resampling is a gather
+    with constant indices."""
     del key
     H, W, _ = x.shape
-    f = p["factor"]
-    h = jnp.maximum(1.0, jnp.floor(H * f + 1e-6))
-    w = jnp.maximum(1.0, jnp.floor(W * f + 1e-6))
-    Ah = _ops.box_resize_matrix_dyn(H, h)  # (H, H): rows >= h unused
-    Aw = _ops.box_resize_matrix_dyn(W, w)
-    hp = jax.lax.Precision.HIGHEST
-    small = jnp.einsum("ih,hwc,jw->ijc", Ah, x, Aw, precision=hp)
-    small = jnp.round(small * 255.0) / 255.0  # PIL works on 8-bit images
-    return small[_ops.nearest_index_dyn(h, H)][:, _ops.nearest_index_dyn(w, W)]
+    f = float(p["factor"])
+    h = max(1, int(H * f + 1e-6))
+    w = max(1, int(W * f + 1e-6))
+    v = jnp.round(x * 255.0)  # PIL works on 8-bit images
+    # every gather picks whole rows (contiguous W*C values): transpose in between
+    small = _ops.box_downsample(v, h, axis=0)  # (h, W, C)
+    small = _ops.box_downsample(jnp.transpose(small, (1, 0, 2)), w, axis=0)  # (w, h, C)
+    small = jnp.floor(small + 0.5) / 255.0
+    small = jnp.transpose(small, (1, 0, 2))  # (h, w, C): transposing the small image is cheap
+    small = jnp.take(small, jnp.asarray(_ops.nearest_index(h, H)), axis=0, mode="clip")
+    return jnp.take(small, jnp.asarray(_ops.nearest_index(w, W)), axis=1, mode="clip")
 
 
 def jpeg_compression(key, x, p):
-    """Baseline JPEG round trip at ``quality`` (see :mod:`.jpeg`)."""
+    """Baseline JPEG round trip at ``quality`` (see :mod:`.jpeg`; the quality is
+    static, so the quantisation tables are compile-time constants)."""
     del key
-    return jpeg_roundtrip(x, p["quality"], bool(p.get("subsample", True)))
+    return jpeg_roundtrip(x, int(p["quality"]), bool(p.get("subsample", True)))
 
 
 def _affine_from_points(src, dst):

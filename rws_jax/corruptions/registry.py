@@ -116,7 +116,8 @@ def _check_shape(shape):
         raise ValueError(f"images must be at least 8x8 pixels, got {H}x{W}")
 
 
-_STATIC_KEYS = {"glass_blur": ("max_delta", "iterations"), "spatter": ("mud",)}
+_STATIC_KEYS = {"glass_blur": ("max_delta", "iterations"), "spatter": ("mud",),
+                "pixelate": ("factor",), "jpeg_compression": ("quality",)}
 
 
 def split_params(name: str, severity: int, preset: str, height: int, width: int):
@@ -127,7 +128,9 @@ def split_params(name: str, severity: int, preset: str, height: int, width: int)
     allp = [scaled_params(name, s, preset, height, width) for s in SEVERITIES]
     p = dict(allp[int(severity) - 1])
     static = {k: p.pop(k) for k in _STATIC_KEYS.get(name, ())}
-    if name == "defocus_blur":
+    if name == "shot_noise":
+        static["table_size"] = noise.poisson_table_size(max(q["photons"] for q in allp))
+    elif name == "defocus_blur":
         static["half"] = max(8 if q["radius"] <= 8 else int(q["radius"]) for q in allp)
         static["ksize"] = 3 if p["radius"] <= 8 else 5
     elif name in ("glass_blur", "gaussian_blur"):

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from . import _ops
-from .frost_texture import frost_texture
+from .canny import canny, distance_to_edges
+from .frost_texture import frost_layer
 
 
 def _gray(x):
@@ -42,11 +42,11 @@ def snow(key, x, p):
 # ---------------------------------------------------------------- frost
 
 def frost(key, x, p):
-    """``image_weight * x + frost_weight * texture`` with a procedural frost
-    texture (see :mod:`rws_jax.corruptions.frost_texture`) instead of a crop
-    of one of the reference's six photographs."""
+    """``image_weight * x + frost_weight * layer``: the layer is a random crop of a
+    procedural frost field with the mean colour and crop contrast of one of the
+    reference's five photographs (see :mod:`rws_jax.corruptions.frost_texture`)."""
     H, W, C = x.shape
-    tex = frost_texture(key, H, W, channels=C)
+    tex = frost_layer(key, H, W, channels=C)
     return p["image_weight"] * x + p["frost_weight"] * tex
 
 
@@ -107,39 +107,11 @@ _WATER = (175 / 255.0, 238 / 255.0, 238 / 255.0)  # pale turquoise (RGB)
 _MUD = (63 / 255.0, 42 / 255.0, 20 / 255.0)  # mud brown
 
 
-def _sobel_l1(img):
-    kx = jnp.asarray([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], jnp.float32)
-    gx = _ops.conv2d(img, kx, "reflect")
-    gy = _ops.conv2d(img, kx.T, "reflect")
-    return jnp.abs(gx) + jnp.abs(gy)
-
-
-def _chamfer_distance(edges, cap: float = 20.0):
-    """Distance (chamfer 1 / sqrt 2 metric) to the nearest ``edges`` pixel,
-    truncated at ``cap``: ``cap`` relaxation sweeps of a 3x3 min filter."""
-    d0 = jnp.where(edges, 0.0, cap)
-    big = cap + 2.0
-    r2 = 2.0 ** 0.5
-
-    def body(_, d):
-        dp = jnp.pad(d, 1, constant_values=big)
-        H, W = d.shape
-        cands = [d]
-        for oy in (-1, 0, 1):
-            for ox in (-1, 0, 1):
-                if oy == 0 and ox == 0:
-                    continue
-                w = r2 if (oy and ox) else 1.0
-                cands.append(dp[1 + oy:1 + oy + H, 1 + ox:1 + ox + W] + w)
-        return jnp.min(jnp.stack(cands), axis=0)
-
-    return jnp.minimum(lax.fori_loop(0, int(cap), body, d0), cap)
-
-
 def _equalize_hist(v, nbins: int = 256):
-    """cv2.equalizeHist on integer-valued float ``v`` in [0, nbins)."""
+    """cv2.equalizeHist on integer-valued float ``v`` in [0, nbins) (nbins <= 256;
+    the histogram is counted by comparisons, cheap for the few bins spatter needs)."""
     vi = jnp.clip(v, 0, nbins - 1).astype(jnp.int32)
-    hist = jnp.zeros((nbins,), jnp.float32).at[vi.ravel()].add(1.0)
+    hist = jnp.stack([jnp.sum(vi == b) for b in range(nbins)]).astype(jnp.float32)
     cdf = jnp.cumsum(hist)
     total = cdf[-1]
     first = jnp.argmax(hist > 0)
@@ -154,15 +126,16 @@ def spatter(key, x, p):
 
     Liquid layer = N(loc, scale) noise, Gaussian-blurred by ``sigma``, values
     below ``threshold`` zeroed.  Mud: blurred mask, kept where >= 0.8, blended
-    as brown.  Water: the reference's OpenCV chain is approximated by: edges =
-    Sobel L1 magnitude > 100 (cv2.Canny(50, 150) without non-maximum
-    suppression/hysteresis), a chamfer distance transform truncated at 20
-    (cv2.distanceTransform + THRESH_TRUNC), 3x3 box blur, histogram
+    as brown.  Water: the reference's OpenCV chain: ``cv2.Canny(l8, 50, 150)``
+    (exact, :func:`rws_jax.corruptions.canny.canny`), the Euclidean distance to
+    the edges truncated at 20 (``cv2.distanceTransform(DIST_L2, 5)`` +
+    ``THRESH_TRUNC``; OpenCV's 5x5 mask approximates the Euclidean distance, we
+    compute it exactly: differences below 0.4), 3x3 box blur, histogram
     equalisation, the same emboss kernel with 8-bit saturation, 3x3 box blur;
     then ``x + m * turquoise`` with ``m = liquid * dist / max * intensity``.
     """
     H, W, C = x.shape
-    liquid = p["loc"] + p["scale"] * jax.random.normal(key, (H, W))
+    liquid = p["loc"] + p["scale"] * _ops.normal16(key, (H, W))
     liquid = _ops.gaussian_blur_dyn(liquid, p["sigma"], p["kmax"])
     liquid = jnp.where(liquid < p["threshold"], 0.0, liquid)
     if p["mud"]:
@@ -174,10 +147,10 @@ def spatter(key, x, p):
             color = _ops.rgb_to_gray(color[None, None])[0, 0]
         return x * (1 - m) + color * m
     l8 = jnp.clip(jnp.floor(liquid * 255.0), 0.0, 255.0)
-    edges = _sobel_l1(l8) > 100.0
-    dist = _chamfer_distance(edges, 20.0)
-    dist = jnp.floor(_ops.box_blur3(dist))
-    dist = _equalize_hist(dist)
+    edges = canny(l8, 50.0, 150.0)
+    dist = distance_to_edges(edges, 20)
+    dist = jnp.floor(_ops.box_blur3(dist))  # in [0, 20]
+    dist = _equalize_hist(dist, 21)
     ker = jnp.asarray([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], jnp.float32)
     dist = jnp.clip(jnp.round(_ops.conv2d(dist, ker, "reflect")), 0.0, 255.0)
     dist = _ops.box_blur3(dist)
