@@ -70,8 +70,8 @@ def measure(sizes=(224, 64, 32), seeds: int = 2, names=None, severities=(1, 2, 3
 def render(res: dict) -> str:
     sizes = res["sizes"]
     lines = ["# Corruption fidelity against imagecorruptions", "",
-             "Written by `python -m benchmarks.corruption_fidelity --out docs` "
-             "(needs `pip install -e '.[bench]'`).", "",
+             "Written by `python -m benchmarks.corruption_fidelity --out docs --docs docs/corruptions.md` "
+             "(needs `pip install -e '.[bench]'`; minutes on 2 CPU cores).", "",
              f"Strength = mean PSNR (dB) of corrupted vs. clean photograph over {len(res['photographs'])} "
              f"photographs ({', '.join(res['photographs'])}) and {res['seeds']} random draws each "
              "(one for deterministic corruptions); ours with `preset='imagenet'`. Each cell is "
@@ -98,6 +98,20 @@ def render(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+BEGIN, END = "<!-- corruption-fidelity:begin -->", "<!-- corruption-fidelity:end -->"
+
+
+def splice(doc: Path, table_md: str) -> None:
+    """Replace the text between the fidelity markers of ``doc`` by ``table_md``."""
+    text = doc.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{doc}: no {BEGIN} ... {END} markers to replace")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    body = table_md.split("\n", 2)[2]  # drop the title line of the standalone file
+    doc.write_text(head + BEGIN + "\n" + body + END + tail)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.corruption_fidelity", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,14 +119,18 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="224,64,32")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--only", default=None, help="comma-separated corruption names")
+    ap.add_argument("--docs", default=None, help="also write the table between the markers of this Markdown file")
+    ap.add_argument("--from-json", default=None, help="render an existing corruption_fidelity.json instead of measuring")
     args = ap.parse_args(argv)
     sizes = tuple(int(s) for s in args.sizes.split(","))
     names = tuple(s.strip() for s in args.only.split(",")) if args.only else None
-    res = measure(sizes, args.seeds, names)
+    res = json.loads(Path(args.from_json).read_text()) if args.from_json else measure(sizes, args.seeds, names)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "corruption_fidelity.json").write_text(json.dumps(res, indent=1))
     (out / "corruption_fidelity.md").write_text(render(res))
+    if args.docs:
+        splice(Path(args.docs), render(res))
     print(f"wrote {out / 'corruption_fidelity.md'}: {res['num_within']}/{res['num_cells']} within "
           f"{TOLERANCE_DB} dB")
     return 0 if res["num_within"] == res["num_cells"] else 1

@@ -497,3 +497,65 @@ def test_grid_idx_loader(tmp_path):
     np.testing.assert_array_equal(x[:, 2:30, 2:30, 0], imgs[:2])
     with pytest.raises(DatasetMissingError, match="apt-get install -y dataset-fashion-mnist"):
         load_fashion_mnist(path=str(tmp_path / "missing.gz"))
+
+
+# --------------------------------------------------------------------------
+# Canny and the distance transform of spatter (OpenCV comparisons are in
+# tests/test_corruption_fidelity.py, which needs the bench extra)
+# --------------------------------------------------------------------------
+
+def test_canny_thin_edge_and_hysteresis():
+    from rws_jax.corruptions.canny import canny
+
+    img = np.zeros((24, 24), np.uint8)
+    img[:, 12:] = 200  # a vertical step: one thin vertical edge line
+    e = np.asarray(canny(img, 50, 150))
+    cols = np.nonzero(e.any(0))[0]
+    assert len(cols) == 1 and cols[0] in (11, 12) and e[:, cols[0]].all()
+    # a weak step (gradient 4 * 30 = 120: above low, below high) alone is not an edge ...
+    weak = np.zeros((24, 24), np.uint8)
+    weak[:, 12:] = 30
+    assert not np.asarray(canny(weak, 50, 150)).any()
+    # ... but it is when it touches a strong one (hysteresis along the line)
+    both = weak.copy()
+    both[:6, 12:] = 200
+    eb = np.asarray(canny(both, 50, 150))
+    assert eb[15:, :].any()
+
+
+def test_distance_to_edges_is_the_truncated_euclidean_distance():
+    from rws_jax.corruptions.canny import distance_to_edges
+
+    rng = np.random.default_rng(3)
+    edges = rng.random((40, 50)) < 0.004
+    edges[5, 7] = True
+    d = np.asarray(distance_to_edges(edges, 20))
+    ys, xs = np.nonzero(edges)
+    yy, xx = np.mgrid[:40, :50]
+    brute = np.sqrt(((yy[..., None] - ys) ** 2 + (xx[..., None] - xs) ** 2).min(-1))
+    np.testing.assert_allclose(d, np.minimum(brute, 20), atol=1e-5)
+    assert np.asarray(distance_to_edges(np.zeros((8, 8), bool), 20)).min() == 20
+
+
+def test_shot_noise_poisson_table_is_exact_in_distribution():
+    """Table inversion draws Poisson(lam): mean and variance match for small and large rates."""
+    from rws_jax.corruptions.noise import poisson_inverse_cdf, poisson_table_size
+
+    c = 60.0
+    size = poisson_table_size(c)
+    for level in (0, 17, 255):
+        u = jax.random.uniform(KEY, (200_000,))
+        k = np.asarray(poisson_inverse_cdf(u, jnp.full(u.shape, level), c, size))
+        lam = level / 255 * c
+        assert abs(k.mean() - lam) < 4 * np.sqrt(max(lam, 1e-3) / len(k)) + 1e-6
+        assert abs(k.var() - lam) < 0.05 * lam + 1e-6
+
+
+def test_defocus_kernel_keeps_the_references_border_mass():
+    """The reference's disk for radius 8 and 10 fills its grid, and its anti-alias blur
+    (reflect-101 border) adds mass: the kernel sums to more than 1. Ours is the same."""
+    from rws_jax.corruptions.blur import disk_kernel
+
+    assert abs(float(np.asarray(disk_kernel(6.0, 0.5, 8, 3)).sum()) - 1) < 1e-5
+    assert float(np.asarray(disk_kernel(8.0, 0.5, 8, 3)).sum()) > 1.005
+    assert float(np.asarray(disk_kernel(10.0, 0.5, 10, 5)).sum()) > 1.005

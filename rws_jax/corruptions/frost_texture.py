@@ -5,7 +5,8 @@ one of five photographs of frosted glass (``frost1..5``; ``frost6`` is never dra
 ship no photographs. Instead:
 
 1. **One procedural field**, built once per process (cached) at ``BASE_SIZE`` pixels,
-   roughly the size of the photographs: a fractal value-noise haze (5 octaves of
+   roughly the size of the photographs (resized by 0.2 for the cifar10 preset, as
+   CIFAR-10-C shrinks its photographs): a fractal value-noise haze (5 octaves of
    bicubically upsampled uniform noise) plus crystalline needles (sparse seeds smeared
    along three random directions by a circular FFT convolution, the strongest direction
    wins per pixel), gated by a coarse noise so that ice grows in patches, lightly
@@ -122,31 +123,35 @@ def _target_std(stds, size: int) -> float:
 
 
 @functools.lru_cache(maxsize=16)
-def frost_bank(H: int, W: int):
-    """Host constants for ``(H, W)`` images: the field (resized up when the image is
-    larger than ``BASE_SIZE / 1.1``) standardised so that an ``H x W`` crop has mean 0
-    and, on average, std 1; and per reference photograph its RGB mean and target std.
+def frost_bank(H: int, W: int, photo_scale: float = 1.0):
+    """Host constants for ``(H, W)`` images: the field, resized by ``photo_scale`` (the
+    CIFAR-10-C reference shrinks its photographs by 0.2 before cropping 32 px) and at
+    least to ``1.1 * max(H, W)`` (the reference enlarges a photograph smaller than the
+    image), standardised so that an ``H x W`` crop has, on average, std 1; and per
+    reference photograph its RGB mean and the std of a crop that covers the same part
+    of the photograph (``H / photo_scale`` pixels).
 
     Returns ``(field[Hf, Wf] float32, mean_rgb[5, 3], std[5])`` as numpy arrays.
     """
     base = _base_field()
-    side = max(BASE_SIZE, int(math.ceil(1.1 * max(H, W))))
-    if side > BASE_SIZE:
+    side = max(int(round(BASE_SIZE * photo_scale)), int(math.ceil(1.1 * max(H, W))))
+    if side != BASE_SIZE:
         with jax.ensure_compile_time_eval():
-            base = np.asarray(jax.image.resize(base, (side, side), "cubic"), np.float32)
+            base = np.asarray(jax.image.resize(base, (side, side), "linear"), np.float32)
     rng = np.random.default_rng(0)
     ys = rng.integers(0, side - H + 1, 256)
     xs = rng.integers(0, side - W + 1, 256)
     crop_std = float(np.mean([base[y:y + H, x:x + W].std() for y, x in zip(ys, xs)]))
     field = ((base - base.mean()) / max(crop_std, 1e-6)).astype(np.float32)
     mean_rgb = np.asarray([m for m, _ in REFERENCE_FROST], np.float32)
-    std = np.asarray([_target_std(s, min(H, W)) for _, s in REFERENCE_FROST], np.float32)
+    covered = min(H, W) * BASE_SIZE / side  # pixels of the (512 px) photograph a crop covers
+    std = np.asarray([_target_std(s, covered) for _, s in REFERENCE_FROST], np.float32)
     return field, mean_rgb, std
 
 
-def frost_layer(key, H: int, W: int, channels: int = 3):
-    """A frost layer of shape (H, W, channels) (values about [0.2, 1]) for one image."""
-    field, mean_rgb, std = frost_bank(H, W)
+def frost_layer(key, H: int, W: int, channels: int = 3, photo_scale: float = 1.0):
+    """A frost layer of shape (H, W, channels), values in [0, 1], for one image."""
+    field, mean_rgb, std = frost_bank(H, W, float(photo_scale))
     Hf, Wf = field.shape
     k_pick, k_y, k_x, k_flip = jax.random.split(key, 4)
     v = jax.random.randint(k_pick, (), 0, len(REFERENCE_FROST))
@@ -165,6 +170,6 @@ def frost_layer(key, H: int, W: int, channels: int = 3):
     return jnp.clip(lum[..., None] * (rgb / lum_mean), 0.0, 1.0)
 
 
-def frost_texture(key, H: int, W: int, channels: int = 3):
+def frost_texture(key, H: int, W: int, channels: int = 3, photo_scale: float = 1.0):
     """Alias of :func:`frost_layer` (the name of earlier versions)."""
-    return frost_layer(key, H, W, channels)
+    return frost_layer(key, H, W, channels, photo_scale)

@@ -128,7 +128,12 @@ def split_params(name: str, severity: int, preset: str, height: int, width: int)
     allp = [scaled_params(name, s, preset, height, width) for s in SEVERITIES]
     p = dict(allp[int(severity) - 1])
     static = {k: p.pop(k) for k in _STATIC_KEYS.get(name, ())}
-    if name == "shot_noise":
+    if name == "frost":
+        # CIFAR-10-C shrinks the frost photographs by 0.2 for 32 px images (scaled
+        # with the image like the other spatial constants); imagecorruptions does not
+        scale = max(1.0, min(height, width) / REFERENCE_SIZE[preset])
+        static["photo_scale"] = min(1.0, 0.2 * scale) if preset == "cifar10" else 1.0
+    elif name == "shot_noise":
         static["table_size"] = noise.poisson_table_size(max(q["photons"] for q in allp))
     elif name == "defocus_blur":
         static["half"] = max(8 if q["radius"] <= 8 else int(q["radius"]) for q in allp)

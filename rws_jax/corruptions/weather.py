@@ -46,7 +46,7 @@ def frost(key, x, p):
     procedural frost field with the mean colour and crop contrast of one of the
     reference's five photographs (see :mod:`rws_jax.corruptions.frost_texture`)."""
     H, W, C = x.shape
-    tex = frost_layer(key, H, W, channels=C)
+    tex = frost_layer(key, H, W, channels=C, photo_scale=p["photo_scale"])
     return p["image_weight"] * x + p["frost_weight"] * tex
 
 
