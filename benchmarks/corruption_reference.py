@@ -89,13 +89,22 @@ def load_imagecorruptions():
         return None, f"imagecorruptions not importable: {type(e).__name__}: {e}"
 
 
-def reference_corrupt(ic_corrupt, image: np.ndarray, name: str, severity: int, seed: int) -> np.ndarray:
+def reference_corrupt(ic_corrupt, image: np.ndarray, name: str, severity: int, seed: int,
+                      return_invalid: bool = False):
     """One image through ``imagecorruptions`` with numpy's global RNG seeded (it draws
-    from ``np.random``), returned as uint8 like the package does."""
+    from ``np.random``), returned as uint8 like the package does.
+
+    With ``return_invalid=True`` also returns whether numpy warned about an invalid value
+    on the way: spatter's water divides by the maximum of an empty liquid layer (0/0)
+    when no pixel passes the threshold, and the NaN image becomes black in the uint8 cast.
+    """
     np.random.seed(seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return np.asarray(ic_corrupt(image, corruption_name=name, severity=severity), np.uint8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with np.errstate(invalid="warn"):
+            out = np.asarray(ic_corrupt(image, corruption_name=name, severity=severity), np.uint8)
+    invalid = any("invalid value" in str(w.message) for w in caught)
+    return (out, invalid) if return_invalid else out
 
 
 def _square(img: np.ndarray, size: int) -> np.ndarray:

@@ -75,9 +75,20 @@ def _stage(name):
 
 
 def _cmd_report(args) -> int:
-    from rws_jax.pipeline import write_report
+    from rws_jax.pipeline import summary_markdown, write_report
 
-    print(write_report(_make_run(args, record=False)))
+    run = _make_run(args, record=False)
+    if args.summary:
+        text = summary_markdown(run)
+        if args.splice:
+            from rws_jax.pipeline.report import splice_summary
+
+            splice_summary(Path(args.splice), text)
+            print(f"wrote the summary tables into {args.splice}")
+        else:
+            print(text, end="")
+        return 0
+    print(write_report(run))
     return 0
 
 
@@ -201,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=_stage(name))
     p = sub.add_parser("report", help="write report.md and figures/ from the stored metrics")
     _add_run_args(p)
+    p.add_argument("--summary", action="store_true",
+                   help="print README's Markdown tables (accuracies, chosen α) instead of writing the report")
+    p.add_argument("--splice", metavar="MARKDOWN", default=None,
+                   help="with --summary: write the tables between the demo-summary markers of this file")
     p.set_defaults(fn=_cmd_report)
     p = sub.add_parser("patch", help="patch a model of the run with signatures, evaluate, optionally save it")
     _add_run_args(p)

@@ -1,10 +1,10 @@
 """The end-to-end RWS pipeline: configs and presets, cached stages, report with plots."""
 
 from rws_jax.pipeline.config import PRESETS, PipelineConfig, apply_overrides, load_config, preset
-from rws_jax.pipeline.report import write_report
+from rws_jax.pipeline.report import summary_markdown, write_report
 from rws_jax.pipeline.stages import STAGES, ConfigMismatchError, Run, run_all
 
 __all__ = [
     "PRESETS", "PipelineConfig", "apply_overrides", "load_config", "preset",
-    "write_report", "STAGES", "ConfigMismatchError", "Run", "run_all",
+    "write_report", "summary_markdown", "STAGES", "ConfigMismatchError", "Run", "run_all",
 ]

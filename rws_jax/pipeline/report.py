@@ -251,6 +251,39 @@ def _bn_note(run: Run) -> str:
             + ("" if uses_batch_norm(run.model) else " (the model has no BatchNorm)"))
 
 
+def summary_markdown(run: Run) -> str:
+    """The Markdown tables README shows for a run: accuracies of every model (TA / RA per
+    corruption, means) and, when the merge stage ran, the α chosen on validation.
+    Printed by ``rws-jax report --summary``; ``tests/test_readme_numbers.py`` checks that
+    README holds exactly this for docs/offline_run."""
+    lines = _accuracy_table(run)
+    at = _alpha_table(run)
+    if at:
+        lines += [""] + at
+    return "\n".join(lines) + "\n"
+
+
+SUMMARY_BEGIN = "<!-- demo-summary:begin (rws-jax report --summary) -->"
+SUMMARY_END = "<!-- demo-summary:end -->"
+
+
+def summary_block(text: str) -> str:
+    """The part of ``text`` between the summary markers (``None`` when absent)."""
+    if SUMMARY_BEGIN not in text or SUMMARY_END not in text:
+        return None
+    return text.split(SUMMARY_BEGIN, 1)[1].split(SUMMARY_END, 1)[0].strip("\n") + "\n"
+
+
+def splice_summary(doc: Path, summary: str) -> None:
+    """Replace the text between the summary markers of ``doc`` by ``summary``."""
+    text = doc.read_text()
+    if summary_block(text) is None:
+        raise SystemExit(f"{doc}: no {SUMMARY_BEGIN} ... {SUMMARY_END} markers")
+    head, rest = text.split(SUMMARY_BEGIN, 1)
+    tail = rest.split(SUMMARY_END, 1)[1]
+    doc.write_text(head + SUMMARY_BEGIN + "\n\n" + summary + "\n" + SUMMARY_END + tail)
+
+
 def write_report(run: Run, command: str | None = None) -> Path:
     """Writes ``report.md`` and ``figures/*.png`` into the run directory."""
     figs = run.dir / "figures"
