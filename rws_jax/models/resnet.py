@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 from jax.nn import initializers
 
+from rws_jax.models.conv import Conv
 from rws_jax.models.vgg import scale_width
 
 BN_MOMENTUM = 0.9
@@ -49,11 +50,11 @@ def _norm(train: bool, dtype: Any, name: str, zero_scale: bool = False) -> nn.Ba
     )
 
 
-def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> nn.Conv:
+def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str, impl: str = "auto") -> Conv:
     pad = kernel // 2
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                   padding=((pad, pad), (pad, pad)), use_bias=False,
-                   kernel_init=conv_init, dtype=dtype, name=name)
+    return Conv(features, (kernel, kernel), strides=(stride, stride),
+                padding=((pad, pad), (pad, pad)), use_bias=False,
+                kernel_init=conv_init, dtype=dtype, impl=impl, name=name)
 
 
 class Stem(nn.Module):
@@ -64,10 +65,11 @@ class Stem(nn.Module):
     stride: int = 1
     max_pool: bool = False
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = _conv(self.features, self.kernel, self.stride, self.dtype, "conv")(x)
+        x = _conv(self.features, self.kernel, self.stride, self.dtype, "conv", self.conv_impl)(x)
         x = _norm(train, self.dtype, "bn")(x)
         x = nn.relu(x)
         if self.max_pool:
@@ -83,14 +85,15 @@ class BasicBlock(nn.Module):
     shortcut: str = "projection"  # 'projection' (option B) or 'pad' (option A)
     zero_init_residual: bool = False
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
 
     expansion = 1
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        out = _conv(self.features, 3, self.stride, self.dtype, "conv_0")(x)
+        out = _conv(self.features, 3, self.stride, self.dtype, "conv_0", self.conv_impl)(x)
         out = nn.relu(_norm(train, self.dtype, "bn_0")(out))
-        out = _conv(self.features, 3, 1, self.dtype, "conv_1")(out)
+        out = _conv(self.features, 3, 1, self.dtype, "conv_1", self.conv_impl)(out)
         out = _norm(train, self.dtype, "bn_1", self.zero_init_residual)(out)
         return nn.relu(out + _shortcut(self, x, self.features, train))
 
@@ -103,17 +106,18 @@ class BottleneckBlock(nn.Module):
     shortcut: str = "projection"
     zero_init_residual: bool = False
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
 
     expansion = 4
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         out_features = self.features * self.expansion
-        out = _conv(self.features, 1, 1, self.dtype, "conv_0")(x)
+        out = _conv(self.features, 1, 1, self.dtype, "conv_0", self.conv_impl)(x)
         out = nn.relu(_norm(train, self.dtype, "bn_0")(out))
-        out = _conv(self.features, 3, self.stride, self.dtype, "conv_1")(out)
+        out = _conv(self.features, 3, self.stride, self.dtype, "conv_1", self.conv_impl)(out)
         out = nn.relu(_norm(train, self.dtype, "bn_1")(out))
-        out = _conv(out_features, 1, 1, self.dtype, "conv_2")(out)
+        out = _conv(out_features, 1, 1, self.dtype, "conv_2", self.conv_impl)(out)
         out = _norm(train, self.dtype, "bn_2", self.zero_init_residual)(out)
         return nn.relu(out + _shortcut(self, x, out_features, train))
 
@@ -130,7 +134,7 @@ def _shortcut(block: nn.Module, x, out_features: int, train: bool):
             raise ValueError("'pad' shortcut cannot reduce the number of channels")
         return jnp.pad(y, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
     if block.shortcut == "projection":
-        y = _conv(out_features, 1, block.stride, block.dtype, "proj_conv")(x)
+        y = _conv(out_features, 1, block.stride, block.dtype, "proj_conv", block.conv_impl)(x)
         return _norm(train, block.dtype, "proj_bn")(y)
     raise ValueError(f"shortcut must be 'projection' or 'pad', got {block.shortcut!r}")
 
@@ -171,6 +175,8 @@ class ResNetCifar(nn.Module):
         0.27M parameters) or 'projection' (1x1 conv + BN when the shape changes).
       zero_init_residual: initialize the last BN scale of each block to zero.
       dtype: computation dtype (logits are returned as float32).
+      conv_impl: conv lowering (:class:`rws_jax.models.conv.Conv`; ``'auto'`` default,
+        ``'xla'`` = exactly ``nn.Conv``); parameters and results are the same.
     """
 
     depth: int = 20
@@ -179,6 +185,7 @@ class ResNetCifar(nn.Module):
     shortcut: str = "pad"
     zero_init_residual: bool = False
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
 
     @property
     def blocks_per_stage(self) -> int:
@@ -198,14 +205,16 @@ class ResNetCifar(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         x = jnp.asarray(x, self.dtype)
-        x = Stem(scale_width(16, self.width), kernel=3, stride=1, dtype=self.dtype, name="stem")(x, train)
+        x = Stem(scale_width(16, self.width), kernel=3, stride=1, dtype=self.dtype,
+                 conv_impl=self.conv_impl, name="stem")(x, train)
         for s, n in enumerate(self.stage_sizes):
             features = scale_width(16 * 2**s, self.width)
             for i in range(n):
                 stride = 2 if (s > 0 and i == 0) else 1
                 x = BasicBlock(features, stride=stride, shortcut=self.shortcut,
                                zero_init_residual=self.zero_init_residual,
-                               dtype=self.dtype, name=f"block_{s}_{i}")(x, train)
+                               dtype=self.dtype, conv_impl=self.conv_impl,
+                               name=f"block_{s}_{i}")(x, train)
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
         return jnp.asarray(x, jnp.float32)
@@ -225,6 +234,7 @@ class ResNet(nn.Module):
       stage_sizes: blocks per stage, e.g. (2, 2, 2, 2) for ResNet-18.
       block: 'basic' or 'bottleneck' (or a block class).
       num_classes, width, small_input, zero_init_residual, dtype: see above.
+      conv_impl: conv lowering (:class:`rws_jax.models.conv.Conv`), as for ResNetCifar.
     """
 
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
@@ -235,6 +245,7 @@ class ResNet(nn.Module):
     small_input: bool = False
     zero_init_residual: bool = False
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
 
     @property
     def unit_names(self) -> tuple[str, ...]:
@@ -247,9 +258,11 @@ class ResNet(nn.Module):
         x = jnp.asarray(x, self.dtype)
         stem_features = scale_width(self.num_filters, self.width)
         if self.small_input:
-            stem = Stem(stem_features, kernel=3, stride=1, max_pool=False, dtype=self.dtype, name="stem")
+            stem = Stem(stem_features, kernel=3, stride=1, max_pool=False, dtype=self.dtype,
+                        conv_impl=self.conv_impl, name="stem")
         else:
-            stem = Stem(stem_features, kernel=7, stride=2, max_pool=True, dtype=self.dtype, name="stem")
+            stem = Stem(stem_features, kernel=7, stride=2, max_pool=True, dtype=self.dtype,
+                        conv_impl=self.conv_impl, name="stem")
         x = stem(x, train)
         for s, n in enumerate(self.stage_sizes):
             features = scale_width(self.num_filters * 2**s, self.width)
@@ -257,7 +270,8 @@ class ResNet(nn.Module):
                 stride = 2 if (s > 0 and i == 0) else 1
                 x = block_cls(features, stride=stride, shortcut="projection",
                               zero_init_residual=self.zero_init_residual,
-                              dtype=self.dtype, name=f"block_{s}_{i}")(x, train)
+                              dtype=self.dtype, conv_impl=self.conv_impl,
+                              name=f"block_{s}_{i}")(x, train)
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
         return jnp.asarray(x, jnp.float32)

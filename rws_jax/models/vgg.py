@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import flax.linen as nn
 from jax.nn import initializers
 
+from rws_jax.models.conv import Conv, max_pool_2x2
+
 # The reference's cfgs 'A', 'B', 'D', 'E' (ints = conv output channels, 'M' = 2x2 max-pool,
 # stride 2). No trailing 'M': the last feature map is average-pooled to 1x1.
 VGG_CFGS: dict[str, tuple] = {
@@ -92,6 +94,12 @@ class VGG(nn.Module):
       cfg: layer configuration (ints = conv channels, 'M' = max-pool).
       dtype: computation dtype (parameters stay float32; logits are returned as float32).
       init_scheme: ``'reference'`` or ``'he_fan_in'`` (initialisation scheme, above).
+      conv_impl: how the convs are lowered (:class:`rws_jax.models.conv.Conv`): ``'auto'``
+        (default; fastest measured on XLA:CPU), ``'xla'`` (exactly ``nn.Conv`` and
+        ``nn.max_pool``, the graph of earlier versions), ``'im2col'`` or ``'tap_grad'``.
+        Other than ``'xla'`` the max-pools use :func:`rws_jax.models.conv.max_pool_2x2`
+        (same values and gradient). Same parameters and results (up to float32
+        rounding) either way.
 
     Input: ``[N, H, W, C]`` float, any number of channels; output ``[N, num_classes]``
     float32. ``train`` is accepted for API uniformity (the model has no dropout or
@@ -103,6 +111,7 @@ class VGG(nn.Module):
     cfg: Sequence[Any] = VGG_CFGS["vgg16"]
     dtype: Any = jnp.float32
     init_scheme: str = "reference"
+    conv_impl: str = "auto"
 
     @property
     def num_convs(self) -> int:
@@ -124,11 +133,14 @@ class VGG(nn.Module):
         for v in self.cfg:
             if v == "M":
                 if x.shape[1] > 1 and x.shape[2] > 1:
-                    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                    if self.conv_impl == "xla":
+                        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                    else:  # same values and gradient, cheaper gradient on XLA:CPU
+                        x = max_pool_2x2(x)
                 continue
-            x = nn.Conv(scale_width(v, self.width), (3, 3), padding=((1, 1), (1, 1)),
-                        kernel_init=conv_init, bias_init=initializers.zeros,
-                        dtype=self.dtype, name=f"conv_{i}")(x)
+            x = Conv(scale_width(v, self.width), (3, 3), padding=((1, 1), (1, 1)),
+                     kernel_init=conv_init, bias_init=initializers.zeros,
+                     dtype=self.dtype, impl=self.conv_impl, name=f"conv_{i}")(x)
             x = nn.relu(x)
             i += 1
         x = jnp.mean(x, axis=(1, 2))  # AdaptiveAvgPool2d((1, 1)) + flatten: [N, C]
