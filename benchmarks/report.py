@@ -367,3 +367,53 @@ def render(results: dict) -> str:
             else:
                 lines += fn(results[key])
     return "\n".join(lines)
+
+
+README_BEGIN = "<!-- bench-summary:begin (python -m benchmarks.report --splice README.md) -->"
+README_END = "<!-- bench-summary:end -->"
+RESULTS_JSON = "docs/benchmark_results_cpu.json"
+
+
+def readme_block(results: dict) -> str:
+    """README's benchmark summary: the machine line and the targets table of a run."""
+    m = results.get("machine", {})
+    lines = [f"Full mode, `python -m benchmarks --out results/bench` (`make bench`), copied to "
+             f"`{RESULTS_JSON}` and [docs/benchmark_results_cpu.md](docs/benchmark_results_cpu.md): "
+             f"{m.get('cpu_model', m.get('processor'))}, {m.get('cpu_count')} cores, JAX {m.get('jax')} on "
+             f"{m.get('jax_backend')}, load average {results.get('loadavg_start')} at the start, "
+             f"{results.get('total_s', 0):.0f} s in all.", ""]
+    lines += _table(["target", "goal", "measured", "status"],
+                    [[t["target"], t["goal"], t["measured"], f"**{t['status']}**"] for t in results.get("targets", [])])
+    return "\n".join(lines) + "\n"
+
+
+def readme_block_in(text: str):
+    if README_BEGIN not in text or README_END not in text:
+        return None
+    return text.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip("\n") + "\n"
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.report",
+                                 description="Write README's benchmark summary from a results.json.")
+    ap.add_argument("--json", default=RESULTS_JSON)
+    ap.add_argument("--splice", default="README.md", help="Markdown file with the bench-summary markers")
+    args = ap.parse_args(argv)
+    block = readme_block(json.loads(Path(args.json).read_text()))
+    doc = Path(args.splice)
+    text = doc.read_text()
+    if readme_block_in(text) is None:
+        raise SystemExit(f"{doc}: no {README_BEGIN} ... {README_END} markers")
+    head, rest = text.split(README_BEGIN, 1)
+    tail = rest.split(README_END, 1)[1]
+    doc.write_text(head + README_BEGIN + "\n\n" + block + "\n" + README_END + tail)
+    print(f"wrote the benchmark summary of {args.json} into {doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

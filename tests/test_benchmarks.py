@@ -131,3 +131,15 @@ def test_report_judges_patch_targets_per_device():
     assert small["status"] == "met" and "1.70×" in small["measured"]
     comp = tg["compose K signatures (fused) vs. its bound (K + 2 streams) [cpu (x)]"]
     assert comp["status"] == "met" and "82%" in comp["measured"]
+
+
+def test_readme_benchmark_summary_is_the_committed_run():
+    """README's benchmark table is docs/benchmark_results_cpu.json as benchmarks.report renders it."""
+    import json
+    from pathlib import Path
+
+    from benchmarks.report import RESULTS_JSON, readme_block, readme_block_in
+
+    root = Path(__file__).resolve().parent.parent
+    results = json.loads((root / RESULTS_JSON).read_text())
+    assert readme_block_in((root / "README.md").read_text()) == readme_block(results)
