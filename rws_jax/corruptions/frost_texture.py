@@ -53,66 +53,89 @@ REFERENCE_FROST = (
 
 # ---------------------------------------------------------------- the field
 
-def _value_noise(grids, H, W):
+def _cubic_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) bicubic (Keys, a = -0.5) upsampling weights, half-pixel centres,
+    clamped borders."""
+    pos = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+    base = np.floor(pos).astype(np.int64)
+    m = np.zeros((n_out, n_in))
+    for k in range(-1, 3):
+        t = np.abs(pos - (base + k))
+        w = np.where(t <= 1, 1.5 * t ** 3 - 2.5 * t ** 2 + 1,
+                     np.where(t < 2, -0.5 * t ** 3 + 2.5 * t ** 2 - 4 * t + 2, 0.0))
+        np.add.at(m, (np.arange(n_out), np.clip(base + k, 0, n_in - 1)), w)
+    return m / m.sum(1, keepdims=True)
+
+
+def _linear_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) bilinear resampling weights, half-pixel centres, clamped borders
+    (no antialiasing, like ``cv2.resize(..., INTER_LINEAR)``)."""
+    pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n_in - 1)
+    m = np.zeros((n_out, n_in))
+    np.add.at(m, (np.arange(n_out), lo), 1 - (pos - lo))
+    np.add.at(m, (np.arange(n_out), hi), pos - lo)
+    return m
+
+
+def _value_noise(rng, shapes, H, W) -> np.ndarray:
     """Sum of bicubically upsampled uniform grids, amplitude halving; in [0, 1]."""
-    out = jnp.zeros((H, W), jnp.float32)
+    out = np.zeros((H, W))
     amp, total = 1.0, 0.0
-    for g in grids:
-        out = out + amp * jax.image.resize(g, (H, W), "cubic")
+    for h, w in shapes:
+        g = rng.random((h, w))
+        out += amp * (_cubic_matrix(H, h) @ g @ _cubic_matrix(W, w).T)
         total += amp
         amp *= 0.5
-    out = out / total
+    out /= total
     return (out - out.min()) / (out.max() - out.min() + 1e-6)
 
 
-def _needles(u_seed, u_val, u_ang, H, W):
-    """Sparse seeds drawn into tapering line segments, one random direction per plane,
-    by circular convolution in the Fourier domain; max over the directions."""
-    n_dirs = u_seed.shape[0]
+def _circular_conv(planes: np.ndarray, kernels: np.ndarray) -> np.ndarray:
+    """Circular 2-D convolution of (n, H, W) planes with centred (n, k, k) kernels."""
+    n, H, W = planes.shape
+    k = kernels.shape[-1]
+    full = np.zeros((n, H, W))
+    full[:, :k, :k] = kernels
+    full = np.roll(full, (-(k // 2), -(k // 2)), axis=(1, 2))
+    return np.fft.irfft2(np.fft.rfft2(planes) * np.fft.rfft2(full), s=(H, W))
+
+
+def _needles(rng, H, W, n_dirs: int = 3) -> np.ndarray:
+    """Sparse seeds drawn into tapering line segments, one random direction per plane;
+    max over the directions."""
     L = max(2, int(round(0.15 * min(H, W))))  # half length in pixels
-    seeds = (u_seed < 12.0 / (H * W)) * (0.5 + 0.5 * u_val)
-    angles = (u_ang * jnp.pi)[:, None, None]
-    t = jnp.arange(-L, L + 1, dtype=jnp.float32)
+    seeds = (rng.random((n_dirs, H, W)) < 12.0 / (H * W)) * (0.5 + 0.5 * rng.random((n_dirs, H, W)))
+    angles = (rng.random(n_dirs) * np.pi)[:, None, None]
+    t = np.arange(-L, L + 1, dtype=np.float64)
     Y, X = t[:, None], t[None, :]
-    along = X * jnp.cos(angles) + Y * jnp.sin(angles)
-    across = -X * jnp.sin(angles) + Y * jnp.cos(angles)
-    kern = jnp.clip(1.0 - jnp.abs(across), 0.0, 1.0) * jnp.clip(
-        1.0 - jnp.abs(along) / (L + 1), 0.0, 1.0)  # (n_dirs, 2L+1, 2L+1)
-    # centre the kernel at (0, 0) of an (H, W) plane: circular convolution = wrap padding
-    full = jnp.zeros((n_dirs, H, W), jnp.float32).at[:, :2 * L + 1, :2 * L + 1].set(kern)
-    full = jnp.roll(full, (-L, -L), axis=(1, 2))
-    out = jnp.fft.irfft2(jnp.fft.rfft2(seeds) * jnp.fft.rfft2(full), s=(H, W))
-    return jnp.clip(jnp.max(out, axis=0), 0.0, 1.0)
+    along = X * np.cos(angles) + Y * np.sin(angles)
+    across = -X * np.sin(angles) + Y * np.cos(angles)
+    kern = np.clip(1.0 - np.abs(across), 0.0, 1.0) * np.clip(1.0 - np.abs(along) / (L + 1), 0.0, 1.0)
+    return np.clip(_circular_conv(seeds, kern).max(axis=0), 0.0, 1.0)
 
 
-def procedural_field(key, H: int, W: int):
-    """A frost luminance field of shape (H, W) in [0, 1] (see the module doc)."""
-    from . import _ops
-
-    n_dirs = 3
-    haze_shapes = [(max(2, min(3 * 2 ** o, H)), max(2, min(3 * 2 ** o, W))) for o in range(5)]
-    patch_shapes = [(max(2, min(2 * 2 ** o, H)), max(2, min(2 * 2 ** o, W))) for o in range(3)]
-    draws = _ops.uniforms(key, *haze_shapes, *patch_shapes, (n_dirs, H, W), (n_dirs, H, W), (n_dirs,))
-    haze = _value_noise(draws[:5], H, W)
-    patches = _value_noise(draws[5:8], H, W)
-    needles = _needles(draws[8], draws[9], draws[10], H, W)
-    gate = jnp.clip(1.6 * patches - 0.3, 0.0, 1.0)
+def procedural_field(seed: int, H: int, W: int) -> np.ndarray:
+    """A frost luminance field, float32 (H, W) in [0, 1], from a numpy seed (see the
+    module doc). Host code: built once, then cropped inside the jitted corruption."""
+    rng = np.random.default_rng(seed)
+    haze = _value_noise(rng, [(max(2, min(3 * 2 ** o, H)), max(2, min(3 * 2 ** o, W))) for o in range(5)], H, W)
+    patches = _value_noise(rng, [(max(2, min(2 * 2 ** o, H)), max(2, min(2 * 2 ** o, W))) for o in range(3)], H, W)
+    needles = _needles(rng, H, W)
+    gate = np.clip(1.6 * patches - 0.3, 0.0, 1.0)
     lum = 0.30 + 0.35 * haze + 0.6 * needles * gate
     sigma = 0.35 * min(H, W) / 32.0
-    k = _ops.gaussian_kernel_1d(sigma)
-    lum = _ops.fft_conv2d(lum, k[:, None] * k[None, :], "wrap")
-    return jnp.clip(lum, 0.0, 1.0)
+    r = int(4 * sigma + 0.5)
+    g = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    g /= g.sum()
+    lum = _circular_conv(lum[None], (g[:, None] * g[None, :])[None])[0]
+    return np.clip(lum, 0.0, 1.0).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=1)
 def _base_field() -> np.ndarray:
-    # May be first called while a corruption is being traced: make the key concrete
-    # and run an ahead-of-time compiled program, so the field is computed now (and
-    # once) instead of being staged into the caller's program.
-    with jax.ensure_compile_time_eval():
-        key = jax.random.key(20230701)
-    compiled = jax.jit(procedural_field, static_argnums=(1, 2)).lower(key, BASE_SIZE, BASE_SIZE).compile()
-    return np.asarray(compiled(key), np.float32)
+    return procedural_field(20230701, BASE_SIZE, BASE_SIZE)
 
 
 def _target_std(stds, size: int) -> float:
@@ -136,8 +159,8 @@ def frost_bank(H: int, W: int, photo_scale: float = 1.0):
     base = _base_field()
     side = max(int(round(BASE_SIZE * photo_scale)), int(math.ceil(1.1 * max(H, W))))
     if side != BASE_SIZE:
-        with jax.ensure_compile_time_eval():
-            base = np.asarray(jax.image.resize(base, (side, side), "linear"), np.float32)
+        m = _linear_matrix(side, BASE_SIZE)
+        base = (m @ base @ m.T).astype(np.float32)
     rng = np.random.default_rng(0)
     ys = rng.integers(0, side - H + 1, 256)
     xs = rng.integers(0, side - W + 1, 256)
