@@ -8,7 +8,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PRESET ?= offline
 OUT    ?= results/$(PRESET)
 
-.PHONY: venv data demo test test-fast bench bench-quick bench-train grid clean
+.PHONY: venv data demo test test-fast bench bench-quick bench-docs bench-train grid clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ bench-quick: venv
 
 bench: venv data
 	$(PY) -m benchmarks --out results/bench
+
+# a full run, committed: docs/benchmark_results_cpu.{md,json} and README's targets table
+bench-docs: bench
+	cp results/bench/results.md docs/benchmark_results_cpu.md
+	cp results/bench/results.json docs/benchmark_results_cpu.json
+	$(PY) -m benchmarks.report --json docs/benchmark_results_cpu.json --splice README.md
 
 # Training throughput of our jitted step vs. a PyTorch loop (docs/train_throughput_cpu.md).
 bench-train: venv
