@@ -20,6 +20,9 @@ first, then A, B, C, ... ``repeats`` times, median reported):
 * ``ours_<corruption>``: plus the on-device corruption (``gaussian_noise``: cheap; ``fog``:
   costly), severity 5, as ``TrainConfig(corruption=...)`` trains robust models.
 * ``ours_bf16`` (not for full-width VGG-16): ``compute_dtype='bfloat16'``.
+* ``ours_xla_conv``: ``ours`` with ``conv_impl='xla'``, i.e. plain ``flax.linen.Conv`` and
+  ``nn.max_pool`` (the graph before :mod:`rws_jax.models.conv`), to show what the default
+  ``conv_impl='auto'`` buys on this machine.
 
 Thread situation: PyTorch uses ``torch.get_num_threads()`` intra-op threads; XLA:CPU runs
 its convolutions/matmuls on its own Eigen thread pool with one thread per core
@@ -202,6 +205,8 @@ def measure_case(case: dict) -> dict:
         variants[f"ours_{c}"] = ours_variant(case["ours"](), bs, corruption=c)[0]
     if case.get("bf16"):
         variants["ours_bf16"] = ours_variant(case["ours"](), bs, compute_dtype="bfloat16")[0]
+    if case.get("xla_conv", True):
+        variants["ours_xla_conv"] = ours_variant(case["ours"]().clone(conv_impl="xla"), bs)[0]
     t0 = time.perf_counter()
     res = interleaved(variants, repeats=int(case["repeats"]), warmup=1)
     out = {"batch": bs, "params": n_ours, "repeats": int(case["repeats"]),
@@ -247,12 +252,14 @@ def to_markdown(result: dict, command: str) -> str:
         "(`torch.optim.SGD`); `ours`: `make_train_step` with `TrainConfig.reference_cifar()`'s optimizer, "
         "state donated. Both without augmentation; `ours +aug` adds the on-device random crop + flip, "
         "`ours +<corruption>` the on-device corruption (severity 5) as robust fine-tuning runs it, "
-        "`ours bf16` `compute_dtype='bfloat16'`. Variants run interleaved after a warm-up "
+        "`ours bf16` `compute_dtype='bfloat16'`; `ours nn.Conv` is `ours` with `conv_impl='xla'` "
+        "(plain `flax.linen.Conv` + `nn.max_pool`, the graph before `rws_jax.models.conv`; `ours` uses "
+        "the default `conv_impl='auto'`). Variants run interleaved after a warm-up "
         "(compilation), median of `repeats` steps; images/s = batch / median step time.",
         "",
         "| model | params | batch | repeats | torch img/s | ours img/s | **ours / torch** | ours +aug | "
-        "ours +gaussian_noise | ours +fog | ours bf16 | ours compile+1st step s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "ours +gaussian_noise | ours +fog | ours bf16 | ours nn.Conv | ours compile+1st step s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def g(v, k):
@@ -263,7 +270,7 @@ def to_markdown(result: dict, command: str) -> str:
         lines.append(
             f"| {name} | {r['params']:,} | {r['batch']} | {r['repeats']} | {g(v, 'torch')} | {g(v, 'ours')} | "
             f"**{r['ratio_ours_over_torch']:.2f}x** | {g(v, 'ours_augment')} | {g(v, 'ours_gaussian_noise')} | "
-            f"{g(v, 'ours_fog')} | {g(v, 'ours_bf16')} | {v['ours']['first_s']:.1f} |")
+            f"{g(v, 'ours_fog')} | {g(v, 'ours_bf16')} | {g(v, 'ours_xla_conv')} | {v['ours']['first_s']:.1f} |")
     lines += ["", "Medians and min/max step times per variant are in `train_throughput.json`.", ""]
     notes = result.get("notes")
     if notes:
