@@ -189,6 +189,33 @@ def torch_variant(net, batch: int, seed: int = 0) -> tuple[Callable[[], Any], in
     return run, nparams
 
 
+def _cpu_busy_s() -> float | None:
+    """Busy CPU seconds of the whole machine so far (all cores; /proc/stat), None off Linux."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        ticks = [int(v) for v in fields]
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """CPU used by *other* processes while a case runs, in cores (machine busy time minus
+    this process's CPU time, over wall time), and the 1-min load average at the end."""
+
+    def __enter__(self):
+        self.busy0, self.own0, self.t0 = _cpu_busy_s(), time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        busy1, own1, t1 = _cpu_busy_s(), time.process_time(), time.perf_counter()
+        self.other_cores = (None if self.busy0 is None or busy1 is None else
+                            round(max(0.0, (busy1 - self.busy0) - (own1 - self.own0)) / (t1 - self.t0), 2))
+        self.loadavg_1min = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+        return False
+
+
 def measure_case(case: dict) -> dict:
     """Times every variant of one case interleaved; returns per-variant stats + images/s."""
     bs = int(case["batch"])
@@ -208,9 +235,12 @@ def measure_case(case: dict) -> dict:
     if case.get("xla_conv", True):
         variants["ours_xla_conv"] = ours_variant(case["ours"]().clone(conv_impl="xla"), bs)[0]
     t0 = time.perf_counter()
-    res = interleaved(variants, repeats=int(case["repeats"]), warmup=1)
+    with OtherLoad() as load:
+        res = interleaved(variants, repeats=int(case["repeats"]), warmup=1)
     out = {"batch": bs, "params": n_ours, "repeats": int(case["repeats"]),
-           "wall_s": round(time.perf_counter() - t0, 1), "variants": {}}
+           "wall_s": round(time.perf_counter() - t0, 1),
+           "other_processes_cpu_cores": load.other_cores, "loadavg_1min_end": load.loadavg_1min,
+           "variants": {}}
     for name, st in res.items():
         out["variants"][name] = {**{k: (round(v, 5) if isinstance(v, float) else v) for k, v in st.items()},
                                  "images_per_s": round(bs / st["median_s"], 1)}
@@ -231,6 +261,10 @@ def thread_info() -> dict:
             "jax_backend": jax.default_backend(),
             "jax_devices": [str(d) for d in jax.devices()],
             "xla_cpu_threads": "XLA:CPU Eigen pool, one thread per core (default, untuned)"}
+
+
+def _fmt_cores(v) -> str:
+    return "–" if v is None else f"{v:.2f}"
 
 
 def to_markdown(result: dict, command: str) -> str:
@@ -257,9 +291,13 @@ def to_markdown(result: dict, command: str) -> str:
         "the default `conv_impl='auto'`). Variants run interleaved after a warm-up "
         "(compilation), median of `repeats` steps; images/s = batch / median step time.",
         "",
+        "`other CPU`: cores used by other processes while the case ran (from `/proc/stat`); "
+        "where it is well above 0 the ratio ours/torch is not reliable (PyTorch's OpenMP threads slow "
+        "down far more than XLA's pool when cores are taken), the ratio ours / ours nn.Conv still is.",
+        "",
         "| model | params | batch | repeats | torch img/s | ours img/s | **ours / torch** | ours +aug | "
-        "ours +gaussian_noise | ours +fog | ours bf16 | ours nn.Conv | ours compile+1st step s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "ours +gaussian_noise | ours +fog | ours bf16 | ours nn.Conv | ours compile+1st step s | other CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def g(v, k):
@@ -270,7 +308,8 @@ def to_markdown(result: dict, command: str) -> str:
         lines.append(
             f"| {name} | {r['params']:,} | {r['batch']} | {r['repeats']} | {g(v, 'torch')} | {g(v, 'ours')} | "
             f"**{r['ratio_ours_over_torch']:.2f}x** | {g(v, 'ours_augment')} | {g(v, 'ours_gaussian_noise')} | "
-            f"{g(v, 'ours_fog')} | {g(v, 'ours_bf16')} | {g(v, 'ours_xla_conv')} | {v['ours']['first_s']:.1f} |")
+            f"{g(v, 'ours_fog')} | {g(v, 'ours_bf16')} | {g(v, 'ours_xla_conv')} | {v['ours']['first_s']:.1f} | "
+            f"{_fmt_cores(r.get('other_processes_cpu_cores'))} |")
     lines += ["", "Medians and min/max step times per variant are in `train_throughput.json`.", ""]
     notes = result.get("notes")
     if notes:
@@ -305,8 +344,15 @@ def main(argv=None) -> dict:
               f"{r['variants']['torch']['images_per_s']} img/s, ratio {r['ratio_ours_over_torch']}", flush=True)
     result["wall_s"] = time.perf_counter() - t0
     below = [n for n, r in result["cases"].items() if r["ratio_ours_over_torch"] < 1.0]
-    result["notes"] = ([f"below 1.0x torch: {', '.join(below)}"] if below else
-                       ["ours >= 1.0x torch for every model measured"])
+    busy_now = [n for n, r in result["cases"].items() if (r.get("other_processes_cpu_cores") or 0) > 0.25]
+    caveat = " (but see the next note)" if busy_now else ""
+    result["notes"] = ([f"below 1.0x torch: {', '.join(below)}{caveat}"] if below else
+                       [f"ours >= 1.0x torch for every model measured{caveat}"])
+    busy = [n for n, r in result["cases"].items() if (r.get("other_processes_cpu_cores") or 0) > 0.25]
+    if busy:
+        result["notes"].append(
+            f"other processes used CPU during {', '.join(busy)} (column `other CPU`): the torch "
+            "numbers and the ours/torch ratios of those rows are not reliable; rerun on an idle machine")
     (out / "train_throughput.json").write_text(json.dumps(result, indent=2))
     md = to_markdown(result, command)
     (out / "train_throughput.md").write_text(md)
