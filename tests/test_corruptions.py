@@ -559,3 +559,18 @@ def test_defocus_kernel_keeps_the_references_border_mass():
     assert abs(float(np.asarray(disk_kernel(6.0, 0.5, 8, 3)).sum()) - 1) < 1e-5
     assert float(np.asarray(disk_kernel(8.0, 0.5, 8, 3)).sum()) > 1.005
     assert float(np.asarray(disk_kernel(10.0, 0.5, 10, 5)).sum()) > 1.005
+
+
+def test_cpu_chunking_gives_the_per_image_results_of_one_vmap(monkeypatch):
+    """Large CPU batches run in chunks (lax.map over vmapped chunks); every image gets
+    the result it gets in a single vmap over the whole batch."""
+    from rws_jax.corruptions import registry
+
+    x = np.concatenate([BATCHES["rgb_u8"]] * 3)  # 12 images of 32x32x3
+    whole = np.asarray(corrupt(x, "gaussian_noise", 3, KEY))
+    monkeypatch.setattr(registry, "CPU_CHUNK_VALUES", 5 * 32 * 32 * 3)  # chunks of 5 images
+    jax.clear_caches()  # retrace with the small chunk
+    chunked = np.asarray(corrupt(x, "gaussian_noise", 3, KEY))
+    np.testing.assert_array_equal(chunked, whole)
+    mixed = np.asarray(corrupt_mixture(x, ("fog", "contrast"), 2, KEY))
+    assert mixed.shape == x.shape
