@@ -63,6 +63,13 @@ def coefficients(alphas, num: int, mode: str = "linear") -> jax.Array:
       RWSError: unknown mode, or a sequence whose length is not ``num``.
       NonFiniteError: a NaN/inf coefficient.
     """
+    return jnp.asarray(host_coefficients(alphas, num, mode))
+
+
+def host_coefficients(alphas, num: int, mode: str = "linear") -> np.ndarray:
+    """:func:`coefficients` as a host ``f32[num]`` numpy array (same values, same
+    errors): ``rws.patch_plan`` passes it to its jitted call with the other arguments
+    instead of a separate ``jnp.asarray`` transfer."""
     if mode not in MODES:
         raise RWSError(f"unknown combination mode {mode!r}: choose one of {MODES}")
     a = np.asarray(alphas, dtype=np.float32)
@@ -77,7 +84,7 @@ def coefficients(alphas, num: int, mode: str = "linear") -> jax.Array:
         # --finetune_alpha w_1 … w_N: w_k as given; --alpha α: w_k = α/N. Applied twice.
         w = a if per_signature else a / np.float32(num)
         a = w * w
-    return jnp.asarray(a)
+    return a
 
 
 def _as_list(signatures) -> list[Signature]:

@@ -27,32 +27,14 @@ import functools
 from typing import Any, Sequence
 
 import jax
-import numpy as np
 
 from rws_jax import tree_paths
-from rws_jax.algebra import MODES, _as_list, _combine_impl, _out_shardings, check_compatible, check_finite
-from rws_jax.errors import IncompatibleSignatureError, NonFiniteError, RWSError
+from rws_jax.algebra import (MODES, _as_list, _combine_impl, _out_shardings, check_compatible, check_finite,
+                            host_coefficients)
+from rws_jax.errors import IncompatibleSignatureError, RWSError
 from rws_jax.signature import Signature
 
 PyTree = Any
-
-
-def host_coefficients(alphas, num: int, mode: str) -> np.ndarray:
-    """:func:`rws_jax.coefficients` as a host ``f32[num]`` numpy array (same values,
-    same errors), so that the jitted call transfers it with its other arguments
-    instead of a separate ``jnp.asarray`` round trip."""
-    a = np.asarray(alphas, dtype=np.float32)
-    per_signature = a.ndim != 0
-    if not per_signature:
-        a = np.full((num,), a, np.float32)
-    if a.shape != (num,):
-        raise RWSError(f"got {a.size} coefficients for {num} signatures")
-    if not np.all(np.isfinite(a)):
-        raise NonFiniteError(f"coefficients must be finite, got {a.tolist()}")
-    if mode == "reference":
-        w = a if per_signature else a / np.float32(num)
-        a = w * w
-    return a
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
