@@ -5,6 +5,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+import rws_jax as rws
+
 
 class TinyCNN(nn.Module):
     """conv_0 -> bn_0 -> conv_1 -> conv_2 -> head; units in forward order."""
@@ -39,3 +41,14 @@ def tiny_models():
     fog = perturb(init, jax.random.key(2))
     snow = perturb(init, jax.random.key(3))
     return model, init, std, fog, snow
+
+
+@pytest.fixture(scope="session")
+def sigs(tiny_models):
+    """(fog, snow): signatures of the first 2 and first 3 units of the tiny models
+    (a test module may define its own ``sigs``, which then takes precedence)."""
+    _, init, std, fog, snow = tiny_models
+    return (
+        rws.extract(init, std, fog, rws.first_k(2), name="fog"),
+        rws.extract(init, std, snow, rws.first_k(3), name="snow"),
+    )

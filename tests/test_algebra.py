@@ -7,15 +7,6 @@ import pytest
 import rws_jax as rws
 
 
-@pytest.fixture(scope="module")
-def sigs(tiny_models):
-    _, init, std, fog, snow = tiny_models
-    return (
-        rws.extract(init, std, fog, rws.first_k(2), name="fog"),
-        rws.extract(init, std, snow, rws.first_k(3), name="snow"),
-    )
-
-
 def _leaf(tree, path):
     for k in path.split("/"):
         tree = tree[k]

@@ -1,5 +1,6 @@
 """rws_jax.models.conv: the CPU-friendly Conv / max-pool equal flax.linen's to float32 rounding."""
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -37,10 +38,7 @@ def test_conv_matches_flax_conv(impl, shape, features, kernel, strides, padding,
     x = jax.random.normal(jax.random.key(1), shape)
     v_ref = ref.init(jax.random.key(0), x)
     v_ours = ours.init(jax.random.key(0), x)
-    # identical parameter tree and initial values
-    assert jax.tree_util.tree_structure(v_ref) == jax.tree_util.tree_structure(v_ours)
-    for a, b in zip(jax.tree_util.tree_leaves(v_ref), jax.tree_util.tree_leaves(v_ours)):
-        np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(v_ours, v_ref)  # identical parameter tree and initial values
     if use_bias:  # a non-zero bias, so its gradient path is exercised with a real value
         v_ref = jax.tree_util.tree_map(lambda p: p + 0.1, v_ref)
         v_ours = v_ref
@@ -117,9 +115,7 @@ def test_models_auto_equal_xla(name, kwargs, shape):
     x = jax.random.normal(jax.random.key(1), shape)
     v = ref.init(jax.random.key(0), x)
     v_fast = fast.init(jax.random.key(0), x)
-    assert jax.tree_util.tree_structure(v) == jax.tree_util.tree_structure(v_fast)
-    for a, b in zip(jax.tree_util.tree_leaves(v), jax.tree_util.tree_leaves(v_fast)):
-        np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(v_fast, v)  # identical parameter tree and initial values
     mutable = ["batch_stats"] if "batch_stats" in v else False
 
     def loss(m, params):

@@ -15,15 +15,6 @@ from tests.conftest import TinyCNN, perturb
 pp_module = importlib.import_module("rws_jax.patch_plan")
 
 
-@pytest.fixture(scope="module")
-def sigs(tiny_models):
-    _, init, std, fog, snow = tiny_models
-    return (
-        rws.extract(init, std, fog, rws.first_k(2), name="fog"),
-        rws.extract(init, std, snow, rws.first_k(3), name="snow"),
-    )
-
-
 def _copy(tree):
     return jax.tree.map(jnp.copy, tree)
 
