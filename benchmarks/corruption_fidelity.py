@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rws_jax.markdown_blocks import write_block
+
 TOLERANCE_DB = 1.5
 
 
@@ -127,13 +129,8 @@ BEGIN, END = "<!-- corruption-fidelity:begin -->", "<!-- corruption-fidelity:end
 
 def splice(doc: Path, table_md: str) -> None:
     """Replace the text between the fidelity markers of ``doc`` by ``table_md``."""
-    text = doc.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{doc}: no {BEGIN} ... {END} markers to replace")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
     body = table_md.split("\n", 2)[2]  # drop the title line of the standalone file
-    doc.write_text(head + BEGIN + "\n" + body + END + tail)
+    write_block(doc, BEGIN, END, "\n" + body)
 
 
 def main(argv=None) -> int:

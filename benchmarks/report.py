@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from rws_jax.markdown_blocks import read_block, write_block
+
 
 def _ms(s):
     return "—" if s is None else f"{s * 1e3:.2f} ms"
@@ -388,9 +390,7 @@ def readme_block(results: dict) -> str:
 
 
 def readme_block_in(text: str):
-    if README_BEGIN not in text or README_END not in text:
-        return None
-    return text.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip("\n") + "\n"
+    return read_block(text, README_BEGIN, README_END)
 
 
 def main(argv=None) -> int:
@@ -404,14 +404,8 @@ def main(argv=None) -> int:
     ap.add_argument("--splice", default="README.md", help="Markdown file with the bench-summary markers")
     args = ap.parse_args(argv)
     block = readme_block(json.loads(Path(args.json).read_text()))
-    doc = Path(args.splice)
-    text = doc.read_text()
-    if readme_block_in(text) is None:
-        raise SystemExit(f"{doc}: no {README_BEGIN} ... {README_END} markers")
-    head, rest = text.split(README_BEGIN, 1)
-    tail = rest.split(README_END, 1)[1]
-    doc.write_text(head + README_BEGIN + "\n\n" + block + "\n" + README_END + tail)
-    print(f"wrote the benchmark summary of {args.json} into {doc}")
+    write_block(Path(args.splice), README_BEGIN, README_END, "\n\n" + block + "\n")
+    print(f"wrote the benchmark summary of {args.json} into {args.splice}")
     return 0
 
 
