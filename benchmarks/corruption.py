@@ -21,7 +21,6 @@ batch (1.0 = perfectly flat; the target is ≤ 1.25).
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import jax
@@ -134,6 +133,3 @@ def run(quick: bool = False, log=print, severity: int = 3) -> dict:
         out["per_size"][str(size)] = summary
     return out
 
-
-def geomean(xs) -> float:
-    return float(math.exp(sum(math.log(x) for x in xs) / len(xs)))

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import interleaved, machine_info

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -12,6 +12,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 # ----------------------------------------------------------------------------
@@ -228,29 +229,8 @@ def bilinear_sample(x, rows, cols, mode="nearest"):
     return jax.vmap(one, in_axes=2, out_axes=2)(x)
 
 
-def box_resize_matrix(n_in: int, n_out: int):
-    """PIL ``Image.BOX`` resampling weights (n_out, n_in).
-
-    PIL keeps input pixel ``x`` for output ``o`` when its centre lies in
-    ``[c - s/2, c + s/2)`` with ``c = (o + .5) * s``, ``s = max(n_in/n_out, 1)``.
-    """
-    scale = n_in / n_out
-    fs = max(scale, 1.0)
-    o = jnp.arange(n_out, dtype=jnp.float32)[:, None]
-    xs = jnp.arange(n_in, dtype=jnp.float32)[None, :] + 0.5
-    c = (o + 0.5) * scale
-    w = ((xs >= c - fs / 2) & (xs < c + fs / 2)).astype(jnp.float32)
-    # guarantee at least one tap (upsampling corner cases)
-    nearest = jnp.clip(jnp.floor(c), 0, n_in - 1)
-    w = jnp.where(jnp.sum(w, 1, keepdims=True) > 0, w,
-                  (jnp.arange(n_in)[None, :] == nearest).astype(jnp.float32))
-    return w / jnp.sum(w, axis=1, keepdims=True)
-
-
 def nearest_index(n_in: int, n_out: int):
     """PIL ``Image.NEAREST`` source index of each output pixel (host int32 array)."""
-    import numpy as np
-
     idx = np.floor((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.int32)
     return np.clip(idx, 0, n_in - 1)
 
@@ -387,26 +367,6 @@ def clipped_zoom_dyn(x, z):
     return out[..., 0] if squeeze else out
 
 
-def box_resize_matrix_dyn(n_in: int, n_out):
-    """:func:`box_resize_matrix` for a traced output size ``n_out <= n_in``;
-    returns an (n_in, n_in) matrix whose first ``n_out`` rows are used."""
-    n_out = jnp.asarray(n_out, jnp.float32)
-    scale = n_in / n_out
-    fs = jnp.maximum(scale, 1.0)
-    o = jnp.arange(n_in, dtype=jnp.float32)[:, None]
-    xs = jnp.arange(n_in, dtype=jnp.float32)[None, :] + 0.5
-    c = (o + 0.5) * scale
-    w = ((xs >= c - fs / 2) & (xs < c + fs / 2)).astype(jnp.float32)
-    return w / jnp.maximum(jnp.sum(w, axis=1, keepdims=True), 1.0)
-
-
-def nearest_index_dyn(n_in, n_out: int):
-    """:func:`nearest_index` for a traced input size."""
-    n_in = jnp.asarray(n_in, jnp.float32)
-    idx = jnp.floor((jnp.arange(n_out, dtype=jnp.float32) + 0.5) * n_in / n_out)
-    return jnp.clip(idx, 0, n_in - 1).astype(jnp.int32)
-
-
 # ----------------------------------------------------------------------------
 # randomness: one PRNG call per corruption keeps the compiled program small
 # ----------------------------------------------------------------------------
@@ -456,8 +416,6 @@ def box_taps(n_in: int, n_out: int):
     Returns ``(index[K, n_out] int32, mask[K, n_out] bool, count[n_out])``: tap ``t`` of
     output ``o`` reads pixel ``index[t, o]`` when ``mask[t, o]``.
     """
-    import numpy as np
-
     scale = n_in / n_out
     fs = max(scale, 1.0)
     o = np.arange(n_out)

@@ -5,7 +5,6 @@ Single image ``(H, W, C)`` float32 in [0, 1] -> same.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from . import _ops
