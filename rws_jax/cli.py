@@ -44,18 +44,51 @@ def _make_run(args, record: bool = True):
 
 
 def _cmd_presets(args) -> int:
-    from rws_jax.pipeline import PRESETS
+    from rws_jax.pipeline import PRESETS, STUDIES
 
     for name, d in PRESETS.items():
         print(f"{name:20s} {d.get('description', '')}")
+    for name, st in STUDIES.items():
+        print(f"{name:20s} (study of {len(st.runs)} runs) {st.description}")
     return 0
+
+
+def _study_of(args):
+    """The study named by ``--preset`` (None for a plain preset or a config file)."""
+    from rws_jax.pipeline import STUDIES
+
+    if args.preset in STUDIES:
+        if args.config or args.overrides or args.force_config:
+            raise ValueError(f"{args.preset} is a study of several runs: --config, --set and --force-config do "
+                             "not apply (edit rws_jax/pipeline/study.py or run its runs one by one)")
+        return STUDIES[args.preset]
+    return None
 
 
 def _cmd_run(args) -> int:
     from rws_jax.pipeline import run_all
 
+    study = _study_of(args)
+    if study is not None:
+        return _run_study(study, args)
     run_all(_make_run(args))
     return 0
+
+
+def _run_study(study, args) -> int:
+    from rws_jax.pipeline.study import run_study
+
+    out = Path(args.out or f"results/{study.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "command.txt").write_text("rws-jax " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "\n")
+    print(run_study(study, out, progress=not args.quiet, only=getattr(args, "only", None)))
+    return 0
+
+
+def _cmd_reproduce(args) -> int:
+    from rws_jax.pipeline import STUDIES
+
+    return _run_study(STUDIES["reproduce"], args)
 
 
 def _stage(name):
@@ -77,6 +110,9 @@ def _stage(name):
 def _cmd_report(args) -> int:
     from rws_jax.pipeline import summary_markdown, write_report
 
+    study = _study_of(args)
+    if study is not None:
+        return _report_study(study, args)
     run = _make_run(args, record=False)
     if args.summary:
         text = summary_markdown(run)
@@ -89,6 +125,25 @@ def _cmd_report(args) -> int:
             print(text, end="")
         return 0
     print(write_report(run))
+    return 0
+
+
+def _report_study(study, args) -> int:
+    from rws_jax.pipeline import study_report
+
+    out = Path(args.out or f"results/{study.name}")
+    if args.summary:
+        text = study_report.study_summary_markdown(study, out)
+        if args.splice:
+            study_report.splice_study_summary(Path(args.splice), text)
+            print(f"wrote the {study.name} summary tables into {args.splice}")
+        else:
+            print(text, end="")
+        return 0
+    if args.export:
+        print(study_report.export_study(study, out, args.export))
+        return 0
+    print(study_report.write_study_report(study, out))
     return 0
 
 
@@ -216,7 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print README's Markdown tables (accuracies, chosen α) instead of writing the report")
     p.add_argument("--splice", metavar="MARKDOWN", default=None,
                    help="with --summary: write the tables between the demo-summary markers of this file")
+    p.add_argument("--export", metavar="DIR", default=None,
+                   help="study presets: copy reports, figures, metrics and configs (no checkpoints) to DIR")
     p.set_defaults(fn=_cmd_report)
+    p = sub.add_parser("reproduce", help="the `reproduce` study: every claim with seeds, severities 1-5, "
+                       "ResNet-20 and two transfer pairs (about 1.5-2 h on 2 CPU cores; resumable)")
+    p.add_argument("--out", default=None, help="study directory (default results/reproduce)")
+    p.add_argument("--only", action="append", default=None, metavar="RUN",
+                   help="only this run of the study (repeatable), e.g. vgg16_seed0")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(fn=_cmd_reproduce)
     p = sub.add_parser("patch", help="patch a model of the run with signatures, evaluate, optionally save it")
     _add_run_args(p)
     p.add_argument("--signature", action="append", default=[], help="corruption name of a run signature (repeatable)")

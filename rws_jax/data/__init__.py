@@ -11,9 +11,11 @@ Checkpoint selection must use ``val`` (carved from the training set), never ``te
 from rws_jax.data.core import (
     ArraySplit,
     DatasetSplits,
+    class_subset,
     iterate_batches,
     num_batches,
     pad_images,
+    restrict_classes,
     split_disjoint,
     split_train_val,
 )
@@ -40,7 +42,8 @@ from rws_jax.data.tfds_source import (
 )
 
 __all__ = [
-    "ArraySplit", "DatasetSplits", "iterate_batches", "num_batches", "pad_images",
+    "ArraySplit", "DatasetSplits", "class_subset", "iterate_batches", "num_batches", "pad_images",
+    "restrict_classes",
     "split_disjoint", "split_train_val",
     "DATASET_NAMES", "DEFAULT_VAL_SIZE", "NUM_CLASSES", "load_dataset",
     "load_digits_arrays", "split_digits",

@@ -131,6 +131,34 @@ def split_disjoint(split: ArraySplit, parts: int = 2, seed: int = 0, *,
     return tuple(split.take(p) for p in pieces)
 
 
+def restrict_classes(split: ArraySplit, classes) -> ArraySplit:
+    """The examples of ``split`` whose label is in ``classes``, relabelled by position:
+    ``classes[i]`` becomes label ``i`` (``classes=None``: ``split`` unchanged).
+
+    ``restrict_classes(s, (5, 6, 7, 8, 9))`` keeps classes 5..9 as labels 0..4 (a
+    5-way problem with its own head).
+    """
+    if classes is None:
+        return split
+    classes = np.asarray(list(classes), np.int64)
+    mapping = np.full(max(int(classes.max()), int(split.labels.max(initial=0))) + 1, -1, np.int64)
+    mapping[classes] = np.arange(classes.size)
+    keep = np.nonzero(mapping[split.labels] >= 0)[0]
+    return ArraySplit(split.images[keep], mapping[split.labels[keep]].astype(np.int32))
+
+
+def class_subset(ds: "DatasetSplits", classes) -> "DatasetSplits":
+    """``ds`` with every split passed through :func:`restrict_classes` (``num_classes`` =
+    ``len(classes)``); ``classes=None`` returns ``ds``. Unknown class indices fail."""
+    if classes is None:
+        return ds
+    bad = [c for c in classes if not 0 <= int(c) < ds.num_classes]
+    if bad:
+        raise ValueError(f"classes {bad} do not exist in {ds.name} ({ds.num_classes} classes: 0..{ds.num_classes - 1})")
+    return DatasetSplits(train=restrict_classes(ds.train, classes), val=restrict_classes(ds.val, classes),
+                         test=restrict_classes(ds.test, classes), num_classes=len(classes), name=ds.name)
+
+
 def num_batches(split: ArraySplit, batch_size: int, drop_remainder: bool = True) -> int:
     """Number of batches per epoch that :func:`iterate_batches` yields."""
     n = len(split)

@@ -41,7 +41,7 @@ from rws_jax.models.torch_import import (
 )
 
 __all__ = [
-    "VGG", "VGG_CFGS", "vgg16",
+    "VGG", "VGG_CFGS", "vgg16", "with_fresh_head",
     "ResNet", "ResNetCifar", "BasicBlock", "BottleneckBlock", "Stem",
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet_cifar",
     "MODELS", "MODEL_NAMES", "get_model", "unit_order", "uses_batch_norm",
@@ -94,6 +94,37 @@ def unit_order(model: nn.Module) -> tuple[str, ...]:
     except AttributeError:
         raise TypeError(f"{type(model).__name__} does not define unit_names") from None
     return tuple(names)
+
+
+def with_fresh_head(variables: dict, model: nn.Module, image_shape, seed: int = 0) -> dict:
+    """``variables`` (e.g. θ_init of a 10-class model) for ``model``: every tensor outside
+    the classifier ``'head'`` is kept, the head is ``model``'s own initialisation (key
+    ``seed``) when its shape differs (another class count), else kept too.
+
+    ``image_shape``: (H, W, C) of the inputs. Fails when a non-head tensor does not fit
+    ``model`` (another architecture or width).
+    """
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    fresh = model.init(jax.random.key(seed), jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    fresh = {k: dict(v) for k, v in fresh.items()}
+    out = {}
+    for col, tree in fresh.items():
+        old = variables.get(col, {})
+        out[col] = {}
+        for unit, sub in tree.items():
+            same = unit in old and (jax.tree_util.tree_structure(old[unit]) == jax.tree_util.tree_structure(sub)
+                                    and all(jnp.shape(a) == jnp.shape(b) for a, b in zip(
+                                        jax.tree_util.tree_leaves(old[unit]), jax.tree_util.tree_leaves(sub))))
+            if unit == "head" and not same:
+                out[col][unit] = sub
+            elif not same:
+                raise ValueError(f"variables do not fit {type(model).__name__}: {col}/{unit} differs in structure "
+                                 "or shape (another architecture or width?)")
+            else:
+                out[col][unit] = old[unit]
+    return out
 
 
 def uses_batch_norm(model: nn.Module) -> bool:

@@ -52,12 +52,21 @@ class PipelineConfig:
     test_examples: int | None = None
     transfer_dataset: str | None = "digits"
     transfer_test_examples: int | None = None
+    # Class subsets (labels renumbered 0..k-1, own k-way head): ``classes`` of the main
+    # dataset, ``transfer_classes`` of the transfer dataset. With transfer_dataset ==
+    # dataset the transfer models train on the fine-tuning half (same domain, disjoint
+    # classes: the CIFAR-10 -> CIFAR-100 pair of the paper on one dataset).
+    classes: tuple | None = None
+    transfer_classes: tuple | None = None
     # model
     model: str = "vgg16"
     model_kwargs: dict = dataclasses.field(default_factory=dict)
     # corruptions
     corruptions: tuple = ("gaussian_noise", "defocus_blur", "fog", "contrast")
     severity: int = 5
+    # Further severities the main rows (θ_std, θ_rob,c, θ_std + RWS_c) are tested at
+    # (accuracy keys '<corruption>@<severity>'); models and signatures stay at ``severity``.
+    eval_severities: tuple = ()
     corruption_preset: str = "cifar10"
     # Corrupted test sets of the main dataset: "official" = the released CIFAR-10-C (TFDS
     # cifar10_corrupted, cifar10 only, as the reference evaluates), "generated" = the test
@@ -94,17 +103,43 @@ class PipelineConfig:
     transfer_finetune: dict = dataclasses.field(default_factory=dict)
     update_backbone_epochs: int = 1
     mixture: bool = True
+    # The composition rows of "evaluate" (sum, average, reference mode, shared-range 8 bit);
+    # off for the extra seeds of a study, which only need the main rows.
+    composition_rows: bool = True
     # Robust models per corruption (same θ_init, different seeds); the extra ones only
     # enter the similarity analysis (claim 2: same corruption across seeds).
     robust_replicates: int = 1
     seed: int = 0
+    # Seed of the fine-tuning runs (θ_std, θ_rob,c, mixture, transfer models); None = seed.
+    # ``seed`` alone keys the data splits and θ_init, so runs that differ in training_seed
+    # share both (the seeds of a study).
+    training_seed: int | None = None
+    # Start from the θ_init of another run directory (relative: beside this run's directory)
+    # instead of pre-training one; its classifier head is re-initialised when the class
+    # count differs. The source run must use the same model, dataset and seed.
+    init_from: str | None = None
     eval_batch_size: int = 500
 
     def __post_init__(self):
-        for f in ("corruptions", "collections", "alphas", "quant_bits", "merge_methods", "alpha_grid"):
+        for f in ("corruptions", "collections", "alphas", "quant_bits", "merge_methods", "alpha_grid",
+                  "eval_severities"):
             v = getattr(self, f)
             if not isinstance(v, tuple):
                 object.__setattr__(self, f, tuple(v))
+        for f in ("classes", "transfer_classes"):
+            v = getattr(self, f)
+            if v is not None:
+                v = tuple(int(x) for x in v)
+                if len(v) < 2 or len(set(v)) != len(v) or min(v) < 0:
+                    raise ValueError(f"{f} must list at least two distinct class indices >= 0, got {list(v)}")
+                object.__setattr__(self, f, v)
+        if self.transfer_classes is not None and self.transfer_dataset is None:
+            raise ValueError("transfer_classes needs a transfer_dataset")
+        if (self.transfer_dataset == self.dataset and self.transfer_dataset is not None
+                and (self.classes is None or self.transfer_classes is None
+                     or set(self.classes) & set(self.transfer_classes))):
+            raise ValueError("a transfer dataset equal to the main dataset needs disjoint classes and "
+                             "transfer_classes (same domain, other classes)")
         from rws_jax.corruptions import CORRUPTIONS, PRESETS  # noqa: PLC0415
 
         unknown = [c for c in self.corruptions if c not in CORRUPTIONS]
@@ -116,6 +151,9 @@ class PipelineConfig:
             raise ValueError(f"unknown corruption preset {self.corruption_preset!r}; valid: {PRESETS}")
         if not 1 <= int(self.severity) <= 5:
             raise ValueError(f"severity must be 1..5, got {self.severity}")
+        bad_sev = [s for s in self.eval_severities if not (isinstance(s, int) and 1 <= s <= 5)]
+        if bad_sev:
+            raise ValueError(f"eval_severities must be integers 1..5, got {bad_sev}")
         if int(self.robust_replicates) < 1:
             raise ValueError(f"robust_replicates must be >= 1, got {self.robust_replicates}")
         bad_bits = [b for b in self.quant_bits if b not in (1, 2, 4, 8)]
@@ -153,6 +191,11 @@ class PipelineConfig:
         if self.corrupted_test is not None:
             return self.corrupted_test
         return "official" if self.dataset in OFFICIAL_CORRUPTED_TEST else "generated"
+
+    @property
+    def fine_tuning_seed(self) -> int:
+        """``training_seed`` with None resolved (= ``seed``)."""
+        return int(self.seed if self.training_seed is None else self.training_seed)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

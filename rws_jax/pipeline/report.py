@@ -391,7 +391,9 @@ def claim_verdicts(run: Run) -> list[dict]:
     # 6. transfer
     rule = "RWSs from the source model raise the target model's mean RA by ≥ 5 pp, per target"
     ev, ok, n = [], 0, 0
-    for tgt, label in (("updated", "updated backbone"), ("transfer", f"{run.cfg.transfer_dataset or 'other dataset'}")):
+    targets = getattr(run, "transfer_targets", None) or (
+        ("updated", "updated backbone"), ("transfer", f"{run.cfg.transfer_dataset or 'other dataset'}"))
+    for tgt, label in targets:
         if f"{tgt}/standard" not in acc:
             continue
         before = np.mean([ra(f"{tgt}/standard", c) for c in cs])

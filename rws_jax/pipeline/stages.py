@@ -27,8 +27,9 @@ import numpy as np
 
 import rws_jax as rws
 from rws_jax import corruptions as corruptions_lib
-from rws_jax.data import ArraySplit, load_cifar10_corrupted, load_dataset, split_disjoint
-from rws_jax.models import get_model, unit_order, uses_batch_norm
+from rws_jax.data import (ArraySplit, DatasetSplits, class_subset, load_cifar10_corrupted, load_dataset,
+                          restrict_classes, split_disjoint)
+from rws_jax.models import get_model, unit_order, uses_batch_norm, with_fresh_head
 from rws_jax.pipeline.config import PipelineConfig
 from rws_jax.training import TrainConfig, evaluate, fit, make_eval_step
 from rws_jax.training.augment import normalize_images
@@ -63,7 +64,9 @@ class Run:
         if saved.exists() and not force_config:
             import yaml  # noqa: PLC0415
 
-            old, new = yaml.safe_load(saved.read_text()), cfg.to_dict()
+            # fields added since the directory was made count as their defaults
+            old = {**PipelineConfig().to_dict(), **(yaml.safe_load(saved.read_text()) or {})}
+            new = cfg.to_dict()
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k != "description")
             if diff:
                 raise ConfigMismatchError(
@@ -80,15 +83,23 @@ class Run:
 
     # ------------------------------------------------------------------- data
     @functools.cached_property
-    def data(self):
+    def _full_data(self) -> DatasetSplits:
         c = self.cfg
         return load_dataset(c.dataset, val_size=c.val_size, seed=c.seed, data_dir=c.data_dir,
                             source=c.dataset_source, max_test=c.test_examples)
 
     @functools.cached_property
+    def data(self) -> DatasetSplits:
+        """The main dataset, restricted to ``cfg.classes`` (renumbered) when set."""
+        return class_subset(self._full_data, self.cfg.classes)
+
+    @functools.cached_property
     def halves(self) -> tuple[ArraySplit, ArraySplit]:
-        """(pre-training split, fine-tuning split): disjoint halves of the training set."""
-        pre, fine = split_disjoint(self.data.train, 2, seed=self.cfg.seed)
+        """(pre-training split, fine-tuning split): disjoint halves of the training set
+        (halved before any class restriction, so every run with the same seed and dataset
+        has the same halves)."""
+        pre, fine = split_disjoint(self._full_data.train, 2, seed=self.cfg.seed)
+        pre, fine = (restrict_classes(s, self.cfg.classes) for s in (pre, fine))
         return pre.head(self.cfg.pretrain_examples), fine.head(self.cfg.finetune_examples)
 
     @functools.cached_property
@@ -96,7 +107,15 @@ class Run:
         c = self.cfg
         if c.transfer_dataset is None:
             return None
-        ds = load_dataset(c.transfer_dataset, seed=c.seed, max_test=c.transfer_test_examples)
+        if c.transfer_dataset == c.dataset:
+            # same domain, other classes: the transfer models train on the fine-tuning half
+            full = self._full_data
+            fine = split_disjoint(full.train, 2, seed=c.seed)[1]
+            ds = class_subset(DatasetSplits(train=fine, val=full.val, test=full.test.head(c.transfer_test_examples),
+                                            num_classes=full.num_classes, name=full.name), c.transfer_classes)
+        else:
+            ds = class_subset(load_dataset(c.transfer_dataset, seed=c.seed, max_test=c.transfer_test_examples),
+                              c.transfer_classes)
         if ds.image_shape != self.data.image_shape or ds.num_classes != self.data.num_classes:
             raise ValueError(
                 f"transfer dataset {c.transfer_dataset} has images {ds.image_shape} and {ds.num_classes} classes; "
@@ -145,14 +164,19 @@ class Run:
             self._recalibration_cache[key] = self._corrupt_split(split, c, 555, 100 if transfer else 0)
         return self._recalibration_cache[key]
 
-    def _corrupt_split(self, split: ArraySplit, c: str, seed_offset: int, index_offset: int = 0) -> ArraySplit:
-        """``split`` corrupted with ``c`` at the config's severity by our JAX corruptions, in
-        chunks of 500, chunk ``i`` keyed ``fold_in(fold_in(key(seed + seed_offset),
-        index(c) + index_offset), i)``: seeded and fixed."""
+    def _corrupt_split(self, split: ArraySplit, c: str, seed_offset: int, index_offset: int = 0,
+                       severity: int | None = None) -> ArraySplit:
+        """``split`` corrupted with ``c`` at ``severity`` (default: the config's) by our JAX
+        corruptions, in chunks of 500, chunk ``i`` keyed ``fold_in(fold_in(key(seed +
+        seed_offset), index(c) + index_offset), i)`` (another severity than the config's
+        folds in ``50 + severity`` first): seeded and fixed."""
         idx = list(corruptions_lib.CORRUPTIONS).index(c)
         base = jax.random.fold_in(jax.random.key(self.cfg.seed + seed_offset), idx + index_offset)
+        severity = self.cfg.severity if severity is None else int(severity)
+        if severity != self.cfg.severity:
+            base = jax.random.fold_in(base, 50 + severity)
         chunks = [np.asarray(corruptions_lib.corrupt(
-            jnp.asarray(split.images[i:i + 500]), c, self.cfg.severity, jax.random.fold_in(base, i),
+            jnp.asarray(split.images[i:i + 500]), c, severity, jax.random.fold_in(base, i),
             preset=self.cfg.corruption_preset)) for i in range(0, len(split), 500)]
         return ArraySplit(np.concatenate(chunks), split.labels)
 
@@ -208,8 +232,27 @@ class Run:
 
     @property
     def theta_init(self) -> dict:
+        if self.cfg.init_from:
+            return self._shared_init
         pre, _ = self.halves
         return self._fit(INIT, pre, self.data.val, self.train_config("pretrain"))
+
+    @functools.cached_property
+    def _shared_init(self) -> dict:
+        """θ_init of the run ``cfg.init_from`` (head re-initialised for another class count)."""
+        import yaml  # noqa: PLC0415
+
+        src = Path(self.cfg.init_from)
+        src = src if src.is_absolute() else self.dir.parent / src
+        if not (src / "config.yaml").is_file():
+            raise FileNotFoundError(f"init_from: {src} is not a run directory (no config.yaml); run it first")
+        src_cfg = PipelineConfig(**{**PipelineConfig().to_dict(), **yaml.safe_load((src / "config.yaml").read_text())})
+        same = ("dataset", "model", "model_kwargs", "seed", "val_size", "pretrain_examples", "pretrain")
+        diff = [k for k in same if getattr(src_cfg, k) != getattr(self.cfg, k)]
+        if diff:
+            raise ConfigMismatchError(f"init_from: {src} was made with other {diff}; its θ_init is not this run's")
+        source = Run(src_cfg, src, progress=self.progress, log=self.log)
+        return with_fresh_head(source.theta_init, self.model, self.data.image_shape, self.cfg.seed)
 
     @property
     def theta_init_updated(self) -> dict:
@@ -224,7 +267,8 @@ class Run:
         the seed (data order, augmentation and corruption keys)."""
         _, fine = self.halves
         init = self.theta_init if backbone == INIT else self.theta_init_updated
-        tc = self.train_config("finetune", corruption=corruption, seed=self.cfg.seed + 2 + 1000 * replicate)
+        tc = self.train_config("finetune", corruption=corruption,
+                               seed=self.cfg.fine_tuning_seed + 2 + 1000 * replicate)
         return self._fit(name, fine, self.data.val, tc, init=init)
 
     def standard(self) -> dict:
@@ -241,7 +285,7 @@ class Run:
 
     def transfer(self, c: str | None) -> dict:
         ds = self.transfer_data
-        tc = self.train_config("transfer", corruption=c, seed=self.cfg.seed + 3)
+        tc = self.train_config("transfer", corruption=c, seed=self.cfg.fine_tuning_seed + 3)
         return self._fit(transfer_name(c), ds.train, ds.val, tc, init=self.theta_init)
 
     # ------------------------------------------------------------- signatures
@@ -276,7 +320,8 @@ class Run:
 
     def test_set(self, which: str, *, transfer: bool = False) -> ArraySplit:
         """The clean test split (``which='clean'``), or the corrupted test set of ``which``
-        at the config's severity.
+        at the config's severity (``'<corruption>@<severity>'``: at that severity, always
+        generated by our corruptions).
 
         Main dataset with ``cfg.corrupted_test_mode == 'official'`` (the default for
         cifar10): the released CIFAR-10-C (TFDS ``cifar10_corrupted``), its first
@@ -288,8 +333,13 @@ class Run:
         if key in self._corrupted_cache:
             return self._corrupted_cache[key]
         test = (self.transfer_data if transfer else self.data).test
+        name, _, sev = which.partition("@")
         if which == "clean":
             out = test
+        elif sev:
+            if name not in corruptions_lib.CORRUPTIONS or not sev.isdigit() or not 1 <= int(sev) <= 5:
+                raise ValueError(f"test set {which!r}: expected '<corruption>@<severity 1..5>'")
+            out = self._corrupt_split(test, name, 777, 100 if transfer else 0, severity=int(sev))
         elif not transfer and self.cfg.corrupted_test_mode == "official":
             out = self._official_corrupted(which, test)
         else:
@@ -446,22 +496,24 @@ def stage_evaluate(run: Run) -> None:
     cs = list(cfg.corruptions)
     run.log("[evaluate] standard, robust, mixture models")
     std = run.standard
-    run.accuracy("standard", std, ["clean", *cs])
+    run.accuracy("standard", std, ["clean", *cs, *severity_sets(cfg, cs)])
     for c in cs:
-        run.accuracy(f"robust/{c}", lambda c=c: run.robust(c), ["clean", c])
+        run.accuracy(f"robust/{c}", lambda c=c: run.robust(c), ["clean", c, *severity_sets(cfg, [c])])
     if cfg.mixture:
         run.accuracy("mixture", run.mixture, ["clean", *cs])
 
     run.log("[evaluate] patched models (α sweep), quantized and composed signatures")
     for c in cs:
         sig = run.signature(c)
-        for a in cfg.alphas:
+        for a in sorted(set(cfg.alphas) | {1.0}):
             run.accuracy(f"patched/{c}/alpha={a:g}", lambda a=a, sig=sig, c=c: run.patched(std(), [c], sig, a),
-                         ["clean", c])
+                         ["clean", c, *(severity_sets(cfg, [c]) if a == 1.0 else [])])
         for b in cfg.quant_bits:
             run.accuracy(f"patched_q{b}/{c}", lambda b=b, c=c: run.patched(std(), [c], run.quantized(c, b), 1.0),
                          ["clean", c])
     sigs = [run.signature(c) for c in cs]
+    if not cfg.composition_rows:
+        return _evaluate_transfer(run)
     run.accuracy("composed", lambda: run.patched(std(), cs, sigs, 1.0), ["clean", *cs])
     run.accuracy("composed_average", lambda: run.patched(std(), cs, sigs, 1.0 / len(sigs)), ["clean", *cs])
     # The reference code's default: α=1 with its (α/N)² weighting.
@@ -469,7 +521,19 @@ def stage_evaluate(run: Run) -> None:
                  ["clean", *cs])
     run.accuracy("composed_q8_shared_range", lambda: run.patched(std(), cs, rws.quantize_reference(sigs, 256), 1.0),
                  ["clean", *cs])
+    _evaluate_transfer(run)
 
+
+def severity_sets(cfg: PipelineConfig, corruptions: list[str]) -> list[str]:
+    """The test-set names ``'<c>@<s>'`` of ``cfg.eval_severities`` (the config's own
+    severity is the plain name ``c``)."""
+    return [f"{c}@{s}" for c in corruptions for s in cfg.eval_severities if s != cfg.severity]
+
+
+def _evaluate_transfer(run: Run) -> None:
+    """Transfer rows of "evaluate": the transfer dataset's models, and the updated backbone."""
+    cfg = run.cfg
+    cs = list(cfg.corruptions)
     if cfg.transfer_dataset is not None:
         run.log(f"[evaluate] transfer to {cfg.transfer_dataset}")
         tstd = lambda: run.transfer(None)  # noqa: E731
