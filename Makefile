@@ -8,7 +8,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PRESET ?= offline
 OUT    ?= results/$(PRESET)
 
-.PHONY: venv data demo test test-fast bench bench-quick bench-docs bench-train grid clean
+.PHONY: venv data demo test test-fast bench bench-quick bench-docs bench-train grid reproduce reproduce-docs clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ data:
 
 demo: venv data
 	$(PY) -m rws_jax demo --preset $(PRESET) --out $(OUT)
+
+# The reproduction study (about 1.5-2 h on 2 CPU cores, resumable): results/reproduce/report.md
+reproduce: venv data
+	$(PY) -m rws_jax reproduce --out results/reproduce
+
+# ... committed: docs/reproduce/ (reports, figures, metrics, configs) and README's expectations table
+reproduce-docs: reproduce
+	$(PY) -m rws_jax report --preset reproduce --out results/reproduce --export docs/reproduce
+	$(PY) -m rws_jax report --preset reproduce --out docs/reproduce --summary --splice README.md
 
 test: venv data
 	$(PY) -m pytest -q tests

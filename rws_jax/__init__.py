@@ -27,6 +27,8 @@ from rws_jax.algebra import (
     unpatch,
 )
 from rws_jax.alpha_search import AlphaSearchResult, search_alphas
+from rws_jax.autopatch import AutoPatcher
+from rws_jax.detector import CorruptionDetector, image_features, load_detector, save_detector, train_detector
 from rws_jax.merging import dare, ties_merge
 from rws_jax.batch_norm import (
     BN_MODES,
@@ -75,6 +77,12 @@ __version__ = "0.1.0"
 __all__ = [
     "AlphaSearchResult",
     "search_alphas",
+    "AutoPatcher",
+    "CorruptionDetector",
+    "image_features",
+    "load_detector",
+    "save_detector",
+    "train_detector",
     "dare",
     "ties_merge",
     "BN_MODES",

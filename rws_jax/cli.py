@@ -128,6 +128,31 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_autopatch(args) -> int:
+    from rws_jax.pipeline.autopatch_eval import autopatch_markdown, stage_autopatch
+
+    study = _study_of(args)
+    if study is not None:
+        if not study.autopatch:
+            raise ValueError(f"study {study.name} names no auto-patching run")
+        from rws_jax.pipeline.study import open_run
+
+        run = open_run(study, Path(args.out or f"results/{study.name}"), study.autopatch, progress=not args.quiet)
+    else:
+        run = _make_run(args, record=False)
+    from rws_jax.pipeline.autopatch_eval import load_autopatch
+
+    m = None if args.redo else load_autopatch(run.dir)
+    if m is not None:
+        print(f"# {run.dir / 'metrics' / 'autopatch.json'} exists (--redo re-evaluates)")
+    else:
+        m = stage_autopatch(run, batch_sizes=tuple(args.batch_size or (1, 8, 64)), examples=args.examples,
+                            heldout=tuple(args.heldout) if args.heldout else ("zoom_blur", "brightness", "shot_noise"),
+                            threshold=args.threshold, step=args.step)
+    print("\n".join(autopatch_markdown(m)))
+    return 0
+
+
 def _report_study(study, args) -> int:
     from rws_jax.pipeline import study_report
 
@@ -281,6 +306,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only this run of the study (repeatable), e.g. vgg16_seed0")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(fn=_cmd_reproduce)
+    p = sub.add_parser("autopatch", help="train the corruption detector (once) and evaluate auto-patching on a "
+                       "mixed test stream -> metrics/autopatch.json")
+    _add_run_args(p)
+    p.add_argument("--batch-size", type=int, action="append", help="stream batch sizes (repeatable; default 1, 8, 64)")
+    p.add_argument("--examples", type=int, default=2000, help="test images per source (default 2000)")
+    p.add_argument("--heldout", action="append", help="corruptions without a signature to stream too (repeatable; "
+                   "default zoom_blur, brightness, shot_noise)")
+    p.add_argument("--threshold", type=float, default=0.25, help="mean detector probability below which a "
+                   "signature is not applied")
+    p.add_argument("--step", type=float, default=0.25, help="coefficients are rounded to multiples of this")
+    p.add_argument("--redo", action="store_true", help="re-evaluate even when metrics/autopatch.json exists")
+    p.set_defaults(fn=_cmd_autopatch)
     p = sub.add_parser("patch", help="patch a model of the run with signatures, evaluate, optionally save it")
     _add_run_args(p)
     p.add_argument("--signature", action="append", default=[], help="corruption name of a run signature (repeatable)")

@@ -37,3 +37,20 @@ def test_summary_lists_every_model_and_corruption(tmp_path):
     for c in cfg.corruptions:
         assert f"RA {c}" in text and f"| {c} |" in text
     assert "Standard θ_std" in text and "mean TA" in text
+
+
+def test_readme_expectations_equal_the_committed_reproduction(tmp_path):
+    """README's "what to expect" block is `rws-jax report --preset reproduce --out
+    docs/reproduce --summary` of the committed reproduction study (written by
+    `make reproduce-docs`)."""
+    from rws_jax.markdown_blocks import read_block
+    from rws_jax.pipeline import STUDIES
+    from rws_jax.pipeline.study_report import SUMMARY_BEGIN, SUMMARY_END, study_summary_markdown
+
+    study = STUDIES["reproduce"]
+    shutil.copytree(ROOT / "docs" / "reproduce", tmp_path / "reproduce")
+    expected = study_summary_markdown(study, tmp_path / "reproduce")
+    readme = read_block((ROOT / "README.md").read_text(), SUMMARY_BEGIN, SUMMARY_END)
+    assert readme is not None, "README has no reproduce-summary markers"
+    assert readme == expected
+    assert (ROOT / "docs" / "reproduce" / "report.md").is_file()

@@ -299,10 +299,10 @@ def claim_verdicts(run: Run) -> list[dict]:
 
     # 1. shallow layers
     lc = run.load_metrics("layer_change")
-    rule = ("θ_rob,c − θ_std changes the first two convs more than the last three: "
-            "mean relative change (first 2) / (last 3) ≥ 1.5, per corruption")
+    rule = ("θ_rob,c − θ_std changes the first two units (convs or blocks) more than the last three before "
+            "the head: mean relative change (first 2) / (last 3) ≥ 1.5, per corruption")
     if lc:
-        conv = [i for i, u in enumerate(lc["units"]) if u.startswith("conv")]
+        conv = [i for i, u in enumerate(lc["units"]) if u != "head"]
         ratios = {}
         for c in cs:
             v = [lc[c][i] or 0.0 for i in conv]
@@ -512,6 +512,11 @@ def write_report(run: Run, command: str | None = None) -> Path:
         for r in st["rows"]:
             lines.append(f"| {r['bits']}-bit | {r['signature_bytes']:,.0f} | {r['model_bytes']:,} | {r['ratio']:.1f}× |")
         lines += ["", f"![storage]({f7})", ""]
+    from rws_jax.pipeline.autopatch_eval import autopatch_markdown, load_autopatch  # noqa: PLC0415
+
+    m = load_autopatch(run.dir)
+    if m:
+        lines += ["## Auto-patching an unknown corruption", "", *autopatch_markdown(m), ""]
     lines += ["## Verdicts on the paper's claims", ""] + _claims_table(run) + [""]
     lines += ["## Config", "", "```yaml", cfg.to_yaml().rstrip(), "```", ""]
     path = run.dir / "report.md"

@@ -42,6 +42,8 @@ class Study:
         data and test sets): their cells are reported as mean ± std.
       same_domain: the run whose transfer dataset is the main dataset's other classes.
       batch_norm: the BatchNorm model's run.
+      autopatch: the run whose signatures are auto-patched on a mixed test stream
+        (:mod:`rws_jax.pipeline.autopatch_eval`) after every run is done.
       cut: what the study leaves out to fit its budget, one sentence each.
     """
 
@@ -51,6 +53,7 @@ class Study:
     seed_group: tuple
     same_domain: str | None = None
     batch_norm: str | None = None
+    autopatch: str | None = None
     cut: tuple = ()
 
     def config(self, run_name: str) -> PipelineConfig:
@@ -126,6 +129,7 @@ REPRODUCE = Study(
     seed_group=("vgg16_seed0", "vgg16_seed1", "vgg16_seed2"),
     same_domain="vgg16_classes",
     batch_norm="resnet20",
+    autopatch="vgg16_seed0",
     cut=(
         "VGG-16 at width 1/8 (231k parameters instead of 14.7M): full width trains about 18× slower here",
         "fine-tuning is 2 epochs (the reference: 50) and pre-training 15; θ_init is shared by the seeds",
@@ -187,4 +191,15 @@ def run_study(study: Study, out: str | Path, *, progress: bool = True,
         rec["seconds"] += time.time() - t0
         rec["sessions"] += 1
         timing_file.write_text(json.dumps(timing, indent=1))
+    if study.autopatch and (not only or study.autopatch in only):
+        from rws_jax.pipeline.autopatch_eval import stage_autopatch  # noqa: PLC0415
+
+        run = open_run(study, out, study.autopatch, progress=progress, log=log)
+        if not (run.dir / "metrics" / "autopatch.json").exists():
+            t0 = time.time()
+            stage_autopatch(run)
+            rec = timing.setdefault("autopatch", {"seconds": 0.0, "sessions": 0})
+            rec["seconds"] += time.time() - t0
+            rec["sessions"] += 1
+            timing_file.write_text(json.dumps(timing, indent=1))
     return write_study_report(study, out, log=log)

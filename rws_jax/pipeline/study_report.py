@@ -382,6 +382,12 @@ def write_study_report(study: Study, out: str | Path, *, log: Callable[[str], No
         lines += ["| claim (this model alone) | verdict | numbers |", "|---|---|---|"]
         lines += [f"| {r['claim']} | **{r['verdict']}** | {r['evidence']} |" for r in rows if r["verdict"] != "not measured"]
         lines.append("")
+    if study.autopatch:
+        from rws_jax.pipeline.autopatch_eval import autopatch_markdown, load_autopatch  # noqa: PLC0415
+
+        m = load_autopatch(out / study.autopatch)
+        if m:
+            lines += [f"## Auto-patching an unknown corruption ({study.autopatch})", "", *autopatch_markdown(m), ""]
     lines += ["## Configs", ""] + [f"- [`{n}/config.yaml`]({n}/config.yaml)" for n in study.run_names
                                    if (out / n / "config.yaml").exists()] + [""]
     path = out / "report.md"
