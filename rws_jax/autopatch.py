@@ -46,8 +46,8 @@ from rws_jax.signature import Signature
 
 
 def _forward_fn(model: Any, mean, std) -> Callable:
-    """A jitted ``(variables, images u8[N,H,W,C]) -> logits`` for a Flax module (called with
-    ``train=False`` when it takes ``train``) or an ``apply(variables, x)`` callable."""
+    """``(variables, images u8[N,H,W,C]) -> logits`` (not jitted) for a Flax module (called
+    with ``train=False`` when it takes ``train``) or an ``apply(variables, x)`` callable."""
     from rws_jax.training.augment import normalize_images  # noqa: PLC0415
 
     if hasattr(model, "apply"):
@@ -62,7 +62,7 @@ def _forward_fn(model: Any, mean, std) -> Callable:
         out = apply(variables, normalize_images(images, mean, std))
         return out[0] if isinstance(out, tuple) else out
 
-    return jax.jit(forward)
+    return forward
 
 
 class AutoPatcher:
@@ -103,7 +103,16 @@ class AutoPatcher:
         self.step = float(step)
         self._std_vars = standard_variables
         self._plan = patch_plan(standard_variables, sigs, check_base=check_base)
-        self._forward = _forward_fn(model, mean, std)
+        forward = _forward_fn(model, mean, std)
+        self._forward = jax.jit(forward)
+        plan = self._plan
+
+        def patch_and_forward(variables, alphas, images):
+            patched = plan.traced(variables, alphas)
+            return forward(patched, images), patched
+
+        # new coefficients: patch + forward in one compiled call; the patched tree is cached
+        self._patch_and_forward = jax.jit(patch_and_forward)
         self._cache: collections.OrderedDict = collections.OrderedDict()
         self._cache_size = int(cache_size)
         self.patches_computed = 0
@@ -141,9 +150,8 @@ class AutoPatcher:
         return np.where((conf >= self.threshold) & (conf >= p[:, 0]), best + 1, 0).astype(np.int32)
 
     # ------------------------------------------------------------------ variables
-    def variables_for(self, alphas) -> Any:
-        """θ_std + Σ_c α_c·RWS_c (θ_std itself for all-zero α), cached by ``alphas``."""
-        a = np.asarray(alphas, np.float32).reshape(self.num_signatures)
+    def _cached(self, a: np.ndarray):
+        """The cached variables for coefficients ``a`` (θ_std for all zero), or None."""
         if not np.any(a):
             return self._std_vars
         key = tuple(float(x) for x in a)
@@ -151,12 +159,32 @@ class AutoPatcher:
             self._cache.move_to_end(key)
             self.patches_reused += 1
             return self._cache[key]
-        v = self._plan(self._std_vars, a)
+        return None
+
+    def _store(self, a: np.ndarray, variables) -> None:
         self.patches_computed += 1
-        self._cache[key] = v
+        self._cache[tuple(float(x) for x in a)] = variables
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
+
+    def variables_for(self, alphas) -> Any:
+        """θ_std + Σ_c α_c·RWS_c (θ_std itself for all-zero α), cached by ``alphas``."""
+        a = np.asarray(alphas, np.float32).reshape(self.num_signatures)
+        v = self._cached(a)
+        if v is None:
+            v = self._plan(self._std_vars, a)
+            self._store(a, v)
         return v
+
+    def _run(self, alphas: np.ndarray, images: jax.Array) -> jax.Array:
+        """Logits of ``images`` under θ_std + Σ α·RWS: cached variables, or one fused
+        patch + forward call whose patched variables are then cached."""
+        v = self._cached(alphas)
+        if v is not None:
+            return self._forward(v, images)
+        logits, v = self._patch_and_forward(self._std_vars, alphas, images)
+        self._store(alphas, v)
+        return logits
 
     # ------------------------------------------------------------------ forward
     def __call__(self, images, *, per_image: bool = False) -> jax.Array:
@@ -164,7 +192,7 @@ class AutoPatcher:
         auto-patched model (batch mode, or ``per_image``)."""
         images = jnp.asarray(images)
         if not per_image:
-            return self._forward(self.variables_for(self.coefficients(images)), images)
+            return self._run(self.coefficients(images), images)
         groups = self.assignments(images)
         n = images.shape[0]
         out = None
@@ -174,7 +202,7 @@ class AutoPatcher:
             if k > 0:
                 alphas[k - 1] = self.max_alpha[k - 1]
             pad = np.concatenate([idx, np.full(n - len(idx), idx[0])]) if len(idx) < n else idx
-            logits = self._forward(self.variables_for(alphas), images[pad])[: len(idx)]
+            logits = self._run(alphas, images[pad])[: len(idx)]
             out = jnp.zeros((n, logits.shape[-1]), logits.dtype) if out is None else out
             out = out.at[idx].set(logits)
         return out

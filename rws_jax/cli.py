@@ -159,11 +159,12 @@ def _report_study(study, args) -> int:
     out = Path(args.out or f"results/{study.name}")
     if args.summary:
         text = study_report.study_summary_markdown(study, out)
+        auto = study_report.autopatch_summary_markdown(study, out)
         if args.splice:
-            study_report.splice_study_summary(Path(args.splice), text)
+            study_report.splice_study_summary(Path(args.splice), text, auto)
             print(f"wrote the {study.name} summary tables into {args.splice}")
         else:
-            print(text, end="")
+            print(text + ("" if auto is None else "\n" + auto), end="")
         return 0
     if args.export:
         print(study_report.export_study(study, out, args.export))

@@ -92,7 +92,7 @@ class PatchPlan:
     """
 
     __slots__ = ("paths", "num_signatures", "mode", "fingerprint", "_treedef", "_indices", "_delta_leaves",
-                 "_copy", "_donated")
+                 "_impl", "_copy", "_donated")
 
     def __init__(self, *, paths, num_signatures, mode, fingerprint, treedef, indices, delta_leaves, layout):
         set_ = functools.partial(object.__setattr__, self)
@@ -104,6 +104,7 @@ class PatchPlan:
         set_("_indices", tuple(indices))
         set_("_delta_leaves", list(delta_leaves))
         fn = functools.partial(_plan_impl, layout=layout)
+        set_("_impl", fn)
         set_("_copy", jax.jit(fn))
         set_("_donated", jax.jit(fn, donate_argnums=0))
 
@@ -136,6 +137,27 @@ class PatchPlan:
         alpha = host_coefficients(alphas, self.num_signatures, self.mode)
         fn = self._donated if donate else self._copy
         new = fn([leaves[i] for i in self._indices], self._delta_leaves, alpha)
+        for i, x in zip(self._indices, new):
+            leaves[i] = x
+        return jax.tree_util.tree_unflatten(treedef, leaves)
+
+    def traced(self, variables: PyTree, alphas: jax.Array) -> PyTree:
+        """The plan's patch as a traceable function, to fuse it into a caller's ``jax.jit``
+        (e.g. patch + forward pass in one compiled call)::
+
+            step = jax.jit(lambda v, a, x: model.apply(plan.traced(v, a), x))
+
+        ``alphas``: ``f32[K]`` final coefficients (no scalar broadcast, no ``'reference'``
+        weighting, no finiteness check: validate on the host first, e.g. with
+        :func:`rws_jax.coefficients`). The signatures' deltas enter the caller's program as
+        constants. Raises like ``__call__`` on another tree structure, shape or dtype.
+        """
+        leaves, treedef = jax.tree_util.tree_flatten(variables)
+        if treedef != self._treedef:
+            raise IncompatibleSignatureError(
+                f"this patch plan was made for a tree of another structure (fingerprint {self.fingerprint}); "
+                "make a new plan with rws.patch_plan for this model.")
+        new = self._impl([leaves[i] for i in self._indices], self._delta_leaves, alphas)
         for i, x in zip(self._indices, new):
             leaves[i] = x
         return jax.tree_util.tree_unflatten(treedef, leaves)

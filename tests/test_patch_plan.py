@@ -145,3 +145,16 @@ def test_plan_is_immutable_and_repr(tiny_models, sigs):
 def test_host_coefficients_equal_coefficients(mode, alphas):
     np.testing.assert_array_equal(pp_module.host_coefficients(alphas, 3, mode),
                                   np.asarray(rws.coefficients(alphas, 3, mode)))
+
+
+def test_traced_fuses_into_a_callers_jit(tiny_models, sigs):
+    model, _, std, _, _ = tiny_models
+    plan = rws.patch_plan(std, list(sigs))
+    a = np.array([0.7, -0.3], np.float32)
+    fused = jax.jit(lambda v, a: plan.traced(v, a))
+    chex.assert_trees_all_close(fused(std, a), plan(std, a), rtol=1e-6, atol=1e-7)
+    x = jnp.ones((2, 8, 8, 1))
+    step = jax.jit(lambda v, a, x: model.apply(plan.traced(v, a), x))
+    np.testing.assert_allclose(step(std, a, x), model.apply(plan(std, a), x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(rws.IncompatibleSignatureError, match="another structure"):
+        plan.traced({"params": std["params"]}, a)

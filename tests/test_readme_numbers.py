@@ -54,3 +54,15 @@ def test_readme_expectations_equal_the_committed_reproduction(tmp_path):
     assert readme is not None, "README has no reproduce-summary markers"
     assert readme == expected
     assert (ROOT / "docs" / "reproduce" / "report.md").is_file()
+
+
+def test_readme_autopatch_tables_equal_the_committed_reproduction(tmp_path):
+    from rws_jax.markdown_blocks import read_block
+    from rws_jax.pipeline import STUDIES
+    from rws_jax.pipeline.study_report import AUTOPATCH_BEGIN, AUTOPATCH_END, autopatch_summary_markdown
+
+    shutil.copytree(ROOT / "docs" / "reproduce", tmp_path / "reproduce")
+    expected = autopatch_summary_markdown(STUDIES["reproduce"], tmp_path / "reproduce")
+    assert expected is not None, "docs/reproduce has no auto-patching metrics"
+    readme = read_block((ROOT / "README.md").read_text(), AUTOPATCH_BEGIN, AUTOPATCH_END)
+    assert readme == expected

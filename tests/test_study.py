@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rws_jax.data import ArraySplit, DatasetSplits, class_subset, restrict_classes
-from rws_jax.models import get_model, with_fresh_head
+from rws_jax.models import with_fresh_head
 from rws_jax.pipeline import PRESETS, STUDIES, Study, preset, run_study
 from rws_jax.pipeline import study_report
 from rws_jax.pipeline.study import open_run
@@ -24,11 +24,10 @@ TINY_STUDY = Study(
     runs=(("s0", dict(_BASE, name="t/s0")),
           ("s1", dict(_BASE, **_EXTRA, name="t/s1", training_seed=1)),
           ("classes", dict(_BASE, **{**_EXTRA, "transfer_dataset": "fashion_mnist"}, name="t/classes",
-                           classes=[0, 1, 2, 3, 4], transfer_classes=[5, 6, 7, 8, 9], eval_severities=[])),
-          ("bn", dict(_BASE, name="t/bn", model="resnet20", model_kwargs={"width": 0.25}, keep_units=2,
-                      eval_severities=[], transfer_dataset=None, update_backbone_epochs=0, quant_bits=[],
-                      composition_rows=False))),
-    seed_group=("s0", "s1"), same_domain="classes", batch_norm="bn", cut=("everything",))
+                           classes=[0, 1, 2, 3, 4], transfer_classes=[5, 6, 7, 8, 9], eval_severities=[],
+                           corruptions=["contrast"]))),
+    # the report's single-run section is drawn for s1 here (the BN pipeline: test_pipeline_batch_norm.py)
+    seed_group=("s0", "s1"), same_domain="classes", batch_norm="s1", cut=("everything",))
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +77,7 @@ def test_same_domain_pair_has_disjoint_classes_and_own_heads(study_dir):
 def test_report_summary_and_export(study_dir, tmp_path):
     report = (study_dir / "report.md").read_text()
     for text in ("mean ± std over seeds", "What was cut", "Transfer: updated backbone, same domain, far domain",
-                 "BatchNorm model: resnet20", "figures/severity.png", "[`s0`](s0/report.md)"):
+                 "BatchNorm model: vgg16", "figures/severity.png", "[`s0`](s0/report.md)"):
         assert text in report, text
     assert (study_dir / "figures" / "severity.png").stat().st_size > 1000
     sim = json.loads((study_dir / "metrics" / "similarity.json").read_text())
@@ -138,15 +137,19 @@ def test_restrict_classes_renumbers_and_class_subset_checks():
 
 
 def test_with_fresh_head_keeps_the_backbone():
-    m10, m5 = get_model("vgg16", 10, width=0.0625), get_model("vgg16", 5, width=0.0625)
-    x = np.zeros((1, 32, 32, 1), np.float32)
-    v10 = m10.init(jax.random.key(0), x, train=False)
-    out = with_fresh_head(v10, m5, (32, 32, 1), seed=3)
+    from tests.conftest import TinyCNN
+
+    m10, m5 = TinyCNN(num_classes=10), TinyCNN(num_classes=5)
+    x = np.zeros((1, 8, 8, 1), np.float32)
+    v10 = m10.init(jax.random.key(0), x)
+    out = with_fresh_head(v10, m5, (8, 8, 1), seed=3)
     assert out["params"]["head"]["kernel"].shape[-1] == 5
     chex.assert_trees_all_equal(out["params"]["conv_0"], v10["params"]["conv_0"])
-    assert m5.apply(out, x, train=False).shape == (1, 5)
+    chex.assert_trees_all_equal(out["batch_stats"], v10["batch_stats"])
+    assert m5.apply(out, x).shape == (1, 5)
+    assert with_fresh_head(v10, m10, (8, 8, 1))["params"]["head"] is v10["params"]["head"]
     with pytest.raises(ValueError, match="another architecture or width"):
-        with_fresh_head(v10, get_model("vgg16", 5, width=0.125), (32, 32, 1))
+        with_fresh_head(v10, TinyCNN(num_classes=5, width=8), (8, 8, 1))
 
 
 def test_reproduce_study_is_well_formed():

@@ -279,8 +279,30 @@ SUMMARY_BEGIN = "<!-- reproduce-summary:begin (rws-jax report --preset reproduce
 SUMMARY_END = "<!-- reproduce-summary:end -->"
 
 
-def splice_study_summary(doc: Path, summary: str) -> None:
+AUTOPATCH_BEGIN = "<!-- autopatch-summary:begin (rws-jax report --preset reproduce --out docs/reproduce --summary) -->"
+AUTOPATCH_END = "<!-- autopatch-summary:end -->"
+
+
+def autopatch_summary_markdown(study: Study, out: str | Path) -> str | None:
+    """README's auto-patching tables (the study's auto-patching run), or None before it ran."""
+    from rws_jax.pipeline.autopatch_eval import autopatch_markdown, load_autopatch  # noqa: PLC0415
+
+    if not study.autopatch:
+        return None
+    m = load_autopatch(Path(out) / study.autopatch)
+    if m is None:
+        return None
+    return (f"`{study.autopatch}` of the `{study.name}` study (`rws-jax autopatch --preset {study.name}`; "
+            f"printed by `rws-jax report --preset {study.name} --out docs/{study.name} --summary`):\n\n"
+            + "\n".join(autopatch_markdown(m)) + "\n")
+
+
+def splice_study_summary(doc: Path, summary: str, autopatch: str | None = None) -> None:
+    """Writes the study's summary (and, when given, the auto-patching tables) between
+    their markers in ``doc``."""
     write_block(doc, SUMMARY_BEGIN, SUMMARY_END, "\n\n" + summary + "\n")
+    if autopatch is not None:
+        write_block(doc, AUTOPATCH_BEGIN, AUTOPATCH_END, "\n\n" + autopatch + "\n")
 
 
 # ----------------------------------------------------------------------------- figures
