@@ -31,7 +31,7 @@ data:
 demo: venv data
 	$(PY) -m rws_jax demo --preset $(PRESET) --out $(OUT)
 
-# The reproduction study (about 1.5-2 h on 2 CPU cores, resumable): results/reproduce/report.md
+# The reproduction study (sized for <= 2 h on 2 CPU cores, resumable): results/reproduce/report.md
 reproduce: venv data
 	$(PY) -m rws_jax reproduce --out results/reproduce
 

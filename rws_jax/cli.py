@@ -301,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="study presets: copy reports, figures, metrics and configs (no checkpoints) to DIR")
     p.set_defaults(fn=_cmd_report)
     p = sub.add_parser("reproduce", help="the `reproduce` study: every claim with seeds, severities 1-5, "
-                       "ResNet-20 and two transfer pairs (about 1.5-2 h on 2 CPU cores; resumable)")
+                       "ResNet-20, two transfer pairs and auto-patching (sized for <= 2 h on 2 CPU cores; resumable)")
     p.add_argument("--out", default=None, help="study directory (default results/reproduce)")
     p.add_argument("--only", action="append", default=None, metavar="RUN",
                    help="only this run of the study (repeatable), e.g. vgg16_seed0")

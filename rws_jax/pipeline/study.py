@@ -100,8 +100,8 @@ REPRODUCE = Study(
     name="reproduce",
     description="the paper's 7 claims on all of Fashion-MNIST: VGG-16 (width 1/8) with 3 training seeds, "
                 "severities 1–5, 8 corruptions; ResNet-20 with the reference BatchNorm scheme; an updated "
-                "backbone, a same-domain (disjoint classes) and a far-domain (digits) transfer pair; "
-                "about 1.5–2 h on 2 CPU cores",
+                "backbone, a same-domain (disjoint classes) and a far-domain (digits) transfer pair, "
+                "auto-patching; sized for at most 2 h on 2 CPU cores",
     runs=(
         ("vgg16_seed0", dict(_VGG, name="reproduce/vgg16_seed0", transfer_dataset="digits",
                              description="VGG-16 width 1/8, seed 0: every stage")),
@@ -119,8 +119,8 @@ REPRODUCE = Study(
             _VGG, name="reproduce/resnet20", model="resnet20", model_kwargs={},
             description="ResNet-20 with the reference BatchNorm scheme, its own θ_init, 4 corruptions, subsets",
             corruptions=["gaussian_noise", "defocus_blur", "fog", "contrast"], eval_severities=[],
-            pretrain_examples=15000, finetune_examples=8000, bn="reference",
-            pretrain=dict(epochs=4, batch_size=128, lr=0.05, schedule="cosine", warmup_epochs=0.25,
+            pretrain_examples=10000, finetune_examples=5000, bn="reference",
+            pretrain=dict(epochs=3, batch_size=128, lr=0.05, schedule="cosine", warmup_epochs=0.25,
                           weight_decay=5e-4, **_GRAY),
             finetune=dict(epochs=2, batch_size=128, lr=0.01, schedule="cosine", weight_decay=5e-4, **_GRAY),
             transfer_dataset=None, update_backbone_epochs=0, mixture=False, alphas=[1.0],
@@ -137,7 +137,8 @@ REPRODUCE = Study(
         "textures; shot/speckle noise, glass/zoom/gaussian blur, brightness and elastic were cut for time",
         "severities 1–5 for θ_std, θ_rob,c and θ_std + RWS_c; every other row at severity 5 only, on seed 0",
         "robust models are trained at severity 5 only (as the paper), and tested at every severity",
-        "ResNet-20: one seed, 4 corruptions, 15,000 pre-training and 8,000 fine-tuning images, severity 5, "
+        "ResNet-20: one seed, 4 corruptions, 10,000 pre-training (3 epochs) and 5,000 fine-tuning images, "
+        "severity 5, "
         "only θ_std, θ_rob,c and θ_std + RWS_c (α = 1)",
         "the same-domain pair: one seed, severity 5, 5-way heads on the fine-tuning half",
         "α search with 8 validation evaluations per search and the TIES merge only (DARE cut)",
@@ -183,14 +184,16 @@ def run_study(study: Study, out: str | Path, *, progress: bool = True,
         run.__dict__["_corrupted_cache"] = shared.setdefault(key, {})
         log(f"=== {study.name}: run {name} ({run.cfg.description})")
         t0 = time.time()
-        run_all(run)
+        try:
+            run_all(run)
+        finally:  # an interrupted session's time counts too
+            rec = timing.setdefault(name, {"seconds": 0.0, "sessions": 0})
+            rec["seconds"] += time.time() - t0
+            rec["sessions"] += 1
+            timing_file.write_text(json.dumps(timing, indent=1))
         # transfer test sets belong to one run only
         for k in [k for k in run._corrupted_cache if k[1] is True]:
             del run._corrupted_cache[k]
-        rec = timing.setdefault(name, {"seconds": 0.0, "sessions": 0})
-        rec["seconds"] += time.time() - t0
-        rec["sessions"] += 1
-        timing_file.write_text(json.dumps(timing, indent=1))
     if study.autopatch and (not only or study.autopatch in only):
         from rws_jax.pipeline.autopatch_eval import stage_autopatch  # noqa: PLC0415
 

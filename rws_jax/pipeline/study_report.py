@@ -269,6 +269,11 @@ def study_summary_markdown(study: Study, out: str | Path) -> str:
                                                   for k in ("ta", "ra_mean", "ra5")) + " |")
     lines += ["", f"Seed spread over every cell of the per-corruption table: median std {fmt(sp['median'])} pp, "
                   f"largest {fmt(sp['max'])} pp.", ""]
+    timing_file = out / "metrics" / "timing.json"
+    if timing_file.exists():
+        timing = json.loads(timing_file.read_text())
+        lines += [f"Wall time of the whole study on the 2-core CPU that made it: "
+                  f"{sum(t['seconds'] for t in timing.values()) / 60:.0f} min (`metrics/timing.json`).", ""]
     lines += ["| claim | verdict | numbers (seed means) |", "|---|---|---|"]
     for r in claim_verdicts(mean_run):
         lines.append(f"| {r['claim']} | **{r['verdict']}** | {r['evidence']} |")
