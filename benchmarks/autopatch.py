@@ -93,7 +93,7 @@ def to_markdown(result: dict, command: str) -> str:
     m = result["machine"]
     lines = ["# Auto-patching overhead on this CPU", "",
              f"Written by `{command}` on {result['date']} (wall time {result['wall_s']:.0f} s).", "",
-             f"Machine: {m.get('cpu', '?')}, backend `{m.get('backend', '?')}`, jax {m.get('jax', '?')}.", "",
+             f"Machine: {m.get('cpu_model', '?')} ({m.get('cpu_count', '?')} cores), backend `{m.get('jax_backend', '?')}`, jax {m.get('jax', '?')}.", "",
              "VGG-16 width 1/8 (the `reproduce` model), 32×32×1 images, 8 signatures over 7 units; median of the "
              "interleaved repeats. Overhead = time / forward − 1; target: detection + patch ≤ 20% of the forward "
              "pass of a batch of 64.", "",

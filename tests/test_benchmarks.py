@@ -143,3 +143,19 @@ def test_readme_benchmark_summary_is_the_committed_run():
     root = Path(__file__).resolve().parent.parent
     results = json.loads((root / RESULTS_JSON).read_text())
     assert readme_block_in((root / "README.md").read_text()) == readme_block(results)
+
+
+@pytest.mark.parametrize("name", ["cpu_spread", "autopatch_overhead_cpu"])
+def test_committed_side_benchmarks_are_their_json(name):
+    """docs/cpu_spread.md and docs/autopatch_overhead_cpu.md are what their benchmark writes
+    from the JSON committed beside them (no number edited by hand)."""
+    import importlib
+    import re
+
+    md_path = Path(__file__).resolve().parents[1] / "docs" / f"{name}.md"
+    md = md_path.read_text()
+    result = json.loads(md_path.with_suffix(".json").read_text())
+    command = re.search(r"Written by `([^`]+)`", md).group(1)
+    module = importlib.import_module("benchmarks." + {"cpu_spread": "cpu_spread",
+                                                       "autopatch_overhead_cpu": "autopatch"}[name])
+    assert module.to_markdown(result, command) == md

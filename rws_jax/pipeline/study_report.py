@@ -124,6 +124,27 @@ class SeedMean:
         return self._runs[0].load_metrics(name)
 
 
+# Claims whose every number is measured by each seed are judged on the seed means; the
+# others compare rows that only seed 0 measures (α sweep, composition, transfer,
+# quantization) and are judged on seed 0 alone, so that no rule compares a seed mean with
+# one seed's number.
+SEED_MEAN_CLAIMS = ("1.", "2.", "3.")
+
+
+def study_verdicts(study: Study, out: Path, runs: list[Run], same_domain: Run | None) -> list[dict]:
+    """:func:`claim_verdicts` for the study: claims 1–3 on the seed means, 4–7 on seed 0
+    (plus the same-domain pair for claim 6); each row gets a ``basis``."""
+    mean_rows = claim_verdicts(SeedMean(study, out, runs, same_domain))
+    first_rows = claim_verdicts(SeedMean(study, out, runs[:1], same_domain))
+    out_rows = []
+    for m, f in zip(mean_rows, first_rows):
+        if m["claim"].startswith(SEED_MEAN_CLAIMS):
+            out_rows.append({**m, "basis": f"mean of {len(runs)} seeds"})
+        else:
+            out_rows.append({**f, "basis": "seed 0"})
+    return out_rows
+
+
 def write_similarity(study: Study, out: Path, runs: list[Run]) -> None:
     """Cosine similarity of every seed's RWS_c (claim 2 with the seeds as replicates),
     into ``<out>/metrics/similarity.json`` (needs the signature files)."""
@@ -166,17 +187,17 @@ def severity_table(runs: list[Run]) -> list[str]:
     return lines
 
 
-def claims_table(mean_run: SeedMean, runs: list[Run]) -> list[str]:
-    rows = claim_verdicts(mean_run)
+def claims_table(rows: list[dict], runs: list[Run]) -> list[str]:
     per_seed = [claim_verdicts(r) for r in runs]
-    lines = [f"Judged on the means over the {len(runs)} seeds (all cases pass: reproduced; at least half: partly; "
-             "fewer: not reproduced). The last column judges each seed alone by the same rule (– = that seed did "
-             "not measure it).", "",
-             "| claim | rule | numbers (seed means) | verdict | per seed |", "|---|---|---|---|---|"]
+    lines = [f"All cases pass: reproduced; at least half: partly; fewer: not reproduced. Claims 1–3 are judged on the "
+             f"means over the {len(runs)} seeds; claims 4–7 compare rows that only seed 0 measures and are judged on "
+             "seed 0 (claim 6 adds the same-domain pair). The last column judges each seed alone by the same rule "
+             "(– = that seed did not measure it).", "",
+             "| claim | rule | numbers | judged on | verdict | per seed |", "|---|---|---|---|---|---|"]
     short = {"reproduced": "yes", "partly": "partly", "not reproduced": "no", "not measured": "–"}
     for i, r in enumerate(rows):
         seeds = " / ".join(short[p[i]["verdict"]] for p in per_seed)
-        lines.append(f"| {r['claim']} | {r['rule']} | {r['evidence']} | **{r['verdict']}** | {seeds} |")
+        lines.append(f"| {r['claim']} | {r['rule']} | {r['evidence']} | {r['basis']} | **{r['verdict']}** | {seeds} |")
     return lines
 
 
@@ -274,9 +295,11 @@ def study_summary_markdown(study: Study, out: str | Path) -> str:
         timing = json.loads(timing_file.read_text())
         lines += [f"Wall time of the whole study on the 2-core CPU that made it: "
                   f"{sum(t['seconds'] for t in timing.values()) / 60:.0f} min (`metrics/timing.json`).", ""]
-    lines += ["| claim | verdict | numbers (seed means) |", "|---|---|---|"]
-    for r in claim_verdicts(mean_run):
-        lines.append(f"| {r['claim']} | **{r['verdict']}** | {r['evidence']} |")
+    lines += ["| claim | verdict | judged on | numbers |", "|---|---|---|---|"]
+    for r in study_verdicts(study, out, runs, _open(study, out, study.same_domain)):
+        lines.append(f"| {r['claim']} | **{r['verdict']}** | {r['basis']} | {r['evidence']} |")
+    lines += ["", "Transfer (claim 6): the RWSs of seed 0 (of classes 0–4 for the same-domain pair) on other models "
+                  "from the same θ_init:", "", *transfer_table(mean_run)]
     return "\n".join(lines) + "\n"
 
 
@@ -385,7 +408,7 @@ def write_study_report(study: Study, out: str | Path, *, log: Callable[[str], No
         *severity_table(runs), "",
         f"![RA vs severity]({fig_severity(runs, out / 'figures' / 'severity.png')})", "",
         "## The paper's claims", "",
-        *claims_table(mean_run, runs), "",
+        *claims_table(study_verdicts(study, out, runs, same), runs), "",
     ]
     if same is not None:
         lines += [
