@@ -131,7 +131,8 @@ REPRODUCE = Study(
     batch_norm="resnet20",
     autopatch="vgg16_seed0",
     cut=(
-        "VGG-16 at width 1/8 (231k parameters instead of 14.7M): full width trains about 18× slower here",
+        "VGG-16 at width 1/8 instead of full width: both models' parameter counts and training images/s on "
+        "this CPU are in docs/train_throughput_cpu.md (`make bench-train`)",
         "fine-tuning is 2 epochs (the reference: 50) and pre-training 15; θ_init is shared by the seeds",
         "8 of the 19 corruptions: saturate does nothing to grayscale images, frost/snow/spatter paint coloured "
         "textures; shot/speckle noise, glass/zoom/gaussian blur, brightness and elastic were cut for time",

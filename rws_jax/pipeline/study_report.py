@@ -393,7 +393,7 @@ def write_study_report(study: Study, out: str | Path, *, log: Callable[[str], No
         "- runs (each a full pipeline run directory with its own report): "
         + ", ".join(f"[`{n}`]({n}/report.md)" for n in study.run_names if (out / n / "report.md").exists()),
         "- wall time per run on this machine (summed over resumed sessions): "
-        + ", ".join(f"{n} {timing[n]['seconds'] / 60:.1f} min" for n in study.run_names if n in timing)
+        + ", ".join(f"{n} {t['seconds'] / 60:.1f} min" for n, t in timing.items())
         + (f"; total {sum(t['seconds'] for t in timing.values()) / 60:.0f} min" if timing else ""),
         "- TA = clean test accuracy (all 10,000 test images), RA = accuracy on the test set corrupted by "
         f"rws_jax's corruptions (preset {cfg.corruption_preset!r}, seeded); robust models are trained at severity "
@@ -419,9 +419,8 @@ def write_study_report(study: Study, out: str | Path, *, log: Callable[[str], No
         f"{same.cfg.classes[0]}–{same.cfg.classes[-1]} patch the θ_std of classes "
         f"{same.cfg.transfer_classes[0]}–{same.cfg.transfer_classes[-1]}. The far-domain pair (scikit-learn's "
         "8×8 digits upscaled to 32×32) shares θ_init but neither the classes nor the image statistics. "
-        "Read the rows side by side: a signature learnt on one domain moves the shallow filters the way that "
-        "domain's corruption needs; whether it helps a target depends on whether the target sees the same "
-        "kind of images.", "",
+        "Compare the rows: the updated backbone shares the classes and the domain, the same-domain pair only "
+        "the domain, digits neither.", "",
         ]
     if bn is not None and bn.accuracies:
         lines += [f"## BatchNorm model: {bn.cfg.model}, one seed, severity {bn.cfg.severity}", "",
