@@ -394,10 +394,12 @@ def claim_verdicts(run: Run) -> list[dict]:
     targets = getattr(run, "transfer_targets", None) or (
         ("updated", "updated backbone"), ("transfer", f"{run.cfg.transfer_dataset or 'other dataset'}"))
     for tgt, label in targets:
-        if f"{tgt}/standard" not in acc:
+        # the corruptions this target measured (a transfer run may use fewer)
+        cs_t = [c for c in cs if ra(f"{tgt}/standard", c) is not None and ra(f"{tgt}/patched/{c}", c) is not None]
+        if not cs_t:
             continue
-        before = np.mean([ra(f"{tgt}/standard", c) for c in cs])
-        after = np.mean([ra(f"{tgt}/patched/{c}", c) for c in cs])
+        before = np.mean([ra(f"{tgt}/standard", c) for c in cs_t])
+        after = np.mean([ra(f"{tgt}/patched/{c}", c) for c in cs_t])
         n += 1
         ok += after - before >= 0.05
         ev.append(f"{label}: {100 * before:.1f} → {100 * after:.1f}")

@@ -211,9 +211,12 @@ def transfer_rows(mean_run: SeedMean) -> list[dict]:
         if f"{tgt}/standard" not in acc:
             continue
 
-        def mean(key, test, tgt=tgt):
-            v = [acc.get(key.format(t=tgt, c=c), {}).get(test.format(c=c)) for c in cs]
-            return None if None in v else float(np.mean(v))
+        # the corruptions this target measured (a transfer run may use fewer)
+        cs_t = [c for c in cs if acc.get(f"{tgt}/standard", {}).get(c) is not None]
+
+        def mean(key, test, tgt=tgt, cs_t=cs_t):
+            v = [acc.get(key.format(t=tgt, c=c), {}).get(test.format(c=c)) for c in cs_t]
+            return None if not v or None in v else float(np.mean(v))
 
         rows.append({"target": label, "ta": mean("{t}/standard", "clean"), "ta_patched": mean("{t}/patched/{c}", "clean"),
                      "ra": mean("{t}/standard", "{c}"), "ra_patched": mean("{t}/patched/{c}", "{c}"),
