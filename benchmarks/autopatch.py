@@ -22,15 +22,13 @@ Overhead = variant / forward − 1.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import interleaved, machine_info
+from benchmarks.common import interleaved, machine_info, write_outputs
 
 CORRUPTIONS = ("gaussian_noise", "impulse_noise", "defocus_blur", "motion_blur",
                "fog", "contrast", "pixelate", "jpeg_compression")
@@ -128,15 +126,9 @@ def main(argv=None) -> dict:
               "machine": machine_info(), "cases": cases, "wall_s": time.time() - t0,
               "target": {"batch": target_case["batch"], "worst_variant": worst, "worst_overhead": autos[worst],
                          "met": autos[worst] <= 0.20}}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "autopatch.json").write_text(json.dumps(result, indent=1))
     command = "python -m benchmarks.autopatch " + " ".join(sys.argv[1:] if argv is None else argv)
     md = to_markdown(result, command.strip())
-    (out / "autopatch.md").write_text(md)
-    if args.docs:
-        Path(args.docs).write_text(md)
-        (Path(args.docs).with_suffix(".json")).write_text(json.dumps(result, indent=1))
+    write_outputs(args.out, "autopatch", result, md, args.docs)
     print(md)
     return result
 

@@ -10,10 +10,12 @@ ratios of medians measured in the same loop are the numbers to trust.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import jax
@@ -202,6 +204,18 @@ def torch_cuda(torch) -> bool:
         return torch is not None and bool(torch.cuda.is_available())
     except Exception:  # noqa: BLE001
         return False
+
+
+def write_outputs(out, stem: str, result: dict, markdown: str, docs=None) -> None:
+    """``<out>/<stem>.json`` and ``<out>/<stem>.md``; with ``docs`` (a .md path) also that
+    file and the JSON beside it."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{stem}.md").write_text(markdown)
+    if docs:
+        Path(docs).write_text(markdown)
+        Path(docs).with_suffix(".json").write_text(json.dumps(result, indent=1))
 
 
 def machine_info() -> dict:

@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.common import machine_info, write_outputs
+
 OVERRIDES = ["corruptions=[fog]", "transfer_dataset=null", "update_backbone_epochs=0", "mixture=false",
              "quant_bits=[]", "merge_methods=[]", "alpha_search=false", "robust_replicates=1",
              "composition_rows=false", "alphas=[1.0]"]
@@ -83,20 +85,11 @@ def main(argv=None) -> dict:
     base = settings[0]["accuracy"]
     for s in settings:
         s["max_abs_diff"] = max(abs(s["accuracy"][r][t] - base[r][t]) for r in base for t in base[r])
-    cpu = "?"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    result = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu,
-              "settings": settings, "wall_s": time.time() - t0}
-    (out / "cpu_spread.json").write_text(json.dumps(result, indent=1))
+    result = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "cpu": machine_info().get("cpu_model", "?"), "settings": settings, "wall_s": time.time() - t0}
     command = "python -m benchmarks.cpu_spread " + " ".join(sys.argv[1:] if argv is None else argv)
     md = to_markdown(result, command.strip())
-    (out / "cpu_spread.md").write_text(md)
-    if args.docs:
-        Path(args.docs).write_text(md)
-        Path(args.docs).with_suffix(".json").write_text(json.dumps(result, indent=1))
+    write_outputs(out, "cpu_spread", result, md, args.docs)
     print(md)
     return result
 

@@ -176,9 +176,12 @@ class AutoPatcher:
             self._store(a, v)
         return v
 
-    def _run(self, alphas: np.ndarray, images: jax.Array) -> jax.Array:
-        """Logits of ``images`` under θ_std + Σ α·RWS: cached variables, or one fused
-        patch + forward call whose patched variables are then cached."""
+    def apply_coefficients(self, alphas, images) -> jax.Array:
+        """Logits of ``images`` under θ_std + Σ α·RWS (``alphas`` f32[K], e.g. from
+        :meth:`coefficients`): cached variables, or one fused patch + forward call whose
+        patched variables are then cached."""
+        alphas = np.asarray(alphas, np.float32).reshape(self.num_signatures)
+        images = jnp.asarray(images)
         v = self._cached(alphas)
         if v is not None:
             return self._forward(v, images)
@@ -192,7 +195,7 @@ class AutoPatcher:
         auto-patched model (batch mode, or ``per_image``)."""
         images = jnp.asarray(images)
         if not per_image:
-            return self._run(self.coefficients(images), images)
+            return self.apply_coefficients(self.coefficients(images), images)
         groups = self.assignments(images)
         n = images.shape[0]
         out = None
@@ -202,7 +205,7 @@ class AutoPatcher:
             if k > 0:
                 alphas[k - 1] = self.max_alpha[k - 1]
             pad = np.concatenate([idx, np.full(n - len(idx), idx[0])]) if len(idx) < n else idx
-            logits = self._run(alphas, images[pad])[: len(idx)]
+            logits = self.apply_coefficients(alphas, images[pad])[: len(idx)]
             out = jnp.zeros((n, logits.shape[-1]), logits.dtype) if out is None else out
             out = out.at[idx].set(logits)
         return out

@@ -19,7 +19,6 @@ refuse it for any other set or order.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -266,19 +265,11 @@ def train_detector(images, signatures: Sequence[Signature], *, severity: int = 5
 
 # ----------------------------------------------------------------------------- files
 
-def _checksum(meta: dict, arrays: dict) -> str:
-    h = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "checksum"}, sort_keys=True).encode())
-    for k in sorted(arrays):
-        a = np.ascontiguousarray(arrays[k])
-        h.update(k.encode() + str(a.dtype).encode() + str(a.shape).encode() + a.tobytes())
-    return h.hexdigest()
-
-
 def save_detector(path: str | os.PathLike, detector: CorruptionDetector, *, overwrite: bool = False) -> Path:
     """Writes ``detector`` to the directory ``path`` with orbax (atomically; checksummed)."""
     import orbax.checkpoint as ocp  # noqa: PLC0415
 
-    from rws_jax.storage import _ARRAYS, _META, _write_orbax, atomic_write_dir  # noqa: PLC0415
+    from rws_jax.storage import _ARRAYS, _META, _checksum, _write_orbax, atomic_write_dir  # noqa: PLC0415
 
     arrays = {k: np.asarray(v, np.float32) for k, v in detector.params.items()}
     if not all(np.isfinite(a).all() for a in arrays.values()):
@@ -301,7 +292,7 @@ def load_detector(path: str | os.PathLike, *, signatures: Sequence[Signature] | 
     """
     import orbax.checkpoint as ocp  # noqa: PLC0415
 
-    from rws_jax.storage import _ARRAYS, _META, _checkpointer  # noqa: PLC0415
+    from rws_jax.storage import _ARRAYS, _META, _checkpointer, _checksum  # noqa: PLC0415
 
     path = Path(path).absolute()
     meta_file = path / _META / "metadata"

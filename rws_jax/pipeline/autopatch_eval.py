@@ -104,10 +104,13 @@ def stage_autopatch(run: Run, *, batch_sizes=DEFAULT_BATCH_SIZES, examples: int 
             for j in order:
                 s, i = stream[j]
                 x, y = data[s].images[i:i + bs], data[s].labels[i:i + bs]
-                logits = patcher(x, per_image=(mode == "per_image"))
+                if mode == "per_image":
+                    logits = patcher(x, per_image=True)
+                else:  # patcher(x) in two steps, to record the coefficients
+                    a = patcher.coefficients(x)
+                    logits = patcher.apply_coefficients(a, x)
                 correct[s] += _accuracy(logits, y)
                 if mode == "batch":
-                    a = patcher.coefficients(x)
                     alphas_sum[s] += a
                     truth = sources.index(s) if s in cs else -1
                     hit_batch[s] += (int(np.argmax(a)) + 1 if np.any(a) else 0) == max(truth, 0)

@@ -480,10 +480,13 @@ def stage_weight_stats(run: Run) -> None:
             run.signature(c, replicate=r) for c in run.cfg.corruptions for r in range(run.cfg.robust_replicates)}
     if run.cfg.transfer_dataset is not None:
         sigs |= {f"{run.cfg.transfer_dataset}:{c}": run.signature(c, transfer=True) for c in run.cfg.corruptions}
-    names = list(sigs)
-    vecs = [jnp.concatenate([jnp.ravel(s.deltas[p]) for p in sorted(s.deltas)]) for s in sigs.values()]
-    sim = [[float(jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b) + 1e-30)) for b in vecs] for a in vecs]
-    run.save_metrics("similarity", {"names": names, "cosine": sim})
+    run.save_metrics("similarity", {"names": list(sigs), "cosine": signature_cosines(list(sigs.values()))})
+
+
+def signature_cosines(sigs: list) -> list[list[float]]:
+    """``[K][K]`` cosine similarity of the signatures' flattened kept tensors."""
+    vecs = [jnp.concatenate([jnp.ravel(s.deltas[p]) for p in sorted(s.deltas)]) for s in sigs]
+    return [[float(jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b) + 1e-30)) for b in vecs] for a in vecs]
 
 
 def _ordered(d: dict, order: list[str]) -> list[float | None]:

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from rws_jax.markdown_blocks import write_block  # noqa: E402
 from rws_jax.pipeline.report import claim_verdicts  # noqa: E402
-from rws_jax.pipeline.stages import Run  # noqa: E402
+from rws_jax.pipeline.stages import Run, signature_cosines  # noqa: E402
 from rws_jax.pipeline.study import Study, open_run  # noqa: E402
 
 MAIN_ROWS = (("θ_std", "standard"), ("θ_rob,c", "robust/{c}"), ("θ_std + RWS_c", "patched/{c}/alpha=1"))
@@ -148,12 +148,9 @@ def study_verdicts(study: Study, out: Path, runs: list[Run], same_domain: Run | 
 def write_similarity(study: Study, out: Path, runs: list[Run]) -> None:
     """Cosine similarity of every seed's RWS_c (claim 2 with the seeds as replicates),
     into ``<out>/metrics/similarity.json`` (needs the signature files)."""
-    import jax.numpy as jnp  # noqa: PLC0415
-
     ds = runs[0].cfg.dataset
     sigs = {f"{ds}:{c} (seed {k + 1})": r.signature(c) for c in runs[0].cfg.corruptions for k, r in enumerate(runs)}
-    vecs = [jnp.concatenate([jnp.ravel(s.deltas[p]) for p in sorted(s.deltas)]) for s in sigs.values()]
-    cos = [[float(jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b) + 1e-30)) for b in vecs] for a in vecs]
+    cos = signature_cosines(list(sigs.values()))
     (out / "metrics" / "similarity.json").write_text(json.dumps({"names": list(sigs), "cosine": cos}, indent=1))
 
 
