@@ -8,7 +8,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PRESET ?= offline
 OUT    ?= results/$(PRESET)
 
-.PHONY: venv data demo test test-fast bench bench-quick bench-docs bench-train grid reproduce reproduce-docs clean
+.PHONY: venv venv-all data demo test test-all test-fast test-count bench bench-quick bench-docs bench-train grid reproduce reproduce-docs clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,17 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+# The extras (torch, imagecorruptions, psutil) live in their own environment, so that
+# `make test` in .venv stays exactly the default suite that CI runs.
+VENV_ALL ?= .venv-all
+$(VENV_ALL)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV_ALL)
+	$(VENV_ALL)/bin/python -m pip install -q --upgrade pip
+	$(VENV_ALL)/bin/python -m pip install -q -e '.[test,bench]'
+	touch $@
+
+venv-all: $(VENV_ALL)/.installed
 
 # Fashion-MNIST from Debian's dataset-fashion-mnist package (no network at run time).
 data:
@@ -40,11 +51,30 @@ reproduce-docs: reproduce
 	$(PY) -m rws_jax report --preset reproduce --out results/reproduce --export docs/reproduce
 	$(PY) -m rws_jax report --preset reproduce --out docs/reproduce --summary --splice README.md
 
+# The default suite (what .ci/run runs): both cores (pytest-xdist; a test module stays on one
+# worker, so its module-scoped fixtures are built once), one XLA compilation cache per session
+# (tests/conftest.py). JOBS=1 runs it in one process.
+JOBS ?= 2
+PYTEST_JOBS = $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist loadfile)
+
 test: venv data
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(PYTEST_JOBS) tests
+
+# The default suite plus what needs the extras: the torch import and training-throughput
+# tests and the corruption fidelity tests against imagecorruptions (its full table takes minutes).
+test-all: venv-all data
+	$(VENV_ALL)/bin/python -m pytest -q $(PYTEST_JOBS) tests
 
 test-fast: venv
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q $(PYTEST_JOBS) -m "not slow" tests
+
+# The default suite counting every passing plain `assert` (results/assert_count.txt: one line
+# per process); compare before and after a change that makes tests cheaper.
+test-count: venv data
+	mkdir -p results && rm -f results/assert_count.txt
+	RWS_ASSERT_COUNT_FILE=$(CURDIR)/results/assert_count.txt $(PY) -m pytest -q $(PYTEST_JOBS) \
+	  -o enable_assertion_pass_hook=true tests
+	@awk '{n += $$2} END {print "passing asserts:", n}' results/assert_count.txt
 
 bench-quick: venv
 	$(PY) -m benchmarks --quick --out results/bench-quick
@@ -66,4 +96,4 @@ grid: venv data
 	$(PY) -m rws_jax corruption-grid --out results/corruption_grid.png
 
 clean:
-	rm -rf $(VENV) results runs .pytest_cache
+	rm -rf $(VENV) $(VENV_ALL) results runs .pytest_cache

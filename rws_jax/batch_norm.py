@@ -153,20 +153,44 @@ def batch_statistics(apply_fn: Callable, variables: dict, batches: Iterable, *,
         part = step(_with_stats(variables, zeros), images)  # (1 - m) * batch statistic
         if keep is None:  # m = (m·1 + (1−m)·s) − (1−m)·s
             ones = jax.tree_util.tree_map(jnp.ones_like, old)
-            keep = jax.tree_util.tree_map(jnp.subtract, step(_with_stats(variables, ones), images), part)
-        scaled = jax.tree_util.tree_map(lambda s: s.astype(jnp.float32) * b, part)
-        total = scaled if total is None else jax.tree_util.tree_map(jnp.add, total, scaled)
+            keep = _difference(step(_with_stats(variables, ones), images), part)
+            total = _weighted(part, jnp.float32(b))
+        else:
+            total = _accumulate(total, part, jnp.float32(b))
         n += b
     if total is None:
         raise RWSError("no batches to re-estimate the BatchNorm statistics on")
+    stats, stuck = _finish(total, keep, old, jnp.float32(n))
+    if bool(stuck):
+        raise RWSError("a BatchNorm layer has momentum 1 (its statistics never update): cannot re-estimate")
+    return stats
 
-    def finish(t, k, o):
+
+# The running sums of batch_statistics, one compiled call per batch (not one per BN leaf).
+@jax.jit
+def _difference(a, b):
+    return jax.tree_util.tree_map(jnp.subtract, a, b)
+
+
+@jax.jit
+def _weighted(part, b):
+    return jax.tree_util.tree_map(lambda s: s.astype(jnp.float32) * b, part)
+
+
+@jax.jit
+def _accumulate(total, part, b):
+    return jax.tree_util.tree_map(lambda t, s: t + s.astype(jnp.float32) * b, total, part)
+
+
+@jax.jit
+def _finish(total, keep, old, n):
+    """(statistics = total / n / (1 − m), any layer with momentum m = 1)."""
+    def one(t, k, o):
         one_minus = 1.0 - k.astype(jnp.float32)
         return (t / n / jnp.where(one_minus > 0, one_minus, 1.0)).astype(o.dtype)
 
-    if any(bool(jnp.any(1.0 - k <= 1e-6)) for k in jax.tree_util.tree_leaves(keep)):
-        raise RWSError("a BatchNorm layer has momentum 1 (its statistics never update): cannot re-estimate")
-    return jax.tree_util.tree_map(finish, total, keep, old)
+    stuck = jnp.any(jnp.stack([jnp.any(1.0 - k <= 1e-6) for k in jax.tree_util.tree_leaves(keep)]))
+    return jax.tree_util.tree_map(one, total, keep, old), stuck
 
 
 @jax.jit

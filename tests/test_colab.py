@@ -282,7 +282,8 @@ def test_pipeline_notebook_trains_data_parallel_on_8_devices(tmp_path):
     over a data mesh of all 8 (as on a TPU v2-8); about 40 s."""
     env = {k: v for k, v in os.environ.items() if k not in ("RWS_JAX_RUN_DIR", "TFDS_DATA_DIR")}
     env.update(RWS_JAX_NOTEBOOK_TINY="1", RWS_JAX_RUN_DIR=str(tmp_path / "run"), MPLBACKEND="Agg",
-               JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8", TMPDIR=str(tmp_path))
+               JAX_PLATFORMS="cpu", TMPDIR=str(tmp_path),
+               XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip())
     proc = subprocess.run([sys.executable, "-c", EIGHT_DEVICES, str(PIPELINE)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

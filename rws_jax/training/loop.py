@@ -206,7 +206,11 @@ def fit(model, split_train, split_val, config: TrainConfig, *, init_variables: O
     if input_shape is None:
         input_shape = (1,) + tuple(images.shape[1:])
     state = create_train_state(model, init_key if init_variables is None else init_variables, tx, input_shape)
-    state = replicate(state, mesh)
+    # Every leaf committed alike (replicated over the mesh, or on the default device): the
+    # first step then sees the input shardings of all later ones, so the step compiles once
+    # even when init_variables were restored from a checkpoint (committed) and the fresh
+    # optimizer state was not.
+    state = replicate(state, mesh) if mesh is not None else jax.device_put(state, jax.devices()[0])
 
     if corrupt_fn is _DEFAULT:
         corrupt_fn = build_corrupt_fn(config.corruption, config.severity, config.corruption_preset)
