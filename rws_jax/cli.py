@@ -60,7 +60,7 @@ def _study_of(args):
     if args.preset in STUDIES:
         if args.config or args.overrides or args.force_config:
             raise ValueError(f"{args.preset} is a study of several runs: --config, --set and --force-config do "
-                             "not apply (edit rws_jax/pipeline/study.py or run its runs one by one)")
+                             "not apply (edit rws_jax/pipeline/presets.py or run its runs one by one)")
         return STUDIES[args.preset]
     return None
 
@@ -76,7 +76,7 @@ def _cmd_run(args) -> int:
 
 
 def _run_study(study, args) -> int:
-    from rws_jax.pipeline.study import run_study
+    from rws_jax.pipeline import run_study
 
     out = Path(args.out or f"results/{study.name}")
     out.mkdir(parents=True, exist_ok=True)
@@ -129,7 +129,8 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_autopatch(args) -> int:
-    from rws_jax.pipeline.autopatch_eval import autopatch_markdown, stage_autopatch
+    from rws_jax.pipeline.autopatch_eval import load_autopatch, stage_autopatch
+    from rws_jax.pipeline.autopatch_report import autopatch_markdown
 
     study = _study_of(args)
     if study is not None:
@@ -140,8 +141,6 @@ def _cmd_autopatch(args) -> int:
         run = open_run(study, Path(args.out or f"results/{study.name}"), study.autopatch, progress=not args.quiet)
     else:
         run = _make_run(args, record=False)
-    from rws_jax.pipeline.autopatch_eval import load_autopatch
-
     m = None if args.redo else load_autopatch(run.dir)
     if m is not None:
         print(f"# {run.dir / 'metrics' / 'autopatch.json'} exists (--redo re-evaluates)")

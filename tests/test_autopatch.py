@@ -13,7 +13,8 @@ import rws_jax as rws
 from rws_jax import corruptions as C
 from rws_jax.cli import main as cli_main
 from rws_jax.pipeline import Run, preset, run_all
-from rws_jax.pipeline.autopatch_eval import autopatch_markdown, detector_path, stage_autopatch, stage_detect
+from rws_jax.pipeline.autopatch_eval import detector_path, stage_autopatch, stage_detect
+from rws_jax.pipeline.autopatch_report import autopatch_markdown
 
 pytestmark = pytest.mark.slow
 

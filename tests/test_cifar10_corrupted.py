@@ -15,7 +15,8 @@ from rws_jax.data import (
     load_cifar10_corrupted,
     load_tfds_split,
 )
-from rws_jax.pipeline.config import PipelineConfig, load_config, preset
+from rws_jax.pipeline.config import PipelineConfig
+from rws_jax.pipeline.presets import load_config, preset
 from rws_jax.pipeline.stages import Run
 
 tfds = pytest.importorskip("tensorflow_datasets")

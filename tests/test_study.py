@@ -11,7 +11,7 @@ import pytest
 
 from rws_jax.data import ArraySplit, DatasetSplits, class_subset, restrict_classes
 from rws_jax.models import with_fresh_head
-from rws_jax.pipeline import PRESETS, STUDIES, Study, preset, run_study
+from rws_jax.pipeline import PRESETS, STUDIES, RunMetrics, Study, preset, run_study, seed_mean
 from rws_jax.pipeline import study_report
 from rws_jax.pipeline.study import open_run
 
@@ -82,8 +82,8 @@ def test_report_summary_and_export(study_dir, tmp_path):
     assert (study_dir / "figures" / "severity.png").stat().st_size > 1000
     sim = json.loads((study_dir / "metrics" / "similarity.json").read_text())
     assert len(sim["names"]) == 2 * 2
-    runs = [open_run(TINY_STUDY, study_dir, n, progress=False) for n in TINY_STUDY.seed_group]
-    mean = study_report.SeedMean(TINY_STUDY, study_dir, runs, None)
+    runs = [RunMetrics.from_dir(study_dir / n) for n in TINY_STUDY.seed_group]
+    mean = seed_mean(runs)
     expect = np.mean([r.accuracies["standard"]["contrast@2"] for r in runs])
     assert mean.accuracies["standard"]["contrast@2"] == pytest.approx(expect)
     # the summary needs no checkpoint: the exported copy gives the same text

@@ -12,7 +12,8 @@ the oracle patch (θ_std + RWS_c of the true corruption, θ_std on clean and hel
 batches), the average composition and the mixture-trained model; detection accuracy; and
 how often a patch was computed vs. reused.
 
-Run them with ``rws-jax autopatch --preset NAME`` (a study: on its auto-patching run).
+Run them with ``rws-jax autopatch --preset NAME`` (a study: on its auto-patching run); the
+report's tables come from :mod:`rws_jax.pipeline.autopatch_report`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import jax
 import numpy as np
 
 import rws_jax as rws
+from rws_jax.pipeline.presets import SEEDS
 from rws_jax.pipeline.stages import Run
 from rws_jax.training import evaluate
 
@@ -46,7 +48,7 @@ def stage_detect(run: Run, examples: int = DETECTOR_EXAMPLES) -> rws.CorruptionD
     run.log(f"[detect] corruption detector on {examples} fine-tuning images x {len(sigs) + 1} classes")
     t0 = time.time()
     images = run.halves[1].images[:examples]
-    det = rws.train_detector(images, sigs, severity=run.cfg.severity, key=jax.random.key(run.cfg.seed + 9090),
+    det = rws.train_detector(images, sigs, severity=run.cfg.severity, key=jax.random.key(run.cfg.seed + SEEDS.detector),
                              corruption_preset=run.cfg.corruption_preset)
     rws.save_detector(path, det)
     run.log(f"  detector: train accuracy {det.train_accuracy:.4f} in {time.time() - t0:.0f}s")
@@ -94,7 +96,7 @@ def stage_autopatch(run: Run, *, batch_sizes=DEFAULT_BATCH_SIZES, examples: int 
     auto, detection, patches, coefficient_log = {}, {}, {}, {}
     for bs in batch_sizes:
         stream = [(s, i) for s in sources for i in range(0, len(data[s]), bs)]
-        order = np.random.default_rng(cfg.seed + bs).permutation(len(stream))
+        order = np.random.default_rng(cfg.seed + SEEDS.stream_order + bs).permutation(len(stream))
         for mode in ("batch", "per_image") if bs > 1 else ("batch",):
             patcher = rws.AutoPatcher(run.model, std, sigs, det, threshold=threshold, step=step,
                                       mean=tc.mean, std=tc.std)
@@ -138,7 +140,8 @@ def stage_autopatch(run: Run, *, batch_sizes=DEFAULT_BATCH_SIZES, examples: int 
     return out
 
 
-def _mean(d: dict, keys) -> float:
+def mean_over(d: dict, keys) -> float:
+    """Mean of ``d[k]`` over ``keys`` (accuracies of a stream over its corruptions)."""
     return float(np.mean([d[k] for k in keys]))
 
 
@@ -149,53 +152,13 @@ def autopatch_targets(m: dict) -> list[dict]:
     std, oracle = m["baselines"]["standard"], m["baselines"]["oracle"]
     rows = []
     for key, acc in m["auto"].items():
-        ra_gap = _mean(acc, cs) - _mean(oracle, cs)
+        ra_gap = mean_over(acc, cs) - mean_over(oracle, cs)
         ta_gap = acc["clean"] - std["clean"]
         held_gap = min((acc[h] - std[h] for h in held), default=0.0)
         rows.append({"stream": key, "mean_ra_minus_oracle": ra_gap, "ta_minus_standard": ta_gap,
                      "worst_heldout_minus_standard": held_gap,
                      "met": {"ra": ra_gap >= -0.02, "ta": ta_gap >= -0.005, "heldout": held_gap >= -0.01}})
     return rows
-
-
-def autopatch_markdown(m: dict) -> list[str]:
-    """The report's tables for metrics/autopatch.json."""
-    cs, held, srcs = m["corruptions"], m["heldout"], m["sources"]
-    pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
-    lines = [f"Mixed test stream: the first {m['examples']} test images of each source (clean, {len(cs)} corruptions "
-             f"with a signature, held out: {', '.join(held) or 'none'}), severity {m['severity']}, cut into batches "
-             "and shuffled into one stream. The detector (22 image statistics, an MLP) was trained on "
-             f"{m['detector']['examples']} fine-tuning images per class; threshold {m['threshold']:g}, coefficients "
-             f"rounded to {m['step']:g}.", "",
-             "| model | TA (clean batches) | mean RA (" + f"{len(cs)} corruptions) | "
-             + " | ".join(f"RA {h} (held out)" for h in held) + " |",
-             "|---|---|---|" + "---|" * len(held)]
-    names = {"standard": "θ_std", "oracle": "oracle patch (true corruption known)",
-             "average": "average composition (1/K) Σ RWS_c", "mixture": "mixture-trained model"}
-    rows = [(names[k], v) for k, v in m["baselines"].items()]
-    rows += [(f"auto-patch, {k.split('/')[0].replace('_', '-')} mode, batch {k.split('/')[1]}", v)
-             for k, v in m["auto"].items()]
-    for label, acc in rows:
-        lines.append(f"| {label} | {pct(acc['clean'])} | {pct(_mean(acc, cs))} | "
-                     + " | ".join(pct(acc[h]) for h in held) + " |")
-    lines += ["", "Detection: the share of batches whose strongest coefficient names the true source (clean and "
-              "held-out batches: no coefficient at all), and per image (the detector alone; held out: "
-              "judged as clean or out of distribution).", "",
-              "| source | " + " | ".join(f"batch {b}" for b in m["detection_per_batch"]) + " | per image |",
-              "|---|" + "---|" * (len(m["detection_per_batch"]) + 1)]
-    for s in srcs:
-        lines.append(f"| {s} | " + " | ".join(pct(d[s]) for d in m["detection_per_batch"].values())
-                     + f" | {pct(m['detector']['per_image_accuracy'][s])} |")
-    lines += ["", "Targets (mean RA within 2 pp of the oracle patch; TA on clean batches within 0.5 pp of θ_std; "
-              "held-out RA at most 1 pp below θ_std):", "",
-              "| stream | mean RA − oracle | TA − θ_std | worst held-out − θ_std | patches computed / reused | met |",
-              "|---|---|---|---|---|---|"]
-    for t in m["targets"]:
-        p = m["patches"][t["stream"]]
-        ok = "all" if all(t["met"].values()) else "missed: " + ", ".join(k for k, v in t["met"].items() if not v)
-        lines.append(f"| {t['stream']} | {100 * t['mean_ra_minus_oracle']:+.1f} pp | {100 * t['ta_minus_standard']:+.1f} pp"
-                     f" | {100 * t['worst_heldout_minus_standard']:+.1f} pp | {p['computed']} / {p['reused']} | {ok} |")
-    return lines
 
 
 def load_autopatch(run_dir: Path) -> dict | None:

@@ -1,16 +1,15 @@
-"""Pipeline configuration: one frozen dataclass, named presets, YAML/Python config files.
+"""Pipeline configuration schema: :class:`PipelineConfig` (one run), :class:`Study` (several
+runs), ``key=value`` overrides and reading a run directory's ``config.yaml``.
 
-A config file is YAML (``*.yaml``/``*.yml``) or Python (``*.py`` defining ``CONFIG``, a
-dict or a :class:`PipelineConfig`). Either may name a ``preset`` to start from and
-override any field; ``pretrain``/``finetune``/``transfer_finetune`` are dicts of
-:class:`rws_jax.training.TrainConfig` fields.
+The values (named presets, the ``reproduce`` study, seed offsets) live apart, in
+:mod:`rws_jax.pipeline.presets`, which also reads config files. ``pretrain``/``finetune``/
+``transfer_finetune`` are dicts of :class:`rws_jax.training.TrainConfig` fields.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import runpy
 from pathlib import Path
 from typing import Any
 
@@ -213,129 +212,6 @@ class PipelineConfig:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
-# Grayscale Fashion-MNIST: no horizontal flip; inputs standardised with its pixel mean/std
-# (without it the 13-conv VGG-16 without BatchNorm barely trains in a few epochs).
-_GRAY = {"flip": False, "mean": [0.286], "std": [0.353]}
-
-PRESETS: dict[str, dict] = {
-    # ~10 minutes on 2 CPU cores: a narrow VGG-16 on Fashion-MNIST, four corruptions.
-    "offline": dict(
-        name="offline",
-        description="Fashion-MNIST (Debian IDX files), VGG-16 at width 1/8, 4 corruptions; minutes on 2 CPU cores",
-        dataset="fashion_mnist",
-        val_size=1000,
-        pretrain_examples=12000,
-        finetune_examples=4000,
-        test_examples=2000,
-        transfer_dataset="digits",
-        model="vgg16",
-        model_kwargs={"width": 0.125, "init_scheme": "he_fan_in"},
-        corruptions=["gaussian_noise", "defocus_blur", "fog", "contrast"],
-        pretrain=dict(epochs=3, batch_size=64, lr=0.02, schedule="cosine", warmup_epochs=0.2, **_GRAY),
-        finetune=dict(epochs=2, batch_size=64, lr=0.01, schedule="cosine", **_GRAY),
-        transfer_finetune=dict(epochs=8, batch_size=32, lr=0.02, schedule="cosine", **_GRAY),
-        update_backbone_epochs=1,
-        robust_replicates=2,
-    ),
-    # Seconds-scale, for tests: same stages, tiny sizes.
-    "tiny": dict(
-        name="tiny",
-        description="smoke test of every stage on a few hundred images",
-        dataset="fashion_mnist",
-        val_size=200,
-        pretrain_examples=512,
-        finetune_examples=256,
-        test_examples=200,
-        transfer_dataset="digits",
-        transfer_test_examples=100,
-        model="vgg16",
-        model_kwargs={"width": 0.0625, "init_scheme": "he_fan_in"},
-        keep_units=3,
-        corruptions=["gaussian_noise", "contrast"],
-        alphas=[0.0, 0.5, 1.0, 2.0],
-        quant_bits=[8, 4],
-        alpha_grid=[0.0, 0.5, 1.0],
-        alpha_search_budget=4,
-        pretrain=dict(epochs=1, batch_size=64, lr=0.02, schedule="constant", **_GRAY),
-        finetune=dict(epochs=1, batch_size=64, lr=0.01, schedule="constant", **_GRAY),
-        transfer_finetune=dict(epochs=1, batch_size=64, lr=0.01, schedule="constant", **_GRAY),
-        update_backbone_epochs=1,
-        robust_replicates=2,
-        eval_batch_size=100,
-    ),
-    # The full Fashion-MNIST run: all training data, VGG-16 at width 1/2, 8 corruptions.
-    "fashion_mnist_full": dict(
-        name="fashion_mnist_full",
-        description="Fashion-MNIST, VGG-16 at width 1/2, 8 corruptions, reference-like schedule (hours on CPU)",
-        dataset="fashion_mnist",
-        val_size=5000,
-        transfer_dataset="digits",
-        model="vgg16",
-        model_kwargs={"width": 0.5, "init_scheme": "he_fan_in"},
-        corruptions=[
-            "gaussian_noise", "impulse_noise", "defocus_blur", "motion_blur",
-            "fog", "contrast", "pixelate", "jpeg_compression",
-        ],
-        pretrain=dict(epochs=20, batch_size=128, lr=0.02, schedule="cosine", warmup_epochs=1, **_GRAY),
-        finetune=dict(epochs=10, batch_size=128, lr=0.01, schedule="step", milestones=[5, 8], **_GRAY),
-        transfer_finetune=dict(epochs=20, batch_size=64, lr=0.01, schedule="cosine", **_GRAY),
-        update_backbone_epochs=5,
-        robust_replicates=2,
-    ),
-}
-
-# CIFAR presets: the reference recipe (docs/design.md) with TFDS data, for TPU/GPU users.
-_REFERENCE = dict(
-    epochs=50, batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="step", milestones=[20, 40]
-)
-_ALL19 = [
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
-    "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
-    "jpeg_compression", "speckle_noise", "gaussian_blur", "spatter", "saturate",
-]
-for _name, _ds, _other in (("cifar10_vgg16", "cifar10", "cifar100"), ("cifar100_vgg16", "cifar100", "cifar10")):
-    PRESETS[_name] = dict(
-        name=_name,
-        description=f"{_ds} with tensorflow-datasets, VGG-16 (no BN), reference recipe, all 19 corruptions",
-        dataset=_ds,
-        val_size=5000,
-        transfer_dataset=None,
-        model="vgg16",
-        model_kwargs={},
-        corruptions=_ALL19,
-        keep_units=7,
-        pretrain=dict(_REFERENCE),
-        finetune=dict(_REFERENCE),
-        transfer_finetune=dict(_REFERENCE),
-        update_backbone_epochs=10,
-        # RA on the released CIFAR-10-C as the reference; CIFAR-100 has none in TFDS.
-        corrupted_test="official" if _ds == "cifar10" else "generated",
-    )
-
-# Colab-sized CIFAR-10 (fits a free Colab session; estimated times in docs/colab_estimate.md,
-# written by benchmarks/colab_estimate.py): the reference recipe, shorter, 4 corruptions.
-PRESETS["cifar10_vgg16_colab"] = dict(
-    PRESETS["cifar10_vgg16"],
-    name="cifar10_vgg16_colab",
-    description="cifar10 with tensorflow-datasets, VGG-16 (no BN), reference recipe shortened to 20+10 epochs, "
-                "4 corruptions, no mixture model: sized for a free Colab session",
-    corruptions=["gaussian_noise", "defocus_blur", "fog", "contrast"],
-    pretrain=dict(_REFERENCE, epochs=20, milestones=[10, 15]),
-    finetune=dict(_REFERENCE, epochs=10, milestones=[5, 8]),
-    transfer_finetune=dict(_REFERENCE, epochs=10, milestones=[5, 8]),
-    update_backbone_epochs=2,
-    mixture=False,
-)
-
-
-def preset(preset_name: str, /, **overrides) -> PipelineConfig:
-    """A named preset (``'offline'``, ``'tiny'``, ``'fashion_mnist_full'``, ``'cifar10_vgg16'``, ...),
-    with any field overridden: ``preset('offline', name='mine', keep_units=5)``."""
-    if preset_name not in PRESETS:
-        raise ValueError(f"unknown preset {preset_name!r}; valid: {', '.join(PRESETS)}")
-    return PipelineConfig(**{**PRESETS[preset_name], **overrides})
-
-
 def _parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
@@ -359,29 +235,46 @@ def apply_overrides(cfg: PipelineConfig, overrides: list[str] | None) -> Pipelin
     return PipelineConfig(**d)
 
 
-def load_config(source: str | Path | None = None, *, preset_name: str | None = None,
-                overrides: list[str] | None = None) -> PipelineConfig:
-    """Builds a config from a preset name and/or a YAML/Python file, then overrides."""
-    data: dict = {}
-    if source is not None:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} not found")
-        if path.suffix == ".py":
-            obj = runpy.run_path(str(path)).get("CONFIG")
-            if obj is None:
-                raise ValueError(f"{path} defines no CONFIG")
-            data = obj.to_dict() if isinstance(obj, PipelineConfig) else dict(obj)
-        else:
-            data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} does not hold a mapping")
-    base = data.pop("preset", None) or preset_name
-    if base and base not in PRESETS:
-        raise ValueError(f"unknown preset {base!r}; valid: {', '.join(PRESETS)}")
+def run_config_from_file(path: str | Path) -> PipelineConfig:
+    """The config a run directory was made with (its ``config.yaml``); fields added since
+    count as their defaults."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
     fields = {f.name for f in dataclasses.fields(PipelineConfig)}
-    unknown = set(data) - fields
-    if unknown:
-        raise ValueError(f"unknown config field(s) {sorted(unknown)}")
-    merged = {**(PRESETS[base] if base else {}), **data}
-    return apply_overrides(PipelineConfig(**merged), overrides)
+    return PipelineConfig(**{**PipelineConfig().to_dict(), **{k: v for k, v in data.items() if k in fields}})
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """A named set of pipeline runs that answer the paper's questions together.
+
+    Attributes:
+      name / description: as a preset's.
+      runs: ``(run name, PipelineConfig fields)`` in the order they run (a run whose
+        ``init_from`` names another must come after it).
+      seed_group: names of the runs that differ only in ``training_seed`` (same θ_init,
+        data and test sets): their cells are reported as mean ± std.
+      same_domain: the run whose transfer dataset is the main dataset's other classes.
+      batch_norm: the BatchNorm model's run.
+      autopatch: the run whose signatures are auto-patched on a mixed test stream
+        (:mod:`rws_jax.pipeline.autopatch_eval`) after every run is done.
+      cut: what the study leaves out to fit its budget, one sentence each.
+    """
+
+    name: str
+    description: str
+    runs: tuple
+    seed_group: tuple
+    same_domain: str | None = None
+    batch_norm: str | None = None
+    autopatch: str | None = None
+    cut: tuple = ()
+
+    def config(self, run_name: str) -> PipelineConfig:
+        for name, fields in self.runs:
+            if name == run_name:
+                return PipelineConfig(**fields)
+        raise KeyError(f"study {self.name!r} has no run {run_name!r}; runs: {[n for n, _ in self.runs]}")
+
+    @property
+    def run_names(self) -> list[str]:
+        return [n for n, _ in self.runs]

@@ -20,6 +20,10 @@ import numpy as np  # noqa: E402
 
 from rws_jax.models import uses_batch_norm  # noqa: E402
 from rws_jax.markdown_blocks import read_block, write_block  # noqa: E402
+from rws_jax.pipeline.autopatch_eval import load_autopatch  # noqa: E402
+from rws_jax.pipeline.autopatch_report import autopatch_markdown  # noqa: E402
+from rws_jax.pipeline.claims import claim_verdicts  # noqa: E402
+from rws_jax.pipeline.run_metrics import RunMetrics  # noqa: E402
 from rws_jax.pipeline.stages import Run  # noqa: E402
 
 
@@ -265,173 +269,8 @@ def summary_markdown(run: Run) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ----------------------------------------------------------------------------- claims
-
-def _pp(x: float) -> str:
-    """Signed percentage points, one decimal, without a negative zero."""
-    v = round(100 * float(x), 1)
-    return f"{v + 0.0:+.1f}"
-
-
-def _verdict(n_ok: int, n: int) -> str:
-    if n == 0:
-        return "not measured"
-    return "reproduced" if n_ok == n else ("partly" if 2 * n_ok >= n else "not reproduced")
-
-
-def claim_verdicts(run: Run) -> list[dict]:
-    """The paper's 7 claims, each judged by a fixed rule on this run's metrics.
-
-    Every entry: ``claim``, ``rule`` (the rule, in words), ``evidence`` (the numbers the
-    rule used) and ``verdict`` (reproduced / partly / not reproduced / not measured).
-    With n the number of cases a rule looks at: all pass → reproduced, at least half →
-    partly, fewer → not reproduced.
-    """
-    acc = run.accuracies
-    cs = list(run.cfg.corruptions)
-    out = []
-
-    def ra(key, c):
-        return acc.get(key, {}).get(c)
-
-    def ta(key):
-        return acc.get(key, {}).get("clean")
-
-    # 1. shallow layers
-    lc = run.load_metrics("layer_change")
-    rule = ("θ_rob,c − θ_std changes the first two units (convs or blocks) more than the last three before "
-            "the head: mean relative change (first 2) / (last 3) ≥ 1.5, per corruption")
-    if lc:
-        conv = [i for i, u in enumerate(lc["units"]) if u != "head"]
-        ratios = {}
-        for c in cs:
-            v = [lc[c][i] or 0.0 for i in conv]
-            ratios[c] = float(np.mean(v[:2]) / max(np.mean(v[-3:]), 1e-12))
-        ok = sum(r >= 1.5 for r in ratios.values())
-        out.append({"claim": "1. robustness lives in shallow layers", "rule": rule,
-                    "evidence": ", ".join(f"{c} {r:.1f}×" for c, r in ratios.items()),
-                    "verdict": _verdict(ok, len(ratios))})
-    else:
-        out.append({"claim": "1. robustness lives in shallow layers", "rule": rule, "evidence": "—",
-                    "verdict": "not measured"})
-
-    # 2. discriminative
-    sim = run.load_metrics("similarity")
-    rule = ("the RWSs of one corruption from two seeds are more similar (cosine) than any two RWSs of "
-            "different corruptions, per corruption")
-    ev, ok, n = [], 0, 0
-    if sim:
-        names, cos = sim["names"], np.asarray(sim["cosine"])
-        ds = run.cfg.dataset
-        idx = {nm: i for i, nm in enumerate(names)}
-        main = [i for i, nm in enumerate(names) if nm.startswith(f"{ds}:")]
-        across = max((cos[i, j] for i in main for j in main
-                      if i < j and names[i].split(" (")[0] != names[j].split(" (")[0]), default=None)
-        for c in cs:
-            a, b = idx.get(f"{ds}:{c} (seed 1)"), idx.get(f"{ds}:{c} (seed 2)")
-            if a is None or b is None or across is None:
-                continue
-            same = float(cos[a, b])
-            n += 1
-            ok += same > across
-            ev.append(f"{c} {same:.2f}")
-        if ev:
-            ev.append(f"max across corruptions {across:.2f}")
-    out.append({"claim": "2. RWSs are discriminative", "rule": rule, "evidence": ", ".join(ev) or "—",
-                "verdict": _verdict(ok, n)})
-
-    # 3. patching
-    rule = ("θ_std + RWS_c (α = 1) closes ≥ 80% of the RA gap between θ_std and θ_rob,c at a TA cost "
-            "≤ 1 pp, per corruption with a gap ≥ 2 pp")
-    ev, ok, n = [], 0, 0
-    for c in cs:
-        s, r, p = ra("standard", c), ra(f"robust/{c}", c), ra(f"patched/{c}/alpha=1", c)
-        if None in (s, r, p) or r - s < 0.02:
-            continue
-        closed = (p - s) / (r - s)
-        cost = ta("standard") - ta(f"patched/{c}/alpha=1")
-        n += 1
-        ok += closed >= 0.8 and cost <= 0.01
-        ev.append(f"{c}: {100 * closed:.0f}% closed, TA −{100 * cost:.1f} pp")
-    out.append({"claim": "3. a patch recovers robustness", "rule": rule, "evidence": "; ".join(ev) or "—",
-                "verdict": _verdict(ok, n)})
-
-    # 4. alpha
-    alphas = sorted({float(k.rsplit("=", 1)[1]) for k in acc if k.startswith("patched/") and "/alpha=" in k})
-    rule = "RA does not fall (by > 1 pp) as α rises from 0 to 1, per corruption"
-    ev, ok, n = [], 0, 0
-    for c in cs:
-        seq = [ra(f"patched/{c}/alpha={a:g}", c) for a in alphas if a <= 1]
-        if len(seq) < 3 or None in seq:
-            continue
-        n += 1
-        good = all(b >= a - 0.01 for a, b in zip(seq, seq[1:]))
-        ok += good
-        ev.append(f"{c}: " + "→".join(f"{100 * v:.0f}" for v in seq))
-    out.append({"claim": "4. α scales robustness", "rule": rule + f" (α = {', '.join(f'{a:g}' for a in alphas if a <= 1)})",
-                "evidence": "; ".join(ev) or "—", "verdict": _verdict(ok, n)})
-
-    # 5. composition
-    rule = ("the average θ_std + (1/N) Σ_c RWS_c gains ≥ half of the single patches' mean RA gain over θ_std, "
-            "at a TA cost ≤ 2 pp")
-    if "composed_average" in acc and "standard" in acc:
-        s = np.mean([ra("standard", c) for c in cs])
-        single = np.mean([ra(f"patched/{c}/alpha=1", c) for c in cs])
-        avg = np.mean([ra("composed_average", c) for c in cs])
-        cost = ta("standard") - ta("composed_average")
-        gain = (avg - s) / max(single - s, 1e-9)
-        checks = [gain >= 0.5, cost <= 0.02]
-        out.append({"claim": "5. signatures compose", "rule": rule,
-                    "evidence": f"mean RA θ_std {100 * s:.1f}, single patches {100 * single:.1f}, average "
-                                f"{100 * avg:.1f} ({100 * gain:.0f}% of the gain), TA −{100 * cost:.1f} pp",
-                    "verdict": _verdict(sum(checks), len(checks))})
-    else:
-        out.append({"claim": "5. signatures compose", "rule": rule, "evidence": "—", "verdict": "not measured"})
-
-    # 6. transfer
-    rule = "RWSs from the source model raise the target model's mean RA by ≥ 5 pp, per target"
-    ev, ok, n = [], 0, 0
-    targets = getattr(run, "transfer_targets", None) or (
-        ("updated", "updated backbone"), ("transfer", f"{run.cfg.transfer_dataset or 'other dataset'}"))
-    for tgt, label in targets:
-        # the corruptions this target measured (a transfer run may use fewer)
-        cs_t = [c for c in cs if ra(f"{tgt}/standard", c) is not None and ra(f"{tgt}/patched/{c}", c) is not None]
-        if not cs_t:
-            continue
-        before = np.mean([ra(f"{tgt}/standard", c) for c in cs_t])
-        after = np.mean([ra(f"{tgt}/patched/{c}", c) for c in cs_t])
-        n += 1
-        ok += after - before >= 0.05
-        ev.append(f"{label}: {100 * before:.1f} → {100 * after:.1f}")
-    out.append({"claim": "6. signatures transfer", "rule": rule, "evidence": "; ".join(ev) or "—",
-                "verdict": _verdict(ok, n)})
-
-    # 7. quantization
-    rule = "8-bit and 4-bit RWSs keep the fp32 patch's mean RA and mean TA within 1 pp"
-    ev, ok, n = [], 0, 0
-    full_ra = [ra(f"patched/{c}/alpha=1", c) for c in cs]
-    full_ta = [ta(f"patched/{c}/alpha=1") for c in cs]
-    for b in (8, 4):
-        q_ra = [ra(f"patched_q{b}/{c}", c) for c in cs]
-        q_ta = [ta(f"patched_q{b}/{c}") for c in cs]
-        if None in q_ra + full_ra or None in q_ta + full_ta:
-            continue
-        d_ra = np.mean(q_ra) - np.mean(full_ra)
-        d_ta = np.mean(q_ta) - np.mean(full_ta)
-        n += 1
-        ok += abs(d_ra) <= 0.01 and abs(d_ta) <= 0.01
-        ev.append(f"{b}-bit: RA {_pp(d_ra)} pp, TA {_pp(d_ta)} pp")
-    st = run.load_metrics("storage")
-    if st and ev:
-        ev.append("files " + ", ".join(f"{r['ratio']:.1f}× ({r['bits']} bit)" for r in st["rows"])
-                  + " smaller than the model")
-    out.append({"claim": "7. quantized signatures lose almost nothing", "rule": rule, "evidence": "; ".join(ev) or "—",
-                "verdict": _verdict(ok, n)})
-    return out
-
-
 def _claims_table(run: Run) -> list[str]:
-    rows = claim_verdicts(run)
+    rows = claim_verdicts(RunMetrics.from_dir(run.dir))
     lines = ["The paper's claims, each judged by the rule beside it on this run (all cases pass: reproduced; at "
              "least half: partly; fewer: not reproduced):", "",
              "| claim | rule | numbers | verdict |", "|---|---|---|---|"]
@@ -514,8 +353,6 @@ def write_report(run: Run, command: str | None = None) -> Path:
         for r in st["rows"]:
             lines.append(f"| {r['bits']}-bit | {r['signature_bytes']:,.0f} | {r['model_bytes']:,} | {r['ratio']:.1f}× |")
         lines += ["", f"![storage]({f7})", ""]
-    from rws_jax.pipeline.autopatch_eval import autopatch_markdown, load_autopatch  # noqa: PLC0415
-
     m = load_autopatch(run.dir)
     if m:
         lines += ["## Auto-patching an unknown corruption", "", *autopatch_markdown(m), ""]

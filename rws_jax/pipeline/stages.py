@@ -8,7 +8,7 @@ Layout of a run directory::
     <out>/signatures/transfer/    RWSs of the transfer dataset (for the similarity plot)
     <out>/storage/model           the standard model saved like a signature (size ratio)
     <out>/metrics/*.json          accuracies and weight statistics
-    <out>/report.md, figures/     written by :mod:`rws_jax.pipeline.report`
+    <out>/report.md, figures/     written from the metrics by :mod:`rws_jax.pipeline.report`
 
 Rerunning a stage whose outputs exist loads them instead of recomputing.
 """
@@ -30,7 +30,8 @@ from rws_jax import corruptions as corruptions_lib
 from rws_jax.data import (ArraySplit, DatasetSplits, class_subset, load_cifar10_corrupted, load_dataset,
                           restrict_classes, split_disjoint)
 from rws_jax.models import get_model, unit_order, uses_batch_norm, with_fresh_head
-from rws_jax.pipeline.config import PipelineConfig
+from rws_jax.pipeline.config import PipelineConfig, run_config_from_file
+from rws_jax.pipeline.presets import SEEDS
 from rws_jax.training import TrainConfig, evaluate, fit, make_eval_step
 from rws_jax.training.augment import normalize_images
 
@@ -54,8 +55,11 @@ class Run:
     """A run directory plus its config; loads data and models lazily."""
 
     def __init__(self, cfg: PipelineConfig, out: str | Path, *, progress: bool = True,
-                 log: Callable[[str], None] = print, force_config: bool = False):
+                 log: Callable[[str], None] = print, force_config: bool = False, test_sets: dict | None = None):
+        """``test_sets``: a dict to keep the corrupted test and validation sets in, shared
+        by runs with the same data (a study's seeds); default: this run's own."""
         self.cfg = cfg
+        self._test_sets = {} if test_sets is None else test_sets
         self.dir = Path(out)
         self.progress = progress
         self.log = log
@@ -161,7 +165,8 @@ class Run:
         key = (c, transfer)
         if key not in self._recalibration_cache:
             split = self.transfer_data.train if transfer else self.halves[1]
-            self._recalibration_cache[key] = self._corrupt_split(split, c, 555, 100 if transfer else 0)
+            self._recalibration_cache[key] = self._corrupt_split(split, c, SEEDS.recalibration,
+                                                                  SEEDS.transfer_index if transfer else 0)
         return self._recalibration_cache[key]
 
     def _corrupt_split(self, split: ArraySplit, c: str, seed_offset: int, index_offset: int = 0,
@@ -169,12 +174,12 @@ class Run:
         """``split`` corrupted with ``c`` at ``severity`` (default: the config's) by our JAX
         corruptions, in chunks of 500, chunk ``i`` keyed ``fold_in(fold_in(key(seed +
         seed_offset), index(c) + index_offset), i)`` (another severity than the config's
-        folds in ``50 + severity`` first): seeded and fixed."""
+        folds in ``SEEDS.severity_fold + severity`` first): seeded and fixed."""
         idx = list(corruptions_lib.CORRUPTIONS).index(c)
         base = jax.random.fold_in(jax.random.key(self.cfg.seed + seed_offset), idx + index_offset)
         severity = self.cfg.severity if severity is None else int(severity)
         if severity != self.cfg.severity:
-            base = jax.random.fold_in(base, 50 + severity)
+            base = jax.random.fold_in(base, SEEDS.severity_fold + severity)
         chunks = [np.asarray(corruptions_lib.corrupt(
             jnp.asarray(split.images[i:i + 500]), c, severity, jax.random.fold_in(base, i),
             preset=self.cfg.corruption_preset)) for i in range(0, len(split), 500)]
@@ -240,13 +245,11 @@ class Run:
     @functools.cached_property
     def _shared_init(self) -> dict:
         """θ_init of the run ``cfg.init_from`` (head re-initialised for another class count)."""
-        import yaml  # noqa: PLC0415
-
         src = Path(self.cfg.init_from)
         src = src if src.is_absolute() else self.dir.parent / src
         if not (src / "config.yaml").is_file():
             raise FileNotFoundError(f"init_from: {src} is not a run directory (no config.yaml); run it first")
-        src_cfg = PipelineConfig(**{**PipelineConfig().to_dict(), **yaml.safe_load((src / "config.yaml").read_text())})
+        src_cfg = run_config_from_file(src / "config.yaml")
         same = ("dataset", "model", "model_kwargs", "seed", "val_size", "pretrain_examples", "pretrain")
         diff = [k for k in same if getattr(src_cfg, k) != getattr(self.cfg, k)]
         if diff:
@@ -259,7 +262,7 @@ class Run:
         """An updated backbone: θ_init trained further on the pre-training data."""
         pre, _ = self.halves
         tc = self.train_config("pretrain", epochs=self.cfg.update_backbone_epochs, warmup_epochs=0.0,
-                               lr=self.cfg.finetune.get("lr", 0.01), seed=self.cfg.seed + 1)
+                               lr=self.cfg.finetune.get("lr", 0.01), seed=self.cfg.seed + SEEDS.updated_backbone)
         return self._fit(INIT_UPDATED, pre, self.data.val, tc, init=self.theta_init)
 
     def finetune(self, name: str, corruption=None, *, backbone: str = INIT, replicate: int = 0) -> dict:
@@ -268,7 +271,7 @@ class Run:
         _, fine = self.halves
         init = self.theta_init if backbone == INIT else self.theta_init_updated
         tc = self.train_config("finetune", corruption=corruption,
-                               seed=self.cfg.fine_tuning_seed + 2 + 1000 * replicate)
+                               seed=self.cfg.fine_tuning_seed + SEEDS.fine_tuning + SEEDS.replicate_step * replicate)
         return self._fit(name, fine, self.data.val, tc, init=init)
 
     def standard(self) -> dict:
@@ -285,7 +288,7 @@ class Run:
 
     def transfer(self, c: str | None) -> dict:
         ds = self.transfer_data
-        tc = self.train_config("transfer", corruption=c, seed=self.cfg.fine_tuning_seed + 3)
+        tc = self.train_config("transfer", corruption=c, seed=self.cfg.fine_tuning_seed + SEEDS.transfer)
         return self._fit(transfer_name(c), ds.train, ds.val, tc, init=self.theta_init)
 
     # ------------------------------------------------------------- signatures
@@ -314,9 +317,10 @@ class Run:
         return q
 
     # ------------------------------------------------------------- evaluation
-    @functools.cached_property
-    def _corrupted_cache(self) -> dict:
-        return {}
+    def forget_transfer_test_sets(self) -> None:
+        """Drops the transfer dataset's test sets from the (maybe shared) test-set cache."""
+        for k in [k for k in self._test_sets if k[1] is True]:
+            del self._test_sets[k]
 
     def test_set(self, which: str, *, transfer: bool = False) -> ArraySplit:
         """The clean test split (``which='clean'``), or the corrupted test set of ``which``
@@ -330,8 +334,8 @@ class Run:
         our JAX corruptions (``corruption_preset`` constants, seeded, fixed).
         """
         key = (which, transfer)
-        if key in self._corrupted_cache:
-            return self._corrupted_cache[key]
+        if key in self._test_sets:
+            return self._test_sets[key]
         test = (self.transfer_data if transfer else self.data).test
         name, _, sev = which.partition("@")
         if which == "clean":
@@ -339,12 +343,13 @@ class Run:
         elif sev:
             if name not in corruptions_lib.CORRUPTIONS or not sev.isdigit() or not 1 <= int(sev) <= 5:
                 raise ValueError(f"test set {which!r}: expected '<corruption>@<severity 1..5>'")
-            out = self._corrupt_split(test, name, 777, 100 if transfer else 0, severity=int(sev))
+            out = self._corrupt_split(test, name, SEEDS.test_corruption, SEEDS.transfer_index if transfer else 0,
+                                      severity=int(sev))
         elif not transfer and self.cfg.corrupted_test_mode == "official":
             out = self._official_corrupted(which, test)
         else:
-            out = self._corrupt_split(test, which, 777, 100 if transfer else 0)
-        self._corrupted_cache[key] = out
+            out = self._corrupt_split(test, which, SEEDS.test_corruption, SEEDS.transfer_index if transfer else 0)
+        self._test_sets[key] = out
         return out
 
     def _official_corrupted(self, which: str, clean: ArraySplit) -> ArraySplit:
@@ -387,14 +392,14 @@ class Run:
         """The validation split, clean or corrupted with ``which`` (seeded, fixed; always our
         own corruptions): what α is chosen on, never the test set."""
         key = ("val", which)
-        if key not in self._corrupted_cache:
+        if key not in self._test_sets:
             val = self.data.val
             if which == "clean":
                 out = val
             else:
-                out = self._corrupt_split(val, which, 333)
-            self._corrupted_cache[key] = out
-        return self._corrupted_cache[key]
+                out = self._corrupt_split(val, which, SEEDS.val_corruption)
+            self._test_sets[key] = out
+        return self._test_sets[key]
 
     def val_accuracy(self, variables: dict, which: list[str]) -> dict[str, float]:
         """Validation accuracy of ``variables`` on the clean and corrupted validation sets."""
@@ -406,7 +411,7 @@ class Run:
         parameters (DARE keyed by the run's seed)."""
         c = self.cfg
         return rws.compose(sigs, alphas, method=method, density=float(c.ties_density),
-                           drop_rate=float(c.dare_drop_rate), key=jax.random.key(c.seed + 4242),
+                           drop_rate=float(c.dare_drop_rate), key=jax.random.key(c.seed + SEEDS.dare),
                            name=f"{method}({'+'.join(s.name for s in sigs)})")
 
     def save_metrics(self, name: str, data: Any) -> None:
@@ -651,15 +656,13 @@ def check_corrupted_test_data(run: Run) -> None:
             load_cifar10_corrupted(name, c.severity, data_dir=c.data_dir, max_examples=1)
 
 
-def run_all(run: Run) -> None:
-    """Every stage in order (each skips what is already on disk), then the report."""
-    from rws_jax.pipeline.report import write_report  # noqa: PLC0415
-
+def run_stages(run: Run) -> None:
+    """Every stage in order (each skips what is already on disk). Writes metrics, no report
+    (``rws_jax.pipeline.run.run_all`` runs the stages, then writes the report)."""
     t0 = time.time()
     check_corrupted_test_data(run)
     for name, fn in STAGES.items():
         t = time.time()
         fn(run)
         run.log(f"  ({name}: {time.time() - t:.0f}s)")
-    path = write_report(run)
-    run.log(f"[report] {path}  (total {time.time() - t0:.0f}s)")
+    run.log(f"  (all stages: {time.time() - t0:.0f}s)")

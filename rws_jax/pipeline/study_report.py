@@ -23,9 +23,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rws_jax.markdown_blocks import write_block  # noqa: E402
-from rws_jax.pipeline.report import claim_verdicts  # noqa: E402
-from rws_jax.pipeline.stages import Run, signature_cosines  # noqa: E402
-from rws_jax.pipeline.study import Study, open_run  # noqa: E402
+from rws_jax.pipeline.autopatch_eval import load_autopatch  # noqa: E402
+from rws_jax.pipeline.autopatch_report import autopatch_markdown  # noqa: E402
+from rws_jax.pipeline.claims import claim_verdicts  # noqa: E402
+from rws_jax.pipeline.config import Study  # noqa: E402
+from rws_jax.pipeline.run_metrics import RunMetrics, seed_mean  # noqa: E402
 
 MAIN_ROWS = (("θ_std", "standard"), ("θ_rob,c", "robust/{c}"), ("θ_std + RWS_c", "patched/{c}/alpha=1"))
 
@@ -42,7 +44,7 @@ def test_name(cfg, c: str, s: int) -> str:
     return c if s == cfg.severity else f"{c}@{s}"
 
 
-def main_cells(run: Run) -> dict:
+def main_cells(run: RunMetrics) -> dict:
     """One run's main rows: ``{row: {c: {"ta", "ra5", "ra_mean", "by_severity": [..]}}}``
     (``ra5`` at the config's severity, ``ra_mean`` over its tested severities) plus a
     ``"mean"`` entry per row averaging the corruptions. Missing numbers are None."""
@@ -81,49 +83,6 @@ def fmt(m: float | None, s: float | None = None) -> str:
     return f"{100 * m:.1f}" + ("" if s is None else f" ± {100 * s:.1f}")
 
 
-class SeedMean:
-    """The seed group as one run for :func:`claim_verdicts`: accuracies are the means over
-    the seeds that measured each number; the rest (layer change, storage) come from the
-    first seed, the signature similarity from the study (seeds as replicates), and the
-    transfer targets from the first seed (updated backbone, far domain) and the
-    same-domain run."""
-
-    def __init__(self, study: Study, out: Path, runs: list[Run], same_domain: Run | None):
-        self.cfg = runs[0].cfg
-        self._runs, self._out = runs, out
-        acc: dict = {}
-        keys = {(v, t) for r in runs for v, d in r.accuracies.items() for t in d}
-        for v, t in sorted(keys):
-            vals = [r.accuracies[v][t] for r in runs if t in r.accuracies.get(v, {})]
-            acc.setdefault(v, {})[t] = float(np.mean(vals))
-        targets = [("updated", "updated backbone"),
-                   ("transfer", f"{self.cfg.transfer_dataset} (far domain)")]
-        if same_domain is not None:
-            for v, d in same_domain.accuracies.items():
-                if v.startswith("transfer/"):
-                    acc["same_domain/" + v.split("/", 1)[1]] = dict(d)
-            cls = same_domain.cfg.transfer_classes
-            targets.append(("same_domain", f"classes {cls[0]}–{cls[-1]} (same domain)"))
-        self.accuracies = acc
-        self.transfer_targets = tuple(targets)
-
-    def load_metrics(self, name: str):
-        if name == "similarity":
-            f = self._out / "metrics" / "similarity.json"
-            return json.loads(f.read_text()) if f.exists() else None
-        if name == "layer_change":
-            all_lc = [r.load_metrics("layer_change") for r in self._runs]
-            all_lc = [x for x in all_lc if x]
-            if not all_lc:
-                return None
-            out = {"units": all_lc[0]["units"]}
-            for k in all_lc[0]:
-                if k != "units":
-                    out[k] = [float(np.mean([x[k][i] or 0.0 for x in all_lc])) for i in range(len(out["units"]))]
-            return out
-        return self._runs[0].load_metrics(name)
-
-
 # Claims whose every number is measured by each seed are judged on the seed means; the
 # others compare rows that only seed 0 measures (α sweep, composition, transfer,
 # quantization) and are judged on seed 0 alone, so that no rule compares a seed mean with
@@ -131,11 +90,18 @@ class SeedMean:
 SEED_MEAN_CLAIMS = ("1.", "2.", "3.")
 
 
-def study_verdicts(study: Study, out: Path, runs: list[Run], same_domain: Run | None) -> list[dict]:
+def study_similarity(out: Path) -> dict | None:
+    """The study's signature similarity (the seeds as replicates), or None."""
+    f = out / "metrics" / "similarity.json"
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def study_verdicts(out: Path, runs: list[RunMetrics], same_domain: RunMetrics | None) -> list[dict]:
     """:func:`claim_verdicts` for the study: claims 1–3 on the seed means, 4–7 on seed 0
     (plus the same-domain pair for claim 6); each row gets a ``basis``."""
-    mean_rows = claim_verdicts(SeedMean(study, out, runs, same_domain))
-    first_rows = claim_verdicts(SeedMean(study, out, runs[:1], same_domain))
+    sim = study_similarity(out)
+    mean_rows = claim_verdicts(seed_mean(runs, similarity=sim, same_domain=same_domain))
+    first_rows = claim_verdicts(seed_mean(runs[:1], similarity=sim, same_domain=same_domain))
     out_rows = []
     for m, f in zip(mean_rows, first_rows):
         if m["claim"].startswith(SEED_MEAN_CLAIMS):
@@ -145,18 +111,9 @@ def study_verdicts(study: Study, out: Path, runs: list[Run], same_domain: Run | 
     return out_rows
 
 
-def write_similarity(study: Study, out: Path, runs: list[Run]) -> None:
-    """Cosine similarity of every seed's RWS_c (claim 2 with the seeds as replicates),
-    into ``<out>/metrics/similarity.json`` (needs the signature files)."""
-    ds = runs[0].cfg.dataset
-    sigs = {f"{ds}:{c} (seed {k + 1})": r.signature(c) for c in runs[0].cfg.corruptions for k, r in enumerate(runs)}
-    cos = signature_cosines(list(sigs.values()))
-    (out / "metrics" / "similarity.json").write_text(json.dumps({"names": list(sigs), "cosine": cos}, indent=1))
-
-
 # ----------------------------------------------------------------------------- tables
 
-def main_table(runs: list[Run]) -> list[str]:
+def main_table(runs: list[RunMetrics]) -> list[str]:
     """Per corruption: TA, RA at the config's severity and RA over severities 1–5 of θ_std,
     θ_rob,c and θ_std + RWS_c, mean ± std over the seeds."""
     cells = [main_cells(r) for r in runs]
@@ -173,7 +130,7 @@ def main_table(runs: list[Run]) -> list[str]:
     return lines
 
 
-def severity_table(runs: list[Run]) -> list[str]:
+def severity_table(runs: list[RunMetrics]) -> list[str]:
     """Mean RA over the corruptions at each severity (mean ± std over seeds)."""
     cells = [main_cells(r) for r in runs]
     sevs = severities(runs[0].cfg)
@@ -184,7 +141,7 @@ def severity_table(runs: list[Run]) -> list[str]:
     return lines
 
 
-def claims_table(rows: list[dict], runs: list[Run]) -> list[str]:
+def claims_table(rows: list[dict], runs: list[RunMetrics]) -> list[str]:
     per_seed = [claim_verdicts(r) for r in runs]
     lines = [f"All cases pass: reproduced; at least half: partly; fewer: not reproduced. Claims 1–3 are judged on the "
              f"means over the {len(runs)} seeds; claims 4–7 compare rows that only seed 0 measures and are judged on "
@@ -198,7 +155,7 @@ def claims_table(rows: list[dict], runs: list[Run]) -> list[str]:
     return lines
 
 
-def transfer_rows(mean_run: SeedMean) -> list[dict]:
+def transfer_rows(mean_run: RunMetrics) -> list[dict]:
     """Per transfer target: mean TA/RA of its θ_std, patched with the source RWSs, and of
     its own robust models (the far/same-domain pairs train those; the updated backbone
     does not)."""
@@ -221,7 +178,7 @@ def transfer_rows(mean_run: SeedMean) -> list[dict]:
     return rows
 
 
-def transfer_table(mean_run: SeedMean) -> list[str]:
+def transfer_table(mean_run: RunMetrics) -> list[str]:
     lines = ["| target of the source RWSs | TA | TA patched | mean RA | mean RA patched | RA gain | "
              "mean RA of its own robust models | share of that gap closed |", "|---|---|---|---|---|---|---|---|"]
     for r in transfer_rows(mean_run):
@@ -234,7 +191,7 @@ def transfer_table(mean_run: SeedMean) -> list[str]:
     return lines
 
 
-def single_run_table(run: Run) -> list[str]:
+def single_run_table(run: RunMetrics) -> list[str]:
     """Main rows of one run at the config's severity (the BatchNorm model)."""
     cells = main_cells(run)
     cs = [*run.cfg.corruptions, "mean"]
@@ -247,14 +204,14 @@ def single_run_table(run: Run) -> list[str]:
 
 # ----------------------------------------------------------------------------- summary
 
-def _open(study: Study, out: Path, name: str | None) -> Run | None:
+def _open(out: Path, name: str | None) -> RunMetrics | None:
     if name is None or not (out / name / "config.yaml").exists():
         return None
-    return open_run(study, out, name, progress=False, log=lambda _: None)
+    return RunMetrics.from_dir(out / name)
 
 
-def _seed_runs(study: Study, out: Path) -> list[Run]:
-    runs = [_open(study, out, n) for n in study.seed_group]
+def _seed_runs(study: Study, out: Path) -> list[RunMetrics]:
+    runs = [_open(out, n) for n in study.seed_group]
     runs = [r for r in runs if r is not None and r.accuracies]
     if not runs:
         raise FileNotFoundError(f"{out} holds no evaluated run of {study.name!r} "
@@ -262,7 +219,7 @@ def _seed_runs(study: Study, out: Path) -> list[Run]:
     return runs
 
 
-def spread(runs: list[Run]) -> dict:
+def spread(runs: list[RunMetrics]) -> dict:
     """Seed spread of the main table: the largest and the median std over its cells (pp)."""
     cells = [main_cells(r) for r in runs]
     stds = [mean_std([x[label][c][k] for x in cells])[1]
@@ -276,7 +233,8 @@ def study_summary_markdown(study: Study, out: str | Path) -> str:
     (mean over corruptions, per severity), the seed spread, the claims' verdicts."""
     out = Path(out)
     runs = _seed_runs(study, out)
-    mean_run = SeedMean(study, out, runs, _open(study, out, study.same_domain))
+    same = _open(out, study.same_domain)
+    mean_run = seed_mean(runs, similarity=study_similarity(out), same_domain=same)
     cells = [main_cells(r) for r in runs]
     sevs = severities(runs[0].cfg)
     sp = spread(runs)
@@ -296,7 +254,7 @@ def study_summary_markdown(study: Study, out: str | Path) -> str:
         lines += [f"Wall time of the whole study on the 2-core CPU that made it: "
                   f"{sum(t['seconds'] for t in timing.values()) / 60:.0f} min (`metrics/timing.json`).", ""]
     lines += ["| claim | verdict | judged on | numbers |", "|---|---|---|---|"]
-    for r in study_verdicts(study, out, runs, _open(study, out, study.same_domain)):
+    for r in study_verdicts(out, runs, same):
         lines.append(f"| {r['claim']} | **{r['verdict']}** | {r['basis']} | {r['evidence']} |")
     lines += ["", "Transfer (claim 6): the RWSs of seed 0 (of classes 0–4 for the same-domain pair) on other models "
                   "from the same θ_init:", "", *transfer_table(mean_run)]
@@ -313,8 +271,6 @@ AUTOPATCH_END = "<!-- autopatch-summary:end -->"
 
 def autopatch_summary_markdown(study: Study, out: str | Path) -> str | None:
     """README's auto-patching tables (the study's auto-patching run), or None before it ran."""
-    from rws_jax.pipeline.autopatch_eval import autopatch_markdown, load_autopatch  # noqa: PLC0415
-
     if not study.autopatch:
         return None
     m = load_autopatch(Path(out) / study.autopatch)
@@ -335,7 +291,7 @@ def splice_study_summary(doc: Path, summary: str, autopatch: str | None = None) 
 
 # ----------------------------------------------------------------------------- figures
 
-def fig_severity(runs: list[Run], path: Path) -> str:
+def fig_severity(runs: list[RunMetrics], path: Path) -> str:
     """RA against severity, one panel per corruption plus the mean; seed mean ± std."""
     cells = [main_cells(r) for r in runs]
     cfg = runs[0].cfg
@@ -368,17 +324,14 @@ def fig_severity(runs: list[Run], path: Path) -> str:
 
 def write_study_report(study: Study, out: str | Path, *, log: Callable[[str], None] = print,
                        command: str | None = None) -> Path:
-    """Writes ``<out>/report.md`` and ``<out>/figures/`` (and the similarity metrics when
-    the signatures are there)."""
+    """Writes ``<out>/report.md`` and ``<out>/figures/`` from the runs' and the study's metrics."""
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "metrics").mkdir(exist_ok=True)
     runs = _seed_runs(study, out)
-    if all(r.signature_path(c).exists() for r in runs for c in r.cfg.corruptions):
-        write_similarity(study, out, runs)
-    same = _open(study, out, study.same_domain)
-    bn = _open(study, out, study.batch_norm)
-    mean_run = SeedMean(study, out, runs, same)
+    same = _open(out, study.same_domain)
+    bn = _open(out, study.batch_norm)
+    mean_run = seed_mean(runs, similarity=study_similarity(out), same_domain=same)
     cfg = runs[0].cfg
     timing_file = out / "metrics" / "timing.json"
     timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
@@ -408,7 +361,7 @@ def write_study_report(study: Study, out: str | Path, *, log: Callable[[str], No
         *severity_table(runs), "",
         f"![RA vs severity]({fig_severity(runs, out / 'figures' / 'severity.png')})", "",
         "## The paper's claims", "",
-        *claims_table(study_verdicts(study, out, runs, same), runs), "",
+        *claims_table(study_verdicts(out, runs, same), runs), "",
     ]
     if same is not None:
         lines += [
@@ -432,8 +385,6 @@ def write_study_report(study: Study, out: str | Path, *, log: Callable[[str], No
         lines += [f"| {r['claim']} | **{r['verdict']}** | {r['evidence']} |" for r in rows if r["verdict"] != "not measured"]
         lines.append("")
     if study.autopatch:
-        from rws_jax.pipeline.autopatch_eval import autopatch_markdown, load_autopatch  # noqa: PLC0415
-
         m = load_autopatch(out / study.autopatch)
         if m:
             lines += [f"## Auto-patching an unknown corruption ({study.autopatch})", "", *autopatch_markdown(m), ""]

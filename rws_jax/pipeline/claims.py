@@ -1,0 +1,191 @@
+"""The paper's seven claims, each judged by a fixed, written rule on a run's metrics.
+
+Each rule is one small function ``RunMetrics -> ClaimResult`` in :data:`CLAIMS`; a rule
+reads only what :class:`rws_jax.pipeline.run_metrics.RunMetrics` declares (config,
+accuracies, metrics files, transfer targets), so it judges a single run, a seed mean or
+crafted numbers (the unit tests) alike. With ``n`` the cases a rule looks at: all pass →
+reproduced, at least half → partly, fewer → not reproduced, none → not measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from rws_jax.pipeline.run_metrics import RunMetrics
+
+REPRODUCED, PARTLY, NOT_REPRODUCED, NOT_MEASURED = "reproduced", "partly", "not reproduced", "not measured"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimResult:
+    """A claim judged: its name, the rule in words, the numbers the rule used, the verdict."""
+
+    claim: str
+    rule: str
+    evidence: str
+    verdict: str
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def verdict(n_ok: int, n: int) -> str:
+    if n == 0:
+        return NOT_MEASURED
+    return REPRODUCED if n_ok == n else (PARTLY if 2 * n_ok >= n else NOT_REPRODUCED)
+
+
+def signed_pp(x: float) -> str:
+    """Signed percentage points, one decimal, without a negative zero."""
+    v = round(100 * float(x), 1)
+    return f"{v + 0.0:+.1f}"
+
+
+def shallow_layers(m: RunMetrics) -> ClaimResult:
+    claim = "1. robustness lives in shallow layers"
+    rule = ("θ_rob,c − θ_std changes the first two units (convs or blocks) more than the last three before "
+            "the head: mean relative change (first 2) / (last 3) ≥ 1.5, per corruption")
+    lc = m.load_metrics("layer_change")
+    if not lc:
+        return ClaimResult(claim, rule, "—", NOT_MEASURED)
+    conv = [i for i, u in enumerate(lc["units"]) if u != "head"]
+    ratios = {}
+    for c in m.cfg.corruptions:
+        if c not in lc:
+            continue
+        v = [lc[c][i] or 0.0 for i in conv]
+        ratios[c] = float(np.mean(v[:2]) / max(np.mean(v[-3:]), 1e-12))
+    ok = sum(r >= 1.5 for r in ratios.values())
+    return ClaimResult(claim, rule, ", ".join(f"{c} {r:.1f}×" for c, r in ratios.items()) or "—",
+                       verdict(ok, len(ratios)))
+
+
+def discriminative(m: RunMetrics) -> ClaimResult:
+    claim = "2. RWSs are discriminative"
+    rule = ("the RWSs of one corruption from two seeds are more similar (cosine) than any two RWSs of "
+            "different corruptions, per corruption")
+    sim = m.load_metrics("similarity")
+    ev, ok, n = [], 0, 0
+    if sim:
+        names, cos = sim["names"], np.asarray(sim["cosine"])
+        ds = m.cfg.dataset
+        idx = {nm: i for i, nm in enumerate(names)}
+        main = [i for i, nm in enumerate(names) if nm.startswith(f"{ds}:")]
+        across = max((cos[i, j] for i in main for j in main
+                      if i < j and names[i].split(" (")[0] != names[j].split(" (")[0]), default=None)
+        for c in m.cfg.corruptions:
+            a, b = idx.get(f"{ds}:{c} (seed 1)"), idx.get(f"{ds}:{c} (seed 2)")
+            if a is None or b is None or across is None:
+                continue
+            same = float(cos[a, b])
+            n += 1
+            ok += same > across
+            ev.append(f"{c} {same:.2f}")
+        if ev:
+            ev.append(f"max across corruptions {across:.2f}")
+    return ClaimResult(claim, rule, ", ".join(ev) or "—", verdict(ok, n))
+
+
+def patch_recovers(m: RunMetrics) -> ClaimResult:
+    claim = "3. a patch recovers robustness"
+    rule = ("θ_std + RWS_c (α = 1) closes ≥ 80% of the RA gap between θ_std and θ_rob,c at a TA cost "
+            "≤ 1 pp, per corruption with a gap ≥ 2 pp")
+    ev, ok, n = [], 0, 0
+    for c in m.cfg.corruptions:
+        s, r, p = m.ra("standard", c), m.ra(f"robust/{c}", c), m.ra(f"patched/{c}/alpha=1", c)
+        if None in (s, r, p) or r - s < 0.02:
+            continue
+        closed = (p - s) / (r - s)
+        cost = m.ta("standard") - m.ta(f"patched/{c}/alpha=1")
+        n += 1
+        ok += closed >= 0.8 and cost <= 0.01
+        ev.append(f"{c}: {100 * closed:.0f}% closed, TA −{100 * cost:.1f} pp")
+    return ClaimResult(claim, rule, "; ".join(ev) or "—", verdict(ok, n))
+
+
+def alpha_scales(m: RunMetrics) -> ClaimResult:
+    claim = "4. α scales robustness"
+    alphas = sorted({float(k.rsplit("=", 1)[1]) for k in m.accuracies if k.startswith("patched/") and "/alpha=" in k})
+    rule = ("RA does not fall (by > 1 pp) as α rises from 0 to 1, per corruption "
+            f"(α = {', '.join(f'{a:g}' for a in alphas if a <= 1)})")
+    ev, ok, n = [], 0, 0
+    for c in m.cfg.corruptions:
+        seq = [m.ra(f"patched/{c}/alpha={a:g}", c) for a in alphas if a <= 1]
+        if len(seq) < 3 or None in seq:
+            continue
+        n += 1
+        ok += all(b >= a - 0.01 for a, b in zip(seq, seq[1:]))
+        ev.append(f"{c}: " + "→".join(f"{100 * v:.0f}" for v in seq))
+    return ClaimResult(claim, rule, "; ".join(ev) or "—", verdict(ok, n))
+
+
+def signatures_compose(m: RunMetrics) -> ClaimResult:
+    claim = "5. signatures compose"
+    rule = ("the average θ_std + (1/N) Σ_c RWS_c gains ≥ half of the single patches' mean RA gain over θ_std, "
+            "at a TA cost ≤ 2 pp")
+    cs = list(m.cfg.corruptions)
+    if "composed_average" not in m.accuracies or "standard" not in m.accuracies:
+        return ClaimResult(claim, rule, "—", NOT_MEASURED)
+    s = np.mean([m.ra("standard", c) for c in cs])
+    single = np.mean([m.ra(f"patched/{c}/alpha=1", c) for c in cs])
+    avg = np.mean([m.ra("composed_average", c) for c in cs])
+    cost = m.ta("standard") - m.ta("composed_average")
+    gain = (avg - s) / max(single - s, 1e-9)
+    checks = [gain >= 0.5, cost <= 0.02]
+    return ClaimResult(claim, rule, f"mean RA θ_std {100 * s:.1f}, single patches {100 * single:.1f}, average "
+                                    f"{100 * avg:.1f} ({100 * gain:.0f}% of the gain), TA −{100 * cost:.1f} pp",
+                       verdict(sum(checks), len(checks)))
+
+
+def signatures_transfer(m: RunMetrics) -> ClaimResult:
+    claim = "6. signatures transfer"
+    rule = "RWSs from the source model raise the target model's mean RA by ≥ 5 pp, per target"
+    ev, ok, n = [], 0, 0
+    for tgt, label in m.transfer_targets:
+        # the corruptions this target measured (a transfer run may use fewer)
+        cs_t = [c for c in m.cfg.corruptions
+                if m.ra(f"{tgt}/standard", c) is not None and m.ra(f"{tgt}/patched/{c}", c) is not None]
+        if not cs_t:
+            continue
+        before = np.mean([m.ra(f"{tgt}/standard", c) for c in cs_t])
+        after = np.mean([m.ra(f"{tgt}/patched/{c}", c) for c in cs_t])
+        n += 1
+        ok += after - before >= 0.05
+        ev.append(f"{label}: {100 * before:.1f} → {100 * after:.1f}")
+    return ClaimResult(claim, rule, "; ".join(ev) or "—", verdict(ok, n))
+
+
+def quantization_lossless(m: RunMetrics) -> ClaimResult:
+    claim = "7. quantized signatures lose almost nothing"
+    rule = "8-bit and 4-bit RWSs keep the fp32 patch's mean RA and mean TA within 1 pp"
+    cs = list(m.cfg.corruptions)
+    ev, ok, n = [], 0, 0
+    full_ra = [m.ra(f"patched/{c}/alpha=1", c) for c in cs]
+    full_ta = [m.ta(f"patched/{c}/alpha=1") for c in cs]
+    for b in (8, 4):
+        q_ra = [m.ra(f"patched_q{b}/{c}", c) for c in cs]
+        q_ta = [m.ta(f"patched_q{b}/{c}") for c in cs]
+        if None in q_ra + full_ra or None in q_ta + full_ta:
+            continue
+        d_ra = np.mean(q_ra) - np.mean(full_ra)
+        d_ta = np.mean(q_ta) - np.mean(full_ta)
+        n += 1
+        ok += abs(d_ra) <= 0.01 and abs(d_ta) <= 0.01
+        ev.append(f"{b}-bit: RA {signed_pp(d_ra)} pp, TA {signed_pp(d_ta)} pp")
+    st = m.load_metrics("storage")
+    if st and ev:
+        ev.append("files " + ", ".join(f"{r['ratio']:.1f}× ({r['bits']} bit)" for r in st["rows"])
+                  + " smaller than the model")
+    return ClaimResult(claim, rule, "; ".join(ev) or "—", verdict(ok, n))
+
+
+CLAIMS = (shallow_layers, discriminative, patch_recovers, alpha_scales, signatures_compose, signatures_transfer,
+          quantization_lossless)
+
+
+def claim_verdicts(m: RunMetrics) -> list[dict]:
+    """Every claim of :data:`CLAIMS` judged on ``m``: a list of dicts with ``claim``,
+    ``rule`` (in words), ``evidence`` (the numbers the rule used) and ``verdict``."""
+    return [rule(m).as_dict() for rule in CLAIMS]

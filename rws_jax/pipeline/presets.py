@@ -1,0 +1,280 @@
+"""The pipeline's config values, as code apart from the schema (:mod:`rws_jax.pipeline.config`):
+the named presets, the ``reproduce`` study, and the table of seed offsets every random
+stream of a run is keyed by; plus :func:`preset` and :func:`load_config`, which turn a name
+or a config file into a :class:`PipelineConfig`.
+
+A config file is YAML (``*.yaml``/``*.yml``) or Python (``*.py`` defining ``CONFIG``, a
+dict or a :class:`PipelineConfig`). Either may name a ``preset`` to start from and
+override any field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import runpy
+from pathlib import Path
+
+import yaml
+
+from rws_jax.pipeline.config import PipelineConfig, Study, apply_overrides
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedOffsets:
+    """Every random stream of a run, keyed by ``cfg.seed`` (data, θ_init, test and
+    validation corruptions) or ``cfg.fine_tuning_seed`` (the fine-tuning runs) plus one of
+    these offsets, so that no two streams share a key. Named once, here."""
+
+    fine_tuning: int = 2           # θ_std, θ_rob,c, mixture: fine_tuning_seed + 2 (+ replicate · replicate_step)
+    replicate_step: int = 1000     # the r-th extra robust model of a corruption (claim 2's seeds)
+    transfer: int = 3              # the transfer dataset's models: fine_tuning_seed + 3
+    updated_backbone: int = 1      # θ_init trained further (the updated backbone): seed + 1
+    test_corruption: int = 777     # corrupted test sets: key(seed + 777), folded with the corruption's index
+    val_corruption: int = 333      # corrupted validation sets (α search)
+    recalibration: int = 555       # BatchNorm re-estimation data (the corrupted fine-tuning split)
+    transfer_index: int = 100      # added to the corruption's index for the transfer dataset's sets
+    severity_fold: int = 50        # another severity than the config's: fold_in(key, 50 + severity)
+    dare: int = 4242               # the DARE merge's drop masks
+    detector: int = 9090           # the corruption detector's training (auto-patching)
+    stream_order: int = 0          # the mixed test stream's batch order: seed + 0 + batch size
+
+
+SEEDS = SeedOffsets()
+
+# Grayscale Fashion-MNIST: no horizontal flip; inputs standardised with its pixel mean/std
+# (without it the 13-conv VGG-16 without BatchNorm barely trains in a few epochs).
+GRAYSCALE = {"flip": False, "mean": [0.286], "std": [0.353]}
+
+PRESETS: dict[str, dict] = {
+    # ~10 minutes on 2 CPU cores: a narrow VGG-16 on Fashion-MNIST, four corruptions.
+    "offline": dict(
+        name="offline",
+        description="Fashion-MNIST (Debian IDX files), VGG-16 at width 1/8, 4 corruptions; minutes on 2 CPU cores",
+        dataset="fashion_mnist",
+        val_size=1000,
+        pretrain_examples=12000,
+        finetune_examples=4000,
+        test_examples=2000,
+        transfer_dataset="digits",
+        model="vgg16",
+        model_kwargs={"width": 0.125, "init_scheme": "he_fan_in"},
+        corruptions=["gaussian_noise", "defocus_blur", "fog", "contrast"],
+        pretrain=dict(epochs=3, batch_size=64, lr=0.02, schedule="cosine", warmup_epochs=0.2, **GRAYSCALE),
+        finetune=dict(epochs=2, batch_size=64, lr=0.01, schedule="cosine", **GRAYSCALE),
+        transfer_finetune=dict(epochs=8, batch_size=32, lr=0.02, schedule="cosine", **GRAYSCALE),
+        update_backbone_epochs=1,
+        robust_replicates=2,
+    ),
+    # Seconds-scale, for tests: same stages, tiny sizes.
+    "tiny": dict(
+        name="tiny",
+        description="smoke test of every stage on a few hundred images",
+        dataset="fashion_mnist",
+        val_size=200,
+        pretrain_examples=512,
+        finetune_examples=256,
+        test_examples=200,
+        transfer_dataset="digits",
+        transfer_test_examples=100,
+        model="vgg16",
+        model_kwargs={"width": 0.0625, "init_scheme": "he_fan_in"},
+        keep_units=3,
+        corruptions=["gaussian_noise", "contrast"],
+        alphas=[0.0, 0.5, 1.0, 2.0],
+        quant_bits=[8, 4],
+        alpha_grid=[0.0, 0.5, 1.0],
+        alpha_search_budget=4,
+        pretrain=dict(epochs=1, batch_size=64, lr=0.02, schedule="constant", **GRAYSCALE),
+        finetune=dict(epochs=1, batch_size=64, lr=0.01, schedule="constant", **GRAYSCALE),
+        transfer_finetune=dict(epochs=1, batch_size=64, lr=0.01, schedule="constant", **GRAYSCALE),
+        update_backbone_epochs=1,
+        robust_replicates=2,
+        eval_batch_size=100,
+    ),
+    # The full Fashion-MNIST run: all training data, VGG-16 at width 1/2, 8 corruptions.
+    "fashion_mnist_full": dict(
+        name="fashion_mnist_full",
+        description="Fashion-MNIST, VGG-16 at width 1/2, 8 corruptions, reference-like schedule (hours on CPU)",
+        dataset="fashion_mnist",
+        val_size=5000,
+        transfer_dataset="digits",
+        model="vgg16",
+        model_kwargs={"width": 0.5, "init_scheme": "he_fan_in"},
+        corruptions=[
+            "gaussian_noise", "impulse_noise", "defocus_blur", "motion_blur",
+            "fog", "contrast", "pixelate", "jpeg_compression",
+        ],
+        pretrain=dict(epochs=20, batch_size=128, lr=0.02, schedule="cosine", warmup_epochs=1, **GRAYSCALE),
+        finetune=dict(epochs=10, batch_size=128, lr=0.01, schedule="step", milestones=[5, 8], **GRAYSCALE),
+        transfer_finetune=dict(epochs=20, batch_size=64, lr=0.01, schedule="cosine", **GRAYSCALE),
+        update_backbone_epochs=5,
+        robust_replicates=2,
+    ),
+}
+
+# CIFAR presets: the reference recipe (docs/design.md) with TFDS data, for TPU/GPU users.
+_REFERENCE = dict(
+    epochs=50, batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="step", milestones=[20, 40]
+)
+_ALL19 = [
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
+    "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
+    "jpeg_compression", "speckle_noise", "gaussian_blur", "spatter", "saturate",
+]
+for _name, _ds, _other in (("cifar10_vgg16", "cifar10", "cifar100"), ("cifar100_vgg16", "cifar100", "cifar10")):
+    PRESETS[_name] = dict(
+        name=_name,
+        description=f"{_ds} with tensorflow-datasets, VGG-16 (no BN), reference recipe, all 19 corruptions",
+        dataset=_ds,
+        val_size=5000,
+        transfer_dataset=None,
+        model="vgg16",
+        model_kwargs={},
+        corruptions=_ALL19,
+        keep_units=7,
+        pretrain=dict(_REFERENCE),
+        finetune=dict(_REFERENCE),
+        transfer_finetune=dict(_REFERENCE),
+        update_backbone_epochs=10,
+        # RA on the released CIFAR-10-C as the reference; CIFAR-100 has none in TFDS.
+        corrupted_test="official" if _ds == "cifar10" else "generated",
+    )
+
+# Colab-sized CIFAR-10 (fits a free Colab session; estimated times in docs/colab_estimate.md,
+# written by benchmarks/colab_estimate.py): the reference recipe, shorter, 4 corruptions.
+PRESETS["cifar10_vgg16_colab"] = dict(
+    PRESETS["cifar10_vgg16"],
+    name="cifar10_vgg16_colab",
+    description="cifar10 with tensorflow-datasets, VGG-16 (no BN), reference recipe shortened to 20+10 epochs, "
+                "4 corruptions, no mixture model: sized for a free Colab session",
+    corruptions=["gaussian_noise", "defocus_blur", "fog", "contrast"],
+    pretrain=dict(_REFERENCE, epochs=20, milestones=[10, 15]),
+    finetune=dict(_REFERENCE, epochs=10, milestones=[5, 8]),
+    transfer_finetune=dict(_REFERENCE, epochs=10, milestones=[5, 8]),
+    update_backbone_epochs=2,
+    mixture=False,
+)
+
+
+# The corruptions of `reproduce`: grayscale-meaningful ones from each family (noise, blur,
+# weather, digital). saturate is a no-op on grayscale; frost/snow/spatter paint coloured
+# textures; the rest are cut to fit the budget (see Study.cut).
+REPRODUCE_CORRUPTIONS = ("gaussian_noise", "impulse_noise", "defocus_blur", "motion_blur",
+                         "fog", "contrast", "pixelate", "jpeg_compression")
+
+_VGG = dict(
+    dataset="fashion_mnist",
+    val_size=5000,
+    model="vgg16",
+    model_kwargs={"width": 0.125, "init_scheme": "he_fan_in"},
+    corruptions=list(REPRODUCE_CORRUPTIONS),
+    severity=5,
+    eval_severities=[1, 2, 3, 4, 5],
+    pretrain=dict(epochs=15, batch_size=128, lr=0.03, schedule="cosine", warmup_epochs=0.5, **GRAYSCALE),
+    finetune=dict(epochs=2, batch_size=128, lr=0.01, schedule="cosine", **GRAYSCALE),
+    transfer_finetune=dict(epochs=8, batch_size=32, lr=0.02, schedule="cosine", **GRAYSCALE),
+    alphas=[0.0, 0.5, 1.0, 1.5],
+    quant_bits=[8, 4],
+    merge_methods=["ties"],
+    alpha_search_budget=8,
+    robust_replicates=1,
+    update_backbone_epochs=1,
+    seed=0,
+)
+# The extra seeds: only the main rows (θ_std, θ_rob,c, θ_std + RWS_c at severities 1–5).
+_MAIN_ROWS_ONLY = dict(transfer_dataset=None, update_backbone_epochs=0, mixture=False, alphas=[1.0], quant_bits=[],
+                       merge_methods=[], alpha_search=False, composition_rows=False, init_from="vgg16_seed0")
+
+REPRODUCE = Study(
+    name="reproduce",
+    description="the paper's 7 claims on all of Fashion-MNIST: VGG-16 (width 1/8) with 3 training seeds, "
+                "severities 1–5, 8 corruptions; ResNet-20 with the reference BatchNorm scheme; an updated "
+                "backbone, a same-domain (disjoint classes) and a far-domain (digits) transfer pair, "
+                "auto-patching; sized for at most 2 h on 2 CPU cores",
+    runs=(
+        ("vgg16_seed0", dict(_VGG, name="reproduce/vgg16_seed0", transfer_dataset="digits",
+                             description="VGG-16 width 1/8, seed 0: every stage")),
+        ("vgg16_seed1", dict(_VGG, **_MAIN_ROWS_ONLY, name="reproduce/vgg16_seed1", training_seed=1,
+                             description="VGG-16 width 1/8, training seed 1 (θ_init of seed 0): main rows")),
+        ("vgg16_seed2", dict(_VGG, **_MAIN_ROWS_ONLY, name="reproduce/vgg16_seed2", training_seed=2,
+                             description="VGG-16 width 1/8, training seed 2 (θ_init of seed 0): main rows")),
+        ("vgg16_classes", dict(
+            _VGG, **{**_MAIN_ROWS_ONLY, "transfer_dataset": "fashion_mnist"}, name="reproduce/vgg16_classes",
+            description="same-domain transfer: classes 0–4 → classes 5–9 of the fine-tuning half, each 5-way "
+                        "head on θ_init of seed 0 (the CIFAR-10 → CIFAR-100 pair on one dataset)",
+            classes=[0, 1, 2, 3, 4], transfer_classes=[5, 6, 7, 8, 9], eval_severities=[],
+            transfer_finetune=dict(_VGG["finetune"]))),
+        ("resnet20", dict(
+            _VGG, name="reproduce/resnet20", model="resnet20", model_kwargs={},
+            description="ResNet-20 with the reference BatchNorm scheme, its own θ_init, 4 corruptions, subsets",
+            corruptions=["gaussian_noise", "defocus_blur", "fog", "contrast"], eval_severities=[],
+            pretrain_examples=10000, finetune_examples=5000, bn="reference",
+            pretrain=dict(epochs=3, batch_size=128, lr=0.05, schedule="cosine", warmup_epochs=0.25,
+                          weight_decay=5e-4, **GRAYSCALE),
+            finetune=dict(epochs=2, batch_size=128, lr=0.01, schedule="cosine", weight_decay=5e-4, **GRAYSCALE),
+            transfer_dataset=None, update_backbone_epochs=0, mixture=False, alphas=[1.0],
+            quant_bits=[], merge_methods=[], alpha_search=False, composition_rows=False)),
+    ),
+    seed_group=("vgg16_seed0", "vgg16_seed1", "vgg16_seed2"),
+    same_domain="vgg16_classes",
+    batch_norm="resnet20",
+    autopatch="vgg16_seed0",
+    cut=(
+        "VGG-16 at width 1/8 instead of full width: both models' parameter counts and training images/s on "
+        "this CPU are in docs/train_throughput_cpu.md (`make bench-train`)",
+        "fine-tuning is 2 epochs (the reference: 50) and pre-training 15; θ_init is shared by the seeds",
+        "8 of the 19 corruptions: saturate does nothing to grayscale images, frost/snow/spatter paint coloured "
+        "textures; shot/speckle noise, glass/zoom/gaussian blur, brightness and elastic were cut for time",
+        "severities 1–5 for θ_std, θ_rob,c and θ_std + RWS_c; every other row at severity 5 only, on seed 0",
+        "robust models are trained at severity 5 only (as the paper), and tested at every severity",
+        "ResNet-20: one seed, 4 corruptions, 10,000 pre-training (3 epochs) and 5,000 fine-tuning images, "
+        "severity 5, "
+        "only θ_std, θ_rob,c and θ_std + RWS_c (α = 1)",
+        "the same-domain pair: one seed, severity 5, 5-way heads on the fine-tuning half",
+        "α search with 8 validation evaluations per search and the TIES merge only (DARE cut)",
+    ),
+)
+
+STUDIES: dict[str, Study] = {"reproduce": REPRODUCE}
+
+
+def preset(preset_name: str, /, **overrides) -> PipelineConfig:
+    """A named preset (``'offline'``, ``'tiny'``, ``'fashion_mnist_full'``, ``'cifar10_vgg16'``, ...),
+    with any field overridden: ``preset('offline', name='mine', keep_units=5)``."""
+    if preset_name not in PRESETS:
+        raise ValueError(f"unknown preset {preset_name!r}; valid: {', '.join(PRESETS)}")
+    return PipelineConfig(**{**PRESETS[preset_name], **overrides})
+
+
+def get_study(name: str) -> Study:
+    if name not in STUDIES:
+        raise ValueError(f"unknown study {name!r}; valid: {', '.join(STUDIES)}")
+    return STUDIES[name]
+
+
+def load_config(source: str | Path | None = None, *, preset_name: str | None = None,
+                overrides: list[str] | None = None) -> PipelineConfig:
+    """Builds a config from a preset name and/or a YAML/Python file, then overrides."""
+    data: dict = {}
+    if source is not None:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} not found")
+        if path.suffix == ".py":
+            obj = runpy.run_path(str(path)).get("CONFIG")
+            if obj is None:
+                raise ValueError(f"{path} defines no CONFIG")
+            data = obj.to_dict() if isinstance(obj, PipelineConfig) else dict(obj)
+        else:
+            data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} does not hold a mapping")
+    base = data.pop("preset", None) or preset_name
+    if base and base not in PRESETS:
+        raise ValueError(f"unknown preset {base!r}; valid: {', '.join(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(PipelineConfig)}
+    unknown = set(data) - fields
+    if unknown:
+        raise ValueError(f"unknown config field(s) {sorted(unknown)}")
+    merged = {**(PRESETS[base] if base else {}), **data}
+    return apply_overrides(PipelineConfig(**merged), overrides)

@@ -1,0 +1,112 @@
+"""What a finished run measured, read-only: the interface the claim rules and the reports
+read, so that they never need a checkpoint, a dataset or a :class:`Run`.
+
+A :class:`RunMetrics` holds a run's config, its accuracies (``metrics/accuracy.json``:
+``{variant: {test set: accuracy}}``), every other ``metrics/<name>.json`` and the transfer
+targets its accuracies hold. :meth:`RunMetrics.from_dir` reads one from a run directory
+(or a copy of its ``config.yaml`` and ``metrics/``, as ``docs/reproduce``);
+:func:`seed_mean` averages several runs that differ only in their training seed into one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from rws_jax.pipeline.config import PipelineConfig, run_config_from_file
+
+ACCURACY = "accuracy"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunMetrics:
+    """A run's measurements.
+
+    Attributes:
+      cfg: the run's :class:`PipelineConfig`.
+      accuracies: ``{variant: {test set: accuracy in [0, 1]}}``; variants such as
+        ``'standard'``, ``'robust/fog'``, ``'patched/fog/alpha=1'``, ``'transfer/standard'``;
+        test sets ``'clean'``, ``'fog'`` (the config's severity), ``'fog@2'``.
+      metrics: the other metrics files by name (``'layer_change'``, ``'similarity'``,
+        ``'storage'``, ``'alpha_search'``, ...).
+      transfer_targets: ``(accuracy-key prefix, label)`` of each model the source RWSs
+        were carried to (``'updated'``: the updated backbone; ``'transfer'``: the transfer
+        dataset's model; a study adds ``'same_domain'``).
+    """
+
+    cfg: PipelineConfig
+    accuracies: Mapping[str, Mapping[str, float]]
+    metrics: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    transfer_targets: tuple = ()
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> "RunMetrics":
+        """Reads ``<path>/config.yaml`` and ``<path>/metrics/*.json``."""
+        path = Path(path)
+        cfg = run_config_from_file(path / "config.yaml")
+        files = {f.stem: json.loads(f.read_text()) for f in sorted((path / "metrics").glob("*.json"))}
+        acc = files.pop(ACCURACY, {})
+        return cls(cfg=cfg, accuracies=acc, metrics=files, transfer_targets=default_transfer_targets(cfg))
+
+    def load_metrics(self, name: str) -> Any:
+        """``metrics/<name>.json`` as read (None when the run did not write it)."""
+        return self.metrics.get(name)
+
+    def ra(self, variant: str, test: str) -> float | None:
+        """``accuracies[variant][test]`` or None."""
+        return self.accuracies.get(variant, {}).get(test)
+
+    def ta(self, variant: str) -> float | None:
+        """Clean accuracy of ``variant`` or None."""
+        return self.ra(variant, "clean")
+
+
+def default_transfer_targets(cfg: PipelineConfig) -> tuple:
+    """The transfer targets a single run measures: the updated backbone and the transfer dataset."""
+    return (("updated", "updated backbone"), ("transfer", cfg.transfer_dataset or "other dataset"))
+
+
+def _mean_layer_change(runs: list[RunMetrics]) -> dict | None:
+    all_lc = [r.load_metrics("layer_change") for r in runs]
+    all_lc = [x for x in all_lc if x]
+    if not all_lc:
+        return None
+    out = {"units": all_lc[0]["units"]}
+    for k in all_lc[0]:
+        if k != "units":
+            out[k] = [float(np.mean([x[k][i] or 0.0 for x in all_lc])) for i in range(len(out["units"]))]
+    return out
+
+
+def seed_mean(runs: list[RunMetrics], *, similarity: dict | None = None,
+              same_domain: RunMetrics | None = None) -> RunMetrics:
+    """The runs of one seed group as one :class:`RunMetrics`: each accuracy is the mean over
+    the seeds that measured it, the layer-wise change the mean over the seeds, the rest of
+    the metrics the first seed's; ``similarity`` (the study's, with the seeds as
+    replicates) replaces the first seed's. ``same_domain``: a run whose transfer dataset is
+    the main dataset's other classes; its transfer rows become the target ``'same_domain'``."""
+    if not runs:
+        raise ValueError("seed_mean needs at least one run")
+    first = runs[0]
+    acc: dict = {}
+    keys = {(v, t) for r in runs for v, d in r.accuracies.items() for t in d}
+    for v, t in sorted(keys):
+        vals = [r.accuracies[v][t] for r in runs if t in r.accuracies.get(v, {})]
+        acc.setdefault(v, {})[t] = float(np.mean(vals))
+    metrics = dict(first.metrics)
+    if len(runs) > 1:
+        metrics["layer_change"] = _mean_layer_change(runs)
+    if similarity is not None:
+        metrics["similarity"] = similarity
+    targets = [("updated", "updated backbone"), ("transfer", f"{first.cfg.transfer_dataset} (far domain)")]
+    if same_domain is not None:
+        for v, d in same_domain.accuracies.items():
+            if v.startswith("transfer/"):
+                acc["same_domain/" + v.split("/", 1)[1]] = dict(d)
+        cls = same_domain.cfg.transfer_classes
+        targets.append(("same_domain", f"classes {cls[0]}–{cls[-1]} (same domain)"))
+    return RunMetrics(cfg=first.cfg, accuracies=acc, metrics=metrics, transfer_targets=tuple(targets))
