@@ -4,6 +4,9 @@ Patching computes, for each kept leaf, in one fused jitted pass::
 
     θ_patched = θ + Σ_k α_k · RWS_k          (mode='linear', the paper's equation)
 
+(the kernel, shared with ``patch_plan``, ``PatchStack`` and the BatchNorm scheme, is
+:func:`rws_jax.kernels.combine_impl`).
+
 Signatures with different layer selections combine: a leaf is updated by the
 signatures that hold it. Quantized signatures are dequantized inside the same pass.
 Coefficients are traced, so changing α does not recompile.
@@ -40,8 +43,9 @@ import numpy as np
 from rws_jax import merging, tree_paths
 from rws_jax.errors import IncompatibleSignatureError, NonFiniteError, RWSError
 from rws_jax.extraction import delta_dtype
-from rws_jax.quantization import as_float, delta_sharding
-from rws_jax.signature import Signature, SignatureMeta, is_marked_finite, mark_finite
+from rws_jax.kernels import combine, combine_donated, out_shardings
+from rws_jax.quantized_tensor import as_float
+from rws_jax.signature import Signature, SignatureMeta, is_marked_finite, mark_finite, signature_list
 
 PyTree = Any
 MODES = ("linear", "reference")
@@ -87,62 +91,6 @@ def host_coefficients(alphas, num: int, mode: str = "linear") -> np.ndarray:
     return a
 
 
-def _as_list(signatures) -> list[Signature]:
-    if isinstance(signatures, Signature):
-        return [signatures]
-    sigs = list(signatures)
-    if not sigs:
-        raise RWSError("need at least one signature")
-    for s in sigs:
-        if not isinstance(s, Signature):
-            raise RWSError(f"expected a Signature, got {type(s).__name__}")
-    return sigs
-
-
-def _combine_impl(leaves: dict | None, deltas: tuple, alphas: jax.Array, shardings: tuple | None = None) -> dict:
-    """``leaves[p] + Σ_k alphas[k] · deltas[k][p]`` for every path in any delta.
-
-    ``shardings``: static ``((path, sharding), ...)`` pinned on the outputs."""
-    paths = sorted({p for d in deltas for p in d})
-    sh = dict(shardings or ())
-    out = {}
-    for p in paths:
-        terms = [(k, d[p]) for k, d in enumerate(deltas) if p in d]
-        base = None if leaves is None else leaves[p]
-        acc_dtype = delta_dtype(base.dtype if base is not None else as_float(terms[0][1]).dtype)
-        acc = None if base is None else base.astype(acc_dtype)
-        for k, v in terms:
-            term = alphas[k].astype(acc_dtype) * as_float(v).astype(acc_dtype)
-            acc = term if acc is None else acc + term
-        out[p] = tree_paths.constrain(acc if base is None else acc.astype(base.dtype), sh.get(p))
-    return out
-
-
-_combine_jit = jax.jit(_combine_impl, static_argnames=("shardings",))
-_combine_donated_jit = jax.jit(_combine_impl, donate_argnums=0, static_argnames=("shardings",))
-
-
-def _out_shardings(leaves: dict | None, deltas: tuple) -> tuple | None:
-    """Output shardings of a combine: the model leaf's, else the first delta's."""
-    found = {}
-    for p in sorted({p for d in deltas for p in d}):
-        s = tree_paths.device_sharding(leaves[p]) if leaves is not None else None
-        if s is None and leaves is None:
-            s = next((delta_sharding(d[p]) for d in deltas if p in d and delta_sharding(d[p]) is not None), None)
-        found[p] = s
-    return tree_paths.static_shardings(found)
-
-
-def _combine(leaves: dict | None, deltas: tuple, alphas: jax.Array) -> dict:
-    """Jitted :func:`_combine_impl`; sharded inputs give outputs sharded the same way."""
-    return _combine_jit(leaves, deltas, alphas, shardings=_out_shardings(leaves, deltas))
-
-
-def _combine_donated(leaves: dict, deltas: tuple, alphas: jax.Array) -> dict:
-    """:func:`_combine` reusing (donating) the buffers of ``leaves``."""
-    return _combine_donated_jit(leaves, deltas, alphas, shardings=_out_shardings(leaves, deltas))
-
-
 @jax.jit
 def _all_finite(deltas: tuple) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(as_float(v))) for d in deltas for v in d.values()]
@@ -154,7 +102,7 @@ def check_finite(signatures) -> None:
 
     One reduction over each signature's values, done once per signature object.
     """
-    for s in _as_list(signatures):
+    for s in signature_list(signatures):
         if is_marked_finite(s):
             continue
         if not bool(_all_finite((s.deltas,))):
@@ -248,7 +196,7 @@ def patch(
       The patched tree (same structure; untouched leaves are the same objects), or
       ``(patched, undo)``. Nothing is modified if an error is raised.
     """
-    sigs = _as_list(signatures)
+    sigs = signature_list(signatures)
     alpha = coefficients(alphas, len(sigs), mode)
     flat, rebuild = tree_paths.flatten(variables)
     for s in sigs:
@@ -261,7 +209,7 @@ def patch(
     if return_undo:
         originals = {p: jnp.array(x, copy=True) for p, x in leaves.items()} if donate else dict(leaves)
         undo = Undo(originals=originals, fingerprint=tree_paths.fingerprint(variables, paths))
-    fn = _combine_donated if donate else _combine
+    fn = combine_donated if donate else combine
     new = fn(leaves, tuple(s.deltas for s in sigs), alpha)
     patched = rebuild(new)
     return (patched, undo) if return_undo else patched
@@ -282,7 +230,7 @@ def unpatch(patched: PyTree, undo: Undo) -> PyTree:
 def subtract(variables: PyTree, signatures, alphas=1.0, **kwargs) -> PyTree:
     """Arithmetic removal ``θ − Σ α_k RWS_k`` (exact only up to float rounding;
     use :func:`unpatch` for a bit-exact restore)."""
-    sigs = _as_list(signatures)
+    sigs = signature_list(signatures)
     return patch(variables, sigs, -np.asarray(coefficients(alphas, len(sigs), kwargs.pop("mode", "linear"))), **kwargs)
 
 
@@ -356,7 +304,7 @@ def compose(
       NonFiniteError: NaN/inf coefficients or signature values.
       IncompatibleSignatureError: signatures of different base models or leaf specs.
     """
-    sigs = _as_list(signatures)
+    sigs = signature_list(signatures)
     merging.check_method(method, density, drop_rate, key)
     if mode != "linear" and method != "sum":
         raise RWSError(f"mode={mode!r} is defined for method='sum' only; method {method!r} needs mode='linear'")
@@ -374,14 +322,14 @@ def compose(
         check_finite(sigs)
     all_deltas = tuple(s.deltas for s in sigs)
     if method == "sum":
-        deltas = _combine(None, all_deltas, alpha)
+        deltas = combine(None, all_deltas, alpha)
     else:
         if isinstance(key, (int, np.integer)):  # a seed
             key = jax.random.key(int(key))
         deltas = _merge_jit(all_deltas, alpha, key if method in merging.RANDOM_METHODS else None,
                             method=method, density=float(density) if method in merging.TRIM_METHODS else 1.0,
                             drop_rate=float(drop_rate) if method in merging.RANDOM_METHODS else 0.0,
-                            shardings=_out_shardings(None, all_deltas))
+                            shardings=out_shardings(None, all_deltas))
     kind = ("composed" if len(sigs) > 1 else sigs[0].meta.kind) if method == "sum" else f"merged-{method}"
     default_name = "+".join(s.name or "?" for s in sigs)
     meta = SignatureMeta(

@@ -43,9 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from rws_jax import tree_paths
-from rws_jax.algebra import _as_list, patch
+from rws_jax.algebra import patch
 from rws_jax.errors import IncompatibleSignatureError, NonFiniteError, RWSError
-from rws_jax.signature import Signature
+from rws_jax.signature import Signature, signature_list
 
 PyTree = Any
 
@@ -270,7 +270,7 @@ def patch_batch_norm(
     """
     if bn not in BN_MODES:
         raise RWSError(f"unknown BatchNorm mode {bn!r}: choose one of {BN_MODES}")
-    sigs = _as_list(signatures)
+    sigs = signature_list(signatures)
     if bn == "patch":
         return patch(variables, sigs, alphas, mode=mode, check_base=check_base)
     bn_paths = set(batch_norm_paths(variables, pattern))

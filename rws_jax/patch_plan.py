@@ -16,7 +16,7 @@ lists (the signature's leaves were flattened at construction). Leaf shapes and
 dtypes are checked when that function is traced: a call with the planned shapes hits
 the jit cache and costs nothing more; another shape retraces, and the trace raises.
 
-The arithmetic is :func:`rws_jax.algebra._combine_impl`, the one :func:`rws.patch
+The arithmetic is :func:`rws_jax.kernels.combine_impl`, the one :func:`rws.patch
 <rws_jax.patch>` runs, so results are bit-identical.
 """
 
@@ -29,10 +29,10 @@ from typing import Any, Sequence
 import jax
 
 from rws_jax import tree_paths
-from rws_jax.algebra import (MODES, _as_list, _combine_impl, _out_shardings, check_compatible, check_finite,
-                            host_coefficients)
+from rws_jax.algebra import MODES, check_compatible, check_finite, host_coefficients
 from rws_jax.errors import IncompatibleSignatureError, RWSError
-from rws_jax.signature import Signature
+from rws_jax.kernels import combine_impl, out_shardings
+from rws_jax.signature import Signature, signature_list
 
 PyTree = Any
 
@@ -73,7 +73,7 @@ def _plan_impl(leaves: list, delta_leaves: list, alphas: jax.Array, *, layout: _
                 f"got shape {have[0]} dtype {have[1]}. Make a new plan for this model."
             )
     deltas = jax.tree_util.tree_unflatten(layout.delta_treedef, delta_leaves)
-    out = _combine_impl(dict(zip(layout.paths, leaves)), deltas, alphas, layout.shardings)
+    out = combine_impl(dict(zip(layout.paths, leaves)), deltas, alphas, layout.shardings)
     return [out[p] for p in layout.paths]
 
 
@@ -204,7 +204,7 @@ def patch_plan(
     """
     if mode not in MODES:
         raise RWSError(f"unknown combination mode {mode!r}: choose one of {MODES}")
-    sigs = _as_list(signatures)
+    sigs = signature_list(signatures)
     flat, _ = tree_paths.flatten(variables)
     for s in sigs:
         check_compatible(s, variables, check_base=check_base, flat=flat)
@@ -216,7 +216,7 @@ def patch_plan(
     delta_leaves, delta_treedef = jax.tree_util.tree_flatten(deltas)
     leaves = {p: flat[p] for p in paths}
     layout = _Layout(paths=paths, specs=tuple(tree_paths.leaf_spec(flat[p]) for p in paths),
-                     delta_treedef=delta_treedef, shardings=_out_shardings(leaves, deltas))
+                     delta_treedef=delta_treedef, shardings=out_shardings(leaves, deltas))
     return PatchPlan(paths=paths, num_signatures=len(sigs), mode=mode, fingerprint=tree_paths.fingerprint(variables),
                      treedef=jax.tree_util.tree_structure(variables), indices=[order[p] for p in paths],
                      delta_leaves=delta_leaves, layout=layout)

@@ -35,8 +35,9 @@ import jax
 import jax.numpy as jnp
 
 from rws_jax import tree_paths
-from rws_jax.algebra import _combine, _combine_donated, check_compatible, check_finite, coefficients
+from rws_jax.algebra import check_compatible, check_finite, coefficients
 from rws_jax.errors import PatchStackError
+from rws_jax.kernels import combine, combine_donated
 from rws_jax.signature import Signature, signature_fingerprint
 
 PyTree = Any
@@ -178,7 +179,7 @@ class PatchStack:
             if p not in originals:
                 originals[p] = _copy(flat[p])
         leaves = {p: flat[p] for p in sorted(signature.deltas)}
-        fn = _combine_donated if donate else _combine
+        fn = combine_donated if donate else combine
         new = fn(leaves, (signature.deltas,), alpha_arr)
         entry = AppliedPatch(name=name, alpha=float(alpha_arr[0]), fingerprint=fp, signature=signature)
         stack = dataclasses.replace(self, originals=originals, entries=self.entries + (entry,))
@@ -208,7 +209,7 @@ class PatchStack:
                 continue
             # Same kernel and operands' shapes as when it was applied: bit-identical.
             leaves = {p: current.get(p, flat[p]) for p in paths}
-            out = _combine(leaves, (e.signature.deltas,), coefficients(e.alpha, 1))
+            out = combine(leaves, (e.signature.deltas,), coefficients(e.alpha, 1))
             current.update({p: out[p] for p in paths if p in affected})
             still.update(paths)
         touched_by_rest = {p for e in remaining for p in e.signature.deltas}

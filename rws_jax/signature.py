@@ -4,7 +4,7 @@ A signature is ``Signature(deltas={path: array}, meta=SignatureMeta(...))``.
 ``deltas`` holds one array per kept weight tensor, keyed by the leaf path in the
 model's variable tree (see :mod:`rws_jax.tree_paths`), with that leaf's shape:
 e.g. ``{'params/conv_0/kernel': f32[3, 3, 1, 64], 'params/conv_0/bias': f32[64]}``.
-A quantized signature holds :class:`~rws_jax.quantization.QuantizedTensor` values.
+A quantized signature holds :class:`~rws_jax.quantized_tensor.QuantizedTensor` values.
 
 It is an ordinary pytree: ``jax.tree_util.tree_map(lambda a, b: a + b, sig1, sig2)``
 returns a ``Signature``. Only ``meta.base_fingerprint`` is part of the tree
@@ -17,11 +17,16 @@ the result itself).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from typing import Any, Mapping
 
 import jax
 import numpy as np
 from flax import struct
+
+from rws_jax.errors import RWSError
+from rws_jax.quantized_tensor import QuantizedTensor, to_flat_packed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +105,24 @@ class Signature:
         )
 
 
+def signature_list(signatures) -> list[Signature]:
+    """``[sig]`` for one ``Signature``, else the signatures of a non-empty sequence as a
+    list (the one-or-many argument of ``patch``, ``compose``, ``patch_plan``...).
+
+    Raises:
+      RWSError: an empty sequence, or an element that is not a ``Signature``.
+    """
+    if isinstance(signatures, Signature):
+        return [signatures]
+    sigs = list(signatures)
+    if not sigs:
+        raise RWSError("need at least one signature")
+    for s in sigs:
+        if not isinstance(s, Signature):
+            raise RWSError(f"expected a Signature, got {type(s).__name__}")
+    return sigs
+
+
 _FINITE_FLAG = "_rws_checked_finite"
 
 
@@ -131,11 +154,6 @@ def signature_fingerprint(sig: Signature) -> str:
     on-disk (flat packed) layout, so the fingerprint does not depend on how its codes
     are packed in memory or sharded; a saved and reloaded signature keeps it.
     """
-    import hashlib  # noqa: PLC0415
-    import json  # noqa: PLC0415
-
-    from rws_jax.quantization import QuantizedTensor, to_flat_packed  # noqa: PLC0415 (import cycle)
-
     m = sig.meta
     h = hashlib.sha256()
     head = {

@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import rws_jax as rws
-from rws_jax import algebra, extraction, quantization, tree_paths
+from rws_jax import algebra, extraction, kernels, quantization, tree_paths
 
 
 def model(seed):
@@ -207,16 +207,16 @@ def main():
     leaves = {p: tree_paths.flatten(s_std)[0][p] for p in sorted(sh_c.deltas)}
     alphas = rws.coefficients([0.5, -1.5], 2)
     deltas = (sh_fog.deltas, sh_snow2.deltas)
-    assert_no_all_gather(algebra._combine_jit.lower(leaves, deltas, alphas,
-                                                    shardings=algebra._out_shardings(leaves, deltas)), "patch")
-    assert_no_all_gather(algebra._combine_donated_jit.lower(leaves, deltas, alphas,
-                                                            shardings=algebra._out_shardings(leaves, deltas)),
+    assert_no_all_gather(kernels.combine_jit.lower(leaves, deltas, alphas,
+                                                   shardings=kernels.out_shardings(leaves, deltas)), "patch")
+    assert_no_all_gather(kernels.combine_donated_jit.lower(leaves, deltas, alphas,
+                                                           shardings=kernels.out_shardings(leaves, deltas)),
                          "patch donated")
-    assert_no_all_gather(algebra._combine_jit.lower(None, deltas, alphas,
-                                                    shardings=algebra._out_shardings(None, deltas)), "compose")
+    assert_no_all_gather(kernels.combine_jit.lower(None, deltas, alphas,
+                                                   shardings=kernels.out_shardings(None, deltas)), "compose")
     q4 = rws.quantize(sh_fog, 4, per_channel=True)
-    assert_no_all_gather(algebra._combine_jit.lower(leaves, (q4.deltas,), rws.coefficients(1.0, 1),
-                                                    shardings=algebra._out_shardings(leaves, (q4.deltas,))),
+    assert_no_all_gather(kernels.combine_jit.lower(leaves, (q4.deltas,), rws.coefficients(1.0, 1),
+                                                   shardings=kernels.out_shardings(leaves, (q4.deltas,))),
                          "fused quantized patch")
 
     # ---- interference-aware merging: TIES (per-tensor top-k by bisection on the threshold:
@@ -228,7 +228,7 @@ def main():
         assert_equal(sh_m.deltas, ref_m.deltas, f"compose {method}")
         assert_sharded_like(sh_m.deltas, s_init, f"compose {method}")
         assert_no_all_gather(algebra._merge_jit.lower(deltas, alphas, None, method=method, density=0.3,
-                                                      drop_rate=0.0, shardings=algebra._out_shardings(None, deltas)),
+                                                      drop_rate=0.0, shardings=kernels.out_shardings(None, deltas)),
                              f"merge {method}")
 
     # ---- PatchStack on the sharded model: bit-exact restore, sharding kept

@@ -225,7 +225,7 @@ def test_asymmetric_codes_use_the_reference_order_of_operations():
 
 @pytest.mark.parametrize("scheme", ["log2", "tanh"])
 def test_quantize_signature_with_new_schemes_and_fused_patch(tiny_models, scheme):
-    from rws_jax import algebra
+    from rws_jax import kernels
 
     _, init, std, fog, snow = tiny_models
     sig = rws.extract(init, std, fog, rws.first_k(3), name="fog")
@@ -235,9 +235,9 @@ def test_quantize_signature_with_new_schemes_and_fused_patch(tiny_models, scheme
     separate = rws.patch(std, rws.dequantize(q), 0.7)
     chex.assert_trees_all_close(fused, separate, rtol=1e-6, atol=1e-7)
     # the fused patch is one jitted function: a new coefficient does not recompile it
-    before = algebra._combine_jit._cache_size()
+    before = kernels.combine_jit._cache_size()
     rws.patch(std, q, -0.2)
-    assert algebra._combine_jit._cache_size() == before
+    assert kernels.combine_jit._cache_size() == before
 
 
 @pytest.mark.parametrize("method", ["log", "tanh"])
@@ -424,7 +424,7 @@ def test_one_bit_api_and_refusals(tiny_models):
 
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_one_bit_fused_patch_stack_and_no_recompile(tiny_models, per_channel):
-    from rws_jax import algebra
+    from rws_jax import kernels
 
     _, init, std, fog, snow = tiny_models
     sig = rws.extract(init, std, fog, rws.first_k(3), name="fog")
@@ -435,9 +435,9 @@ def test_one_bit_fused_patch_stack_and_no_recompile(tiny_models, per_channel):
         chex.assert_trees_all_equal(deq.deltas[p], rws.dequantize_tensor(v))
     fused = rws.patch(std, q, 0.7)
     chex.assert_trees_all_close(fused, rws.patch(std, deq, 0.7), rtol=1e-6, atol=1e-7)
-    before = algebra._combine_jit._cache_size()
+    before = kernels.combine_jit._cache_size()
     again = rws.patch(std, q, -0.3)  # a new α: same compiled kernel
-    assert algebra._combine_jit._cache_size() == before
+    assert kernels.combine_jit._cache_size() == before
     chex.assert_trees_all_close(again, rws.patch(std, deq, -0.3), rtol=1e-6, atol=1e-7)
     # mixed with a float signature in one fused pass
     other = rws.extract(init, std, snow, rws.first_k(2), name="snow")

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from . import _ops
+from . import image_ops
 
 
 def disk_kernel(radius, alias_blur, half: int = 8, ksize: int = 3):
@@ -24,20 +24,20 @@ def disk_kernel(radius, alias_blur, half: int = 8, ksize: int = 3):
     t = jnp.arange(ksize, dtype=jnp.float32) - (ksize - 1) / 2
     g = jnp.exp(-(t ** 2) / (2 * jnp.asarray(alias_blur, jnp.float32) ** 2))
     g = g / jnp.sum(g)
-    return _ops.conv2d(d, g[:, None] * g[None, :], "reflect")
+    return image_ops.conv2d(d, g[:, None] * g[None, :], "reflect")
 
 
 def defocus_blur(key, x, p):
     """Filter with the anti-aliased disk (cv2.filter2D, BORDER_REFLECT_101), by FFT."""
     del key
     k = disk_kernel(p["radius"], p["alias_blur"], p["half"], p["ksize"])
-    return _ops.fft_conv2d(x, k, "reflect")
+    return image_ops.fft_conv2d(x, k, "reflect")
 
 
 def gaussian_blur(key, x, p):
     """``skimage.filters.gaussian`` (truncate 4, mode 'nearest')."""
     del key
-    return _ops.gaussian_blur_dyn(x, p["sigma"], p["kmax"])
+    return image_ops.gaussian_blur_dyn(x, p["sigma"], p["kmax"])
 
 
 def _swap_loop(x, offs, d: int, iters: int):
@@ -101,15 +101,15 @@ def glass_blur(key, x, p):
     sigma, d, iters = p["sigma"], int(p["max_delta"]), int(p["iterations"])
     kmax = p["kmax"]
     H, W = x.shape[:2]
-    x = jnp.floor(_ops.gaussian_blur_dyn(x, sigma, kmax) * 255.0) / 255.0  # np.uint8()
+    x = jnp.floor(image_ops.gaussian_blur_dyn(x, sigma, kmax) * 255.0) / 255.0  # np.uint8()
     nh, nw = max(H - 2 * d, 0), max(W - 2 * d, 0)
     n = nh * nw
     if n > 0 and iters > 0:
         # dx, dy = np.random.randint(-d, d, size=(2,))
         bits = jax.random.bits(key, (iters * n, 2), jnp.uint32)
-        offs = (_ops.uniform24(bits) * (2 * d)).astype(jnp.int32) - d
+        offs = (image_ops.uniform24(bits) * (2 * d)).astype(jnp.int32) - d
         x = _swaps(x, offs, d, iters)
-    return _ops.gaussian_blur_dyn(x, sigma, kmax)
+    return image_ops.gaussian_blur_dyn(x, sigma, kmax)
 
 
 def motion_blur(key, x, p):
@@ -121,7 +121,7 @@ def motion_blur(key, x, p):
     offsets, edge replication.
     """
     angle = jax.random.uniform(key, (), minval=-45.0, maxval=45.0)
-    return _ops.motion_blur_dyn(x, p["radius"], p["sigma"], angle, p["wmax"])
+    return image_ops.motion_blur_dyn(x, p["radius"], p["sigma"], angle, p["wmax"])
 
 
 def zoom_blur(key, x, p):
@@ -132,7 +132,7 @@ def zoom_blur(key, x, p):
     valid = jnp.arange(zooms.shape[0]) < p["n_zooms"]
 
     def body(i, acc):
-        return acc + jnp.where(valid[i], _ops.clipped_zoom_dyn(x, zooms[i]), 0.0)
+        return acc + jnp.where(valid[i], image_ops.clipped_zoom_dyn(x, zooms[i]), 0.0)
 
     out = lax.fori_loop(0, zooms.shape[0], body, jnp.zeros_like(x))
     return (x + out) / (p["n_zooms"] + 1)

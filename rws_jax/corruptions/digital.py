@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from . import _ops
+from . import image_ops
 from .jpeg import jpeg_roundtrip
 
 
@@ -17,7 +17,7 @@ def brightness(key, x, p):
     del key
     if x.shape[-1] != 3:
         return x + p["delta_v"]
-    return _ops.hsv_value_add(x, p["delta_v"])
+    return image_ops.hsv_value_add(x, p["delta_v"])
 
 
 def contrast(key, x, p):
@@ -36,7 +36,7 @@ def saturate(key, x, p):
     del key
     if x.shape[-1] != 3:
         return x
-    return _ops.hsv_saturation_affine(x, p["scale"], p["shift"])
+    return image_ops.hsv_saturation_affine(x, p["scale"], p["shift"])
 
 
 def pixelate(key, x, p):
@@ -52,12 +52,12 @@ def pixelate(key, x, p):
     w = max(1, int(W * f + 1e-6))
     v = jnp.round(x * 255.0)  # PIL works on 8-bit images
     # every gather picks whole rows (contiguous W*C values): transpose in between
-    small = _ops.box_downsample(v, h, axis=0)  # (h, W, C)
-    small = _ops.box_downsample(jnp.transpose(small, (1, 0, 2)), w, axis=0)  # (w, h, C)
+    small = image_ops.box_downsample(v, h, axis=0)  # (h, W, C)
+    small = image_ops.box_downsample(jnp.transpose(small, (1, 0, 2)), w, axis=0)  # (w, h, C)
     small = jnp.floor(small + 0.5) / 255.0
     small = jnp.transpose(small, (1, 0, 2))  # (h, w, C): transposing the small image is cheap
-    small = jnp.take(small, jnp.asarray(_ops.nearest_index(h, H)), axis=0, mode="clip")
-    return jnp.take(small, jnp.asarray(_ops.nearest_index(w, W)), axis=1, mode="clip")
+    small = jnp.take(small, jnp.asarray(image_ops.nearest_index(h, H)), axis=0, mode="clip")
+    return jnp.take(small, jnp.asarray(image_ops.nearest_index(w, W)), axis=1, mode="clip")
 
 
 def jpeg_compression(key, x, p):
@@ -87,7 +87,7 @@ def elastic_transform(key, x, p):
     (mode 'reflect').
     """
     H, W, _ = x.shape
-    u_aff, ux, uy = _ops.uniforms(key, (3, 2), (H, W), (H, W))
+    u_aff, ux, uy = image_ops.uniforms(key, (3, 2), (H, W), (H, W))
     rows = jnp.arange(H, dtype=jnp.float32)[:, None] * jnp.ones((1, W))
     cols = jnp.ones((H, 1)) * jnp.arange(W, dtype=jnp.float32)[None, :]
     if "affine_frac" in p:  # cifar10
@@ -106,7 +106,7 @@ def elastic_transform(key, x, p):
         inv = jnp.linalg.inv(full)
         src_x = inv[0, 0] * cols + inv[0, 1] * rows + inv[0, 2]
         src_y = inv[1, 0] * cols + inv[1, 1] * rows + inv[1, 2]
-        x = _ops.bilinear_sample(x, src_y, src_x, mode="mirror")
+        x = image_ops.bilinear_sample(x, src_y, src_x, mode="mirror")
         ux = 2.0 * ux - 1.0
         uy = 2.0 * uy - 1.0
         sig = (sigma, sigma)
@@ -116,6 +116,6 @@ def elastic_transform(key, x, p):
         ux = (2.0 * ux - 1.0) * md
         uy = (2.0 * uy - 1.0) * md
         sig = (p["sigma_frac"] * H, p["sigma_frac"] * W)
-    dx = _ops.gaussian_blur_dyn(ux, sig, p["kmax"], 3.0, "symmetric") * alpha
-    dy = _ops.gaussian_blur_dyn(uy, sig, p["kmax"], 3.0, "symmetric") * alpha
-    return _ops.bilinear_sample(x, rows + dy, cols + dx, mode="reflect")
+    dx = image_ops.gaussian_blur_dyn(ux, sig, p["kmax"], 3.0, "symmetric") * alpha
+    dy = image_ops.gaussian_blur_dyn(uy, sig, p["kmax"], 3.0, "symmetric") * alpha
+    return image_ops.bilinear_sample(x, rows + dy, cols + dx, mode="reflect")

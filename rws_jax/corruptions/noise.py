@@ -5,7 +5,7 @@ constants from :mod:`rws_jax.corruptions.params`.  Noise is drawn
 independently for every pixel *and channel*, as in the reference.
 
 On a CPU the cost of these corruptions is the random bits, so each draws as few as
-it can: two normals per 32-bit word (:func:`_ops.normal16`), one word per value for
+it can: two normals per 32-bit word (:func:`image_ops.normal16`), one word per value for
 salt and pepper, one word per value for an exact Poisson draw by table inversion.
 """
 
@@ -18,12 +18,12 @@ import jax.numpy as jnp
 from jax import lax
 from jax.scipy.special import gammaln, xlogy
 
-from . import _ops
+from . import image_ops
 
 
 def gaussian_noise(key, x, p):
     """``x + N(0, sigma)``."""
-    return x + p["sigma"] * _ops.normal16(key, x.shape)
+    return x + p["sigma"] * image_ops.normal16(key, x.shape)
 
 
 def poisson_table_size(max_rate: float) -> int:
@@ -64,7 +64,7 @@ def shot_noise(key, x, p):
     (the reference reads uint8 images, so for uint8 input this is no change)."""
     c = p["photons"]
     level = jnp.clip(jnp.round(x * 255.0), 0, 255).astype(jnp.int32)
-    u = _ops.uniform24(jax.random.bits(key, x.shape, jnp.uint32))
+    u = image_ops.uniform24(jax.random.bits(key, x.shape, jnp.uint32))
     return poisson_inverse_cdf(u, level, c, p["table_size"]) / c
 
 
@@ -83,4 +83,4 @@ def impulse_noise(key, x, p):
 
 def speckle_noise(key, x, p):
     """``x + x * N(0, sigma)``."""
-    return x + x * p["sigma"] * _ops.normal16(key, x.shape)
+    return x + x * p["sigma"] * image_ops.normal16(key, x.shape)

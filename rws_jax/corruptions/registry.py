@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from . import _ops, blur, digital, noise, weather
+from . import blur, digital, image_ops, noise, weather
 from .params import (CORRUPTIONS, PRESETS, REFERENCE_SIZE, SEVERITIES,
                      raw_params, scaled_params)
 
@@ -140,21 +140,21 @@ def split_params(name: str, severity: int, preset: str, height: int, width: int)
         static["half"] = max(8 if q["radius"] <= 8 else int(q["radius"]) for q in allp)
         static["ksize"] = 3 if p["radius"] <= 8 else 5
     elif name in ("glass_blur", "gaussian_blur"):
-        static["kmax"] = max(_ops.gauss_radius(q["sigma"]) for q in allp)
+        static["kmax"] = max(image_ops.gauss_radius(q["sigma"]) for q in allp)
     elif name == "motion_blur":
         static["wmax"] = max(q["radius"] for q in allp)
     elif name == "snow":
         static["wmax"] = max(q["blur_radius"] for q in allp)
     elif name == "spatter":
-        static["kmax"] = max(_ops.gauss_radius(q["sigma"]) for q in allp)
-        static["kmax_mud"] = max([_ops.gauss_radius(q["intensity_or_sigma"])
+        static["kmax"] = max(image_ops.gauss_radius(q["sigma"]) for q in allp)
+        static["kmax_mud"] = max([image_ops.gauss_radius(q["intensity_or_sigma"])
                                   for q in allp if q["mud"]] or [0])
     elif name == "elastic_transform":
         if "affine_frac" in p:
             size = min(height, width)
-            static["kmax"] = max(_ops.gauss_radius(q["sigma_frac"] * size, 3.0) for q in allp)
+            static["kmax"] = max(image_ops.gauss_radius(q["sigma_frac"] * size, 3.0) for q in allp)
         else:
-            static["kmax"] = max(_ops.gauss_radius(q["sigma_frac"] * max(height, width), 3.0)
+            static["kmax"] = max(image_ops.gauss_radius(q["sigma_frac"] * max(height, width), 3.0)
                                  for q in allp)
     elif name == "zoom_blur":
         n = max(len(q["zooms"]) for q in allp)

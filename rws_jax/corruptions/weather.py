@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from . import _ops
+from . import image_ops
 from .canny import canny, distance_to_edges
 from .frost_texture import frost_layer
 
 
 def _gray(x):
-    return _ops.rgb_to_gray(x) if x.shape[-1] == 3 else x
+    return image_ops.rgb_to_gray(x) if x.shape[-1] == 3 else x
 
 
 # ---------------------------------------------------------------- snow
@@ -24,14 +24,14 @@ def snow(key, x, p):
     rounded to 8 bit; image brightened towards ``1.5*gray + .5`` with weight
     ``1 - gray_mix``; snow added together with its 180-degree rotation."""
     H, W = x.shape[:2]
-    u_layer, u_angle = _ops.uniforms(key, (H, W, 1), ())
-    layer = p["loc"] + p["scale"] * _ops.to_normal(u_layer)
-    layer = _ops.clipped_zoom_dyn(layer, p["zoom"])
+    u_layer, u_angle = image_ops.uniforms(key, (H, W, 1), ())
+    layer = p["loc"] + p["scale"] * image_ops.to_normal(u_layer)
+    layer = image_ops.clipped_zoom_dyn(layer, p["zoom"])
     layer = jnp.where(layer < p["threshold"], 0.0, layer)
     layer = jnp.clip(layer, 0.0, 1.0)
     angle = -135.0 + 90.0 * u_angle
-    layer = _ops.motion_blur_dyn(layer, p["blur_radius"], p["blur_sigma"],
-                                 angle, p["wmax"])
+    layer = image_ops.motion_blur_dyn(layer, p["blur_radius"], p["blur_sigma"],
+                                      angle, p["wmax"])
     layer = jnp.round(layer * 255.0) / 255.0
     c6 = p["gray_mix"]
     x = c6 * x + (1 - c6) * jnp.maximum(x, _gray(x) * 1.5 + 0.5)
@@ -62,7 +62,7 @@ def plasma_fractal(key, mapsize: int, wibbledecay: float):
         n, h = mapsize // step, mapsize // step
         shapes += [(n, n), (n, n), (n, n)]
         step //= 2
-    draws = iter(_ops.uniforms(key, *shapes))
+    draws = iter(image_ops.uniforms(key, *shapes))
     step = mapsize
     wibble = jnp.asarray(100.0, jnp.float32)
     while step >= 2:
@@ -134,28 +134,28 @@ def spatter(key, x, p):
     then ``x + m * turquoise`` with ``m = liquid * dist / max * intensity``.
     """
     H, W, C = x.shape
-    liquid = p["loc"] + p["scale"] * _ops.normal16(key, (H, W))
-    liquid = _ops.gaussian_blur_dyn(liquid, p["sigma"], p["kmax"])
+    liquid = p["loc"] + p["scale"] * image_ops.normal16(key, (H, W))
+    liquid = image_ops.gaussian_blur_dyn(liquid, p["sigma"], p["kmax"])
     liquid = jnp.where(liquid < p["threshold"], 0.0, liquid)
     if p["mud"]:
         m = (liquid > p["threshold"]).astype(jnp.float32)
-        m = _ops.gaussian_blur_dyn(m, p["intensity_or_sigma"], p["kmax_mud"])
+        m = image_ops.gaussian_blur_dyn(m, p["intensity_or_sigma"], p["kmax_mud"])
         m = jnp.where(m < 0.8, 0.0, m)[..., None]
         color = jnp.asarray(_MUD, jnp.float32)
         if C != 3:
-            color = _ops.rgb_to_gray(color[None, None])[0, 0]
+            color = image_ops.rgb_to_gray(color[None, None])[0, 0]
         return x * (1 - m) + color * m
     l8 = jnp.clip(jnp.floor(liquid * 255.0), 0.0, 255.0)
     edges = canny(l8, 50.0, 150.0)
     dist = distance_to_edges(edges, 20)
-    dist = jnp.floor(_ops.box_blur3(dist))  # in [0, 20]
+    dist = jnp.floor(image_ops.box_blur3(dist))  # in [0, 20]
     dist = _equalize_hist(dist, 21)
     ker = jnp.asarray([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], jnp.float32)
-    dist = jnp.clip(jnp.round(_ops.conv2d(dist, ker, "reflect")), 0.0, 255.0)
-    dist = _ops.box_blur3(dist)
+    dist = jnp.clip(jnp.round(image_ops.conv2d(dist, ker, "reflect")), 0.0, 255.0)
+    dist = image_ops.box_blur3(dist)
     m = l8 * dist
     m = m / jnp.maximum(jnp.max(m), 1e-12) * p["intensity_or_sigma"]
     add = jnp.clip(m[..., None] * jnp.asarray(_WATER, jnp.float32), 0.0, 1.0)
     if C != 3:
-        return x + _ops.rgb_to_gray(add)
+        return x + image_ops.rgb_to_gray(add)
     return x + add
