@@ -48,7 +48,7 @@ from rws_jax.errors import (
     RWSError,
     SignatureFileError,
 )
-from rws_jax.extraction import extract, project_out, relative_change
+from rws_jax.extraction import extract, project_out, projection_diagnostics, relative_change
 from rws_jax.quantization import (
     QuantizedTensor,
     dequantize,
@@ -132,6 +132,7 @@ __all__ = [
     "quantize_tensor",
     "read_signature_info",
     "relative_change",
+    "projection_diagnostics",
     "save_signature",
     "save_variables",
     "scale",

@@ -157,7 +157,7 @@ def _report_study(study, args) -> int:
 
     out = Path(args.out or f"results/{study.name}")
     if args.summary:
-        text = study_report.study_summary_markdown(study, out)
+        text = study_report.study_summary_markdown(study, out, previous=args.previous)
         auto = study_report.autopatch_summary_markdown(study, out)
         if args.splice:
             study_report.splice_study_summary(Path(args.splice), text, auto)
@@ -296,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print README's Markdown tables (accuracies, chosen α) instead of writing the report")
     p.add_argument("--splice", metavar="MARKDOWN", default=None,
                    help="with --summary: write the tables between the demo-summary markers of this file")
+    p.add_argument("--previous", metavar="DIR", default=None,
+                   help="a study's --summary: judge an earlier copy of the study (e.g. docs/reproduce_previous) by the "
+                        "same rules, in a column beside the verdicts")
     p.add_argument("--export", metavar="DIR", default=None,
                    help="study presets: copy reports, figures, metrics and configs (no checkpoints) to DIR")
     p.set_defaults(fn=_cmd_report)

@@ -161,3 +161,52 @@ def relative_change(init: PyTree, other: PyTree, *, collections=("params",)) -> 
         num[u] = num.get(u, 0.0) + float(jnp.sum((jnp.asarray(flat_o[p], jnp.float32) - x32) ** 2))
         den[u] = den.get(u, 0.0) + float(jnp.sum(x32**2))
     return {u: float(np.sqrt(num[u]) / max(np.sqrt(den[u]), 1e-30)) for u in num}
+
+
+@jax.jit
+def _dot_products(init: dict, standard: dict, robust: dict) -> dict:
+    """Per leaf: (Δ·a, a·a, Δ·Δ, θ_init·θ_init) in float32 (one fused pass)."""
+    out = {}
+    for p in init:
+        x = init[p].astype(jnp.float32)
+        a = standard[p].astype(jnp.float32) - x
+        d = robust[p].astype(jnp.float32) - x
+        out[p] = jnp.stack([jnp.sum(d * a), jnp.sum(a * a), jnp.sum(d * d), jnp.sum(x * x)])
+    return out
+
+
+def projection_diagnostics(init: PyTree, standard: PyTree, robust: PyTree, *,
+                           collections=("params",)) -> dict[str, dict[str, float]]:
+    """How much of the robust fine-tuning direction the projection removes, per unit.
+
+    For each unit (conv layer or residual block; the head included) with Δ = θ_rob − θ_init
+    and a = θ_std − θ_init over the unit's floating leaves of ``collections``:
+
+    - ``cos``: cos(Δ, a) of the unit's concatenated tensors;
+    - ``removed``: ‖proj‖ / ‖Δ‖ where proj is the per-tensor projection of Δ onto a that
+      :func:`extract` subtracts (0: the RWS is Δ itself; 1: nothing is left);
+    - ``clean_change`` / ``robust_change``: ‖a‖ / ‖θ_init‖ and ‖Δ‖ / ‖θ_init‖.
+
+    Returns ``{unit: {"cos", "removed", "clean_change", "robust_change"}}``.
+    """
+    flat_i, _ = tree_paths.flatten(init)
+    flat_s, _ = tree_paths.flatten(standard)
+    flat_r, _ = tree_paths.flatten(robust)
+    colls = tree_paths.collection_of(init)
+    keep = [p for p, x in flat_i.items() if (collections is None or colls[p] is None or colls[p] in collections)
+            and jnp.issubdtype(x.dtype, jnp.floating)]
+    dots = jax.device_get(_dot_products({p: flat_i[p] for p in keep}, {p: flat_s[p] for p in keep},
+                                        {p: flat_r[p] for p in keep}))
+    sums: dict[str, np.ndarray] = {}
+    for p in keep:
+        da, aa, dd, xx = (float(v) for v in dots[p])
+        proj_sq = da * da / aa if aa > 1e-24 else 0.0  # (Δ·â)², as project_out's zero guard
+        u = tree_paths.unit_of(p, colls[p])
+        sums[u] = sums.get(u, np.zeros(5)) + np.array([da, aa, dd, xx, proj_sq])
+    out = {}
+    for u, (da, aa, dd, xx, proj_sq) in sums.items():
+        out[u] = {"cos": float(da / max(np.sqrt(aa * dd), 1e-30)),
+                  "removed": float(np.sqrt(proj_sq) / max(np.sqrt(dd), 1e-30)),
+                  "clean_change": float(np.sqrt(aa) / max(np.sqrt(xx), 1e-30)),
+                  "robust_change": float(np.sqrt(dd) / max(np.sqrt(xx), 1e-30))}
+    return out

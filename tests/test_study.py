@@ -17,17 +17,20 @@ from rws_jax.pipeline.study import open_run
 
 _BASE = dict(PRESETS["tiny"], corruptions=["gaussian_noise", "contrast"], eval_severities=[2, 5], alphas=[1.0],
              quant_bits=[8], merge_methods=[], alpha_search=False, mixture=False, robust_replicates=1,
-             transfer_dataset=None, update_backbone_epochs=0)
+             transfer_dataset=None, update_backbone_epochs=0, init={"kind": "rotation"})
 _EXTRA = dict(quant_bits=[], composition_rows=False, init_from="s0")
+_CLASSES = dict(classes=[0, 1, 2, 3, 4], eval_severities=[], corruptions=["contrast"])
 TINY_STUDY = Study(
     name="tiny_study", description="tiny",
     runs=(("s0", dict(_BASE, name="t/s0")),
           ("s1", dict(_BASE, **_EXTRA, name="t/s1", training_seed=1)),
-          ("classes", dict(_BASE, **{**_EXTRA, "transfer_dataset": "fashion_mnist"}, name="t/classes",
-                           classes=[0, 1, 2, 3, 4], transfer_classes=[5, 6, 7, 8, 9], eval_severities=[],
-                           corruptions=["contrast"]))),
+          ("classes", dict(_BASE, **{**_EXTRA, "transfer_dataset": "fashion_mnist"}, **_CLASSES, name="t/classes",
+                           transfer_classes=[5, 6, 7, 8, 9])),
+          ("init_classes", dict(_BASE, **{**_EXTRA, "init_from": None}, **_CLASSES, name="t/init_classes",
+                                init={"kind": "classes", "classes": [5, 6, 7, 8, 9]}))),
     # the report's single-run section is drawn for s1 here (the BN pipeline: test_pipeline_batch_norm.py)
-    seed_group=("s0", "s1"), same_domain="classes", batch_norm="s1", cut=("everything",))
+    seed_group=("s0", "s1"), same_domain="classes", batch_norm="s1", init_comparison=("classes", "init_classes"),
+    cut=("everything",))
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +61,28 @@ def test_seeds_share_theta_init_and_data_but_not_training(study_dir):
 
 
 @pytest.mark.slow
+def test_theta_init_never_saw_the_fine_tuning_labels(study_dir):
+    s0 = open_run(TINY_STUDY, study_dir, "s0", progress=False)
+    # rotation prediction: θ_init's own head has 4 outputs (quarter turns), the task's a fresh 10-way one
+    assert s0.pretrained()["params"]["head"]["kernel"].shape[-1] == 4
+    assert s0.theta_init["params"]["head"]["kernel"].shape[-1] == 10
+    chex.assert_trees_all_equal(s0.pretrained()["params"]["conv_0"], s0.theta_init["params"]["conv_0"])
+    other = open_run(TINY_STUDY, study_dir, "init_classes", progress=False)
+    assert other.pretrained()["params"]["head"]["kernel"].shape[-1] == 5  # classes 5-9, its own head
+    assert not np.allclose(other.pretrained()["params"]["head"]["kernel"], other.theta_init["params"]["head"]["kernel"])
+    # the mechanism diagnostics: per unit, for every corruption, what the projection removes
+    mech = json.loads((study_dir / "s0" / "metrics" / "mechanism.json").read_text())
+    assert mech["kept"] == list(s0.selection.units(s0.standard())[: s0.cfg.keep_units])
+    for c in s0.cfg.corruptions:
+        d = mech["corruptions"][c]
+        assert len(d["cos"]) == len(mech["units"]) and all(-1 <= x <= 1 for x in d["cos"])
+        assert all(0 <= x <= 1 + 1e-9 for x in d["removed"])
+    report = (study_dir / "report.md").read_text()
+    assert "Two generic θ_init on one task" in report and "share of Δ_c removed" in report
+    assert "cos(Δ_c, a)" in (study_dir / "s0" / "report.md").read_text()
+
+
+@pytest.mark.slow
 def test_same_domain_pair_has_disjoint_classes_and_own_heads(study_dir):
     run = open_run(TINY_STUDY, study_dir, "classes", progress=False)
     s0 = open_run(TINY_STUDY, study_dir, "s0", progress=False)
@@ -70,7 +95,8 @@ def test_same_domain_pair_has_disjoint_classes_and_own_heads(study_dir):
     assert not any(im.tobytes() in pre for im in run.transfer_data.train.images)
     assert set(np.unique(run.transfer_data.test.labels)) <= set(range(5))
     acc = _acc(study_dir, "classes")
-    assert {"transfer/standard", "transfer/patched/contrast", "transfer/robust/contrast"} <= set(acc)
+    assert {"transfer/standard", "transfer/patched/contrast", "transfer/robust/contrast",
+            "reverse/patched/contrast"} <= set(acc)  # both directions of the pair
 
 
 @pytest.mark.slow

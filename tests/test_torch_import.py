@@ -24,6 +24,7 @@ from rws_jax.models import (
     TorchImportError,
     from_torch_state_dict,
     get_model,
+    load_torch_checkpoint,
 )
 from rws_jax.models.torch_import import vgg_feature_indices
 
@@ -491,6 +492,216 @@ def test_real_torch_vgg_matches():
     imported = from_torch_state_dict("vgg16", net.state_dict(), width=0.125)
     _report("vgg16 width 0.125 vs torch.nn", _rel_err(_ours(imported, x), ref))
     np.testing.assert_allclose(vgg_reference_forward(_f64(net.state_dict()), cfg, x), ref, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------- generic ImageNet checkpoints: head='drop', first_conv='gray'
+
+# torchvision's vgg16-397923af.pth: the 13 convs at the reference's `features` indices (its
+# fifth max-pool, features.30, is the last module and has no parameters) and the ImageNet head.
+TORCHVISION_VGG16_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+
+
+def torchvision_vgg16_state_dict(width=0.125, in_ch=3, seed=0):
+    """torchvision VGG-16's keys; convs at ``width`` (full: 64..512 channels) and the head
+    ``classifier.0/3/6`` at ``width`` times its [4096, 25088], [4096, 4096], [1000, 4096]."""
+    m, c = _Maker(seed), in_ch
+    convs = [v for v in REF_CFGS["vgg16"] if v != "M"]
+    for idx, v in zip(TORCHVISION_VGG16_CONVS, convs):
+        m.conv(f"features.{idx}", int(v * width), c, 3, bias=True)
+        c = int(v * width)
+    hidden = int(4096 * width)
+    m.linear("classifier.0", hidden, c * 7 * 7)  # after AdaptiveAvgPool2d((7, 7))
+    m.linear("classifier.3", hidden, hidden)
+    m.linear("classifier.6", 1000, hidden)
+    return m.sd
+
+
+def _init(name, num_classes, seed, in_ch=3, **kwargs):
+    model = get_model(name, num_classes, **kwargs)
+    return model.init(jax.random.key(seed), jnp.zeros((1, 32, 32, in_ch), jnp.float32))
+
+
+def test_torchvision_vgg16_head_drop():
+    sd = torchvision_vgg16_state_dict(seed=12)
+    assert vgg_feature_indices(REF_CFGS["vgg16"]) == list(TORCHVISION_VGG16_CONVS)
+    assert sd["classifier.0.weight"].shape == (512, 64 * 49) and sd["classifier.6.weight"].shape == (1000, 512)
+    imported = from_torch_state_dict("vgg16", sd, head="drop", num_classes=10, head_seed=3, width=0.125)
+    assert imported.normalization is None  # torchvision: no normalize.* buffers
+    assert imported.model.num_classes == 10 and imported.model_kwargs == {"width": 0.125}
+    params = imported.variables["params"]
+    for i, idx in enumerate(TORCHVISION_VGG16_CONVS):
+        np.testing.assert_array_equal(params[f"conv_{i}"]["kernel"], sd[f"features.{idx}.weight"].transpose(2, 3, 1, 0))
+        np.testing.assert_array_equal(params[f"conv_{i}"]["bias"], sd[f"features.{idx}.bias"])
+    init = _init("vgg16", 10, seed=3, width=0.125)
+    chex.assert_trees_all_equal(params["head"], init["params"]["head"])
+    assert params["head"]["kernel"].shape == (64, 10)
+    assert jax.tree_util.tree_structure(imported.variables) == jax.tree_util.tree_structure(init)
+    chex.assert_trees_all_equal_shapes_and_dtypes(imported.variables, init)
+    other = from_torch_state_dict("vgg16", sd, head="drop", num_classes=10, head_seed=4, width=0.125)
+    assert not np.array_equal(other.variables["params"]["head"]["kernel"], params["head"]["kernel"])
+    chex.assert_trees_all_equal(other.variables["params"]["conv_12"], params["conv_12"])
+    # The reference's own layout (a single `classifier`) drops the same way, into 100 classes.
+    ref = from_torch_state_dict("vgg16", _small_vgg_sd(), head="drop", num_classes=100, width=0.125)
+    chex.assert_trees_all_equal(ref.variables["params"]["head"], _init("vgg16", 100, 0, width=0.125)["params"]["head"])
+
+
+def test_torchvision_vgg16_head_keep_refuses_and_drop_needs_num_classes():
+    sd = torchvision_vgg16_state_dict()
+    with pytest.raises(TorchImportError, match=r"does not fit vgg16\(num_classes=\?, width=0\.125\): "
+                                               r"2 missing key\(s\): classifier\.bias, classifier\.weight; "
+                                               r"6 unexpected key\(s\): classifier\.0\.bias, classifier\.0\.weight"):
+        from_torch_state_dict("vgg16", sd, width=0.125)  # head='keep' (the default)
+    with pytest.raises(TorchImportError, match=r"unexpected key\(s\): classifier\.0\.bias"):
+        from_torch_state_dict("vgg16", sd, num_classes=10, head="keep", width=0.125)
+    with pytest.raises(TorchImportError) as e:
+        from_torch_state_dict("vgg16", sd, head="drop", width=0.125)
+    assert str(e.value) == ("head='drop' needs num_classes: the state dict's classifier is ignored, so the number of "
+                            "logits cannot be read off it")
+    with pytest.raises(TorchImportError, match=r"head must be one of 'keep', 'drop', got 'fresh'"):
+        from_torch_state_dict("vgg16", sd, head="fresh", num_classes=10, width=0.125)
+
+
+def test_head_drop_still_checks_everything_else():
+    kw = dict(head="drop", num_classes=10, width=0.125)
+    sd = torchvision_vgg16_state_dict()
+    del sd["features.28.bias"]
+    with pytest.raises(TorchImportError, match=r"\(head='drop': the classifier keys are ignored\): "
+                                               r"1 missing key\(s\): features\.28\.bias$"):
+        from_torch_state_dict("vgg16", sd, **kw)
+    sd = torchvision_vgg16_state_dict() | {"features.30.weight": np.zeros(3, np.float32)}
+    with pytest.raises(TorchImportError, match=r"1 unexpected key\(s\): features\.30\.weight$"):
+        from_torch_state_dict("vgg16", sd, **kw)
+    with pytest.raises(TorchImportError, match=r"features\.0\.weight has shape \(64, 3, 3, 3\) but "
+                                               r"vgg16\(num_classes=10, width=0\.125\) expects \(8, 3, 3, 3\)"):
+        sd = torchvision_vgg16_state_dict() | {"features.0.weight": np.zeros((64, 3, 3, 3), np.float32)}
+        from_torch_state_dict("vgg16", sd, **kw)
+    sd = torchvision_vgg16_state_dict()
+    sd["features.7.bias"] = sd["features.7.bias"].astype(np.int32)
+    with pytest.raises(TorchImportError, match=r"features\.7\.bias has dtype int32"):
+        from_torch_state_dict("vgg16", sd, **kw)
+    sd = torchvision_vgg16_state_dict()
+    sd["features.10.weight"][0, 0, 0, 0] = np.inf
+    with pytest.raises(NonFiniteError, match=r"features\.10\.weight"):
+        from_torch_state_dict("vgg16", sd, **kw)
+    sd = torchvision_vgg16_state_dict()
+    sd["classifier.6.weight"][0, 0] = np.nan  # an ignored head is not read
+    from_torch_state_dict("vgg16", sd, **kw)
+
+
+@pytest.mark.parametrize("name,classifier", [("resnet18", "fc"), ("resnet20", "linear"), ("resnet20", "fc")])
+def test_resnet_head_drop(name, classifier):
+    if name == "resnet18":  # torchvision's ImageNet resnet18 at width 0.125: fc [1000, 64]
+        sd, width = torchvision_resnet_state_dict("basic", (2, 2, 2, 2), base=8, num_classes=1000, seed=13), 0.125
+    else:
+        sd, width = cifar_resnet_state_dict(3, base=8, num_classes=100, seed=13), 0.5
+        if classifier == "fc":
+            sd["fc.weight"], sd["fc.bias"] = sd.pop("linear.weight"), sd.pop("linear.bias")
+    imported = from_torch_state_dict(name, sd, head="drop", num_classes=10, head_seed=5, width=width)
+    kept = from_torch_state_dict(name, sd, width=width)
+    init = _init(name, 10, 5, **imported.model_kwargs)
+    chex.assert_trees_all_equal(imported.variables["params"]["head"], init["params"]["head"])
+    chex.assert_trees_all_equal(imported.variables["batch_stats"], kept.variables["batch_stats"])
+    for unit in imported.model.unit_names:
+        chex.assert_trees_all_equal(imported.variables["params"][unit], kept.variables["params"][unit])
+    chex.assert_trees_all_equal_shapes_and_dtypes(imported.variables, init)
+
+
+@pytest.mark.parametrize("name", ["vgg16", "resnet18"])
+def test_first_conv_gray_equals_rgb_model_on_replicated_gray(name):
+    if name == "vgg16":
+        sd, key = torchvision_vgg16_state_dict(seed=14), "features.0.weight"
+    else:  # torchvision's 7x7 stem
+        sd = torchvision_resnet_state_dict("basic", (2, 2, 2, 2), base=8, num_classes=1000, seed=14)
+        key = "conv1.weight"
+    rgb = from_torch_state_dict(name, sd, head="drop", num_classes=10, width=0.125)
+    gray = from_torch_state_dict(name, sd, head="drop", num_classes=10, width=0.125, first_conv="gray")
+    params = gray.variables["params"]
+    kernel = params["conv_0"]["kernel"] if name == "vgg16" else params["stem"]["conv"]["kernel"]
+    np.testing.assert_allclose(kernel, sd[key].sum(axis=1, keepdims=True).transpose(2, 3, 1, 0), rtol=1e-6, atol=1e-7)
+    assert kernel.shape[2] == 1
+    chex.assert_trees_all_equal(gray.variables["params"]["head"], rgb.variables["params"]["head"])
+    chex.assert_trees_all_equal_shapes_and_dtypes(gray.variables, _init(name, 10, 0, in_ch=1, **gray.model_kwargs))
+    x = np.random.default_rng(15).uniform(0, 1, (2, 32, 32, 1)).astype(np.float32)
+    ours = np.asarray(gray.model.apply(gray.variables, jnp.asarray(x), train=False))
+    ref = np.asarray(rgb.model.apply(rgb.variables, jnp.asarray(np.repeat(x, 3, axis=-1)), train=False))
+    rel = _rel_err(ours, ref)
+    print(f"\n[gray] {name}: summed first conv vs RGB model on replicated gray, relative logit error {rel:.2e}")
+    assert rel <= REL_TOL
+
+
+def test_first_conv_gray_errors_and_normalization():
+    sd = _small_vgg_sd(in_ch=1)
+    with pytest.raises(TorchImportError, match=r"first_conv='gray' sums the 3 RGB input channels of "
+                                               r"features\.0\.weight, but it has shape \(8, 1, 3, 3\)"):
+        from_torch_state_dict("vgg16", sd, width=0.125, first_conv="gray")
+    with pytest.raises(TorchImportError, match=r"first_conv must be one of 'keep', 'gray', got 'grey'"):
+        from_torch_state_dict("vgg16", sd, width=0.125, first_conv="grey")
+    sd = _small_vgg_sd()
+    cifar = {"normalize.mean": np.array([0.4914, 0.4822, 0.4465]), "normalize.std": np.array([0.247, 0.2435, 0.2616])}
+    with pytest.raises(TorchImportError, match=r"differ per channel; drop the normalize\.\* keys"):
+        from_torch_state_dict("vgg16", sd | cifar, width=0.125, first_conv="gray")
+    same = {"normalize.mean": np.full(3, 0.5), "normalize.std": np.full(3, 0.25)}
+    imported = from_torch_state_dict("vgg16", sd | same, width=0.125, first_conv="gray")
+    np.testing.assert_array_equal(imported.normalization.mean, [0.5])
+    np.testing.assert_array_equal(imported.normalization.std, [0.25])
+    assert imported.model.num_classes == 10  # head='keep' still reads it off the classifier
+
+
+# ------------------------------------------------------------- load_torch_checkpoint
+
+
+def test_load_torch_checkpoint_npz_round_trip(tmp_path):
+    sd = torchvision_vgg16_state_dict(seed=16)
+    path = tmp_path / "vgg16.npz"
+    np.savez(path, **{"module." + k: v for k, v in sd.items()},
+             **{"module.features.0.num_batches_tracked": np.array(3)})
+    loaded = load_torch_checkpoint(path)
+    assert sorted(loaded) == sorted(sd)
+    for k, v in sd.items():
+        assert loaded[k].dtype == v.dtype
+        np.testing.assert_array_equal(loaded[k], v)
+    a = from_torch_state_dict("vgg16", loaded, head="drop", num_classes=10, width=0.125)
+    b = from_torch_state_dict("vgg16", sd, head="drop", num_classes=10, width=0.125)
+    chex.assert_trees_all_equal(a.variables, b.variables)
+    assert load_torch_checkpoint(str(path)).keys() == loaded.keys()  # str paths too
+
+
+def test_load_torch_checkpoint_errors(tmp_path, monkeypatch):
+    missing = tmp_path / "nope" / "vgg16-397923af.pth"
+    with pytest.raises(TorchImportError) as e:
+        load_torch_checkpoint(missing)
+    assert str(e.value) == f"{missing}: no such checkpoint file"
+    with pytest.raises(TorchImportError, match="is a directory"):
+        load_torch_checkpoint(tmp_path)
+    (tmp_path / "w.safetensors").write_bytes(b"x")
+    with pytest.raises(TorchImportError, match=r"unknown checkpoint suffix '\.safetensors'; "
+                                               r"expected \.pth, \.pt, \.tar"):
+        load_torch_checkpoint(tmp_path / "w.safetensors")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip file")
+    with pytest.raises(TorchImportError) as e:
+        load_torch_checkpoint(tmp_path / "bad.npz")
+    assert str(e.value).startswith(f"cannot read {tmp_path / 'bad.npz'} with numpy.load") and "\n" not in str(e.value)
+    path = tmp_path / "model_best.pth.tar"
+    path.write_bytes(b"\x80\x02")
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    with pytest.raises(TorchImportError) as e:
+        load_torch_checkpoint(path)
+    assert str(e.value) == (f"reading {path} needs PyTorch: pip install -e '.[torch]', or convert it to .npz with "
+                            "numpy.savez(path, **state_dict)")
+
+
+def test_load_torch_checkpoint_pth(tmp_path):
+    torch = pytest.importorskip("torch")
+    sd = _small_vgg_sd(seed=17)
+    path = tmp_path / "model_best.pth.tar"
+    torch.save({"state_dict": {"module." + k: torch.from_numpy(v) for k, v in sd.items()}, "epoch": 2}, path)
+    loaded = load_torch_checkpoint(path)
+    assert sorted(loaded) == sorted(sd)
+    for k, v in sd.items():
+        np.testing.assert_array_equal(loaded[k], v)
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    with pytest.raises(TorchImportError, match=r"cannot load .*bad\.pt with torch\.load\(weights_only=True\)"):
+        load_torch_checkpoint(tmp_path / "bad.pt")
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -15,7 +15,9 @@ from rws_jax.data.core import (
     iterate_batches,
     num_batches,
     pad_images,
+    ROTATIONS,
     restrict_classes,
+    rotation_task,
     split_disjoint,
     split_train_val,
 )
@@ -43,7 +45,7 @@ from rws_jax.data.tfds_source import (
 
 __all__ = [
     "ArraySplit", "DatasetSplits", "class_subset", "iterate_batches", "num_batches", "pad_images",
-    "restrict_classes",
+    "restrict_classes", "ROTATIONS", "rotation_task",
     "split_disjoint", "split_train_val",
     "DATASET_NAMES", "DEFAULT_VAL_SIZE", "NUM_CLASSES", "load_dataset",
     "load_digits_arrays", "split_digits",

@@ -147,6 +147,22 @@ def restrict_classes(split: ArraySplit, classes) -> ArraySplit:
     return ArraySplit(split.images[keep], mapping[split.labels[keep]].astype(np.int32))
 
 
+ROTATIONS = 4  # the rotation task's classes: 0, 90, 180, 270 degrees
+
+
+def rotation_task(split: ArraySplit) -> ArraySplit:
+    """Self-supervised rotation prediction (Gidaris et al., 2018) on ``split``'s images:
+    every image four times, turned by k quarter turns counter-clockwise, labelled k
+    (``[4N, H, W, C]``, labels ``0..3``; image i turned by k is at ``k * N + i``). The
+    split's own labels are not used. Needs square images."""
+    images = np.asarray(split.images)
+    if images.shape[1] != images.shape[2]:
+        raise ValueError(f"the rotation task needs square images, got {images.shape[1]}x{images.shape[2]}")
+    turned = [np.rot90(images, k, axes=(1, 2)) for k in range(ROTATIONS)]
+    labels = np.repeat(np.arange(ROTATIONS, dtype=np.int32), len(images))
+    return ArraySplit(np.ascontiguousarray(np.concatenate(turned)), labels)
+
+
 def class_subset(ds: "DatasetSplits", classes) -> "DatasetSplits":
     """``ds`` with every split passed through :func:`restrict_classes` (``num_classes`` =
     ``len(classes)``); ``classes=None`` returns ``ds``. Unknown class indices fail."""

@@ -6,7 +6,9 @@ names in forward order, without the classifier ``'head'``) and have a single ``D
 classifier named ``'head'``. ResNets keep BatchNorm statistics in ``'batch_stats'``.
 
 :func:`from_torch_state_dict` imports the reference's PyTorch checkpoints (VGG, torchvision
-ResNets, akamaster's CIFAR ResNets) into these models.
+ResNets, akamaster's CIFAR ResNets) into these models (``head='drop'`` for a generic ImageNet
+checkpoint, ``first_conv='gray'`` for 1-channel data); :func:`load_torch_checkpoint` reads
+a ``.pth``/``.pt``/``.tar`` (torch) or ``.npz`` (numpy) file.
 
 Unit names are not zero-padded: take the forward order from :func:`unit_order`, never
 from sorted dict keys.
@@ -38,6 +40,7 @@ from rws_jax.models.torch_import import (
     Normalization,
     TorchImportError,
     from_torch_state_dict,
+    load_torch_checkpoint,
 )
 
 __all__ = [
@@ -45,7 +48,7 @@ __all__ = [
     "ResNet", "ResNetCifar", "BasicBlock", "BottleneckBlock", "Stem",
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet_cifar",
     "MODELS", "MODEL_NAMES", "get_model", "unit_order", "uses_batch_norm",
-    "from_torch_state_dict", "ImportedModel", "Normalization", "TorchImportError",
+    "from_torch_state_dict", "load_torch_checkpoint", "ImportedModel", "Normalization", "TorchImportError",
 ]
 
 
@@ -96,10 +99,11 @@ def unit_order(model: nn.Module) -> tuple[str, ...]:
     return tuple(names)
 
 
-def with_fresh_head(variables: dict, model: nn.Module, image_shape, seed: int = 0) -> dict:
+def with_fresh_head(variables: dict, model: nn.Module, image_shape, seed: int = 0, *, always: bool = False) -> dict:
     """``variables`` (e.g. θ_init of a 10-class model) for ``model``: every tensor outside
     the classifier ``'head'`` is kept, the head is ``model``'s own initialisation (key
-    ``seed``) when its shape differs (another class count), else kept too.
+    ``seed``) when its shape differs (another class count) or ``always`` (another task with
+    as many classes), else kept too.
 
     ``image_shape``: (H, W, C) of the inputs. Fails when a non-head tensor does not fit
     ``model`` (another architecture or width).
@@ -117,7 +121,7 @@ def with_fresh_head(variables: dict, model: nn.Module, image_shape, seed: int = 
             same = unit in old and (jax.tree_util.tree_structure(old[unit]) == jax.tree_util.tree_structure(sub)
                                     and all(jnp.shape(a) == jnp.shape(b) for a, b in zip(
                                         jax.tree_util.tree_leaves(old[unit]), jax.tree_util.tree_leaves(sub))))
-            if unit == "head" and not same:
+            if unit == "head" and (always or not same):
                 out[col][unit] = sub
             elif not same:
                 raise ValueError(f"variables do not fit {type(model).__name__}: {col}/{unit} differs in structure "

@@ -31,16 +31,30 @@ buffers ``normalize.mean`` / ``normalize.std`` are in its state dict. Our models
 already-normalised input, so those are returned apart, as :class:`Normalization`:
 feed the model ``(x - mean) / std`` (per channel, NHWC).
 
+Pretrained ImageNet checkpoints (θ_init of the reference): the reference starts from a
+*generic* checkpoint with its head dropped, e.g. torchvision's ``vgg16-397923af.pth``
+(``features.{0,2,5,...,28}.*`` at the reference's indices - its fifth max-pool is the
+last module - plus the 4096-wide head ``classifier.0/3/6.*``), loaded with
+``strict=False``. Here that is ``head='drop'`` (the classifier keys are ignored, the head
+is the model's own initialisation) and, for grayscale data, ``first_conv='gray'``::
+
+    sd = load_torch_checkpoint("vgg16-397923af.pth")     # or a .npz of the same keys
+    theta_init = from_torch_state_dict("vgg16", sd, head="drop", num_classes=10,
+                                       first_conv="gray")  # for 1-channel images
+
 Every mismatch raises :class:`TorchImportError` (a ``ValueError``) naming the problem:
 unknown model name, missing or unexpected keys, a shape that disagrees with the model
 (key and both shapes, in PyTorch layout); a NaN/inf raises
-:class:`~rws_jax.errors.NonFiniteError`. This module does not import torch.
+:class:`~rws_jax.errors.NonFiniteError`. This module imports torch only in
+:func:`load_torch_checkpoint`, for a ``.pth``/``.pt``/``.tar`` file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+from pathlib import Path
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -55,6 +69,9 @@ VGG_NAMES = ("vgg11", "vgg13", "vgg16", "vgg19")
 CIFAR_RESNET_NAMES = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
 RESNET_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 NORMALIZE_KEYS = ("normalize.mean", "normalize.std")
+HEAD_MODES = ("keep", "drop")
+FIRST_CONV_MODES = ("keep", "gray")
+TORCH_SUFFIXES = (".pth", ".pt", ".tar")
 _SHOW = 5  # keys listed in an error message
 
 
@@ -151,6 +168,58 @@ def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Reads a PyTorch checkpoint file into a flat ``{key: numpy array}`` state dict.
+
+    * ``.pth`` / ``.pt`` / ``.tar`` (e.g. ``model_best.pth.tar``, ``vgg16-397923af.pth``):
+      ``torch.load(path, map_location="cpu", weights_only=True)``; torch is imported here
+      only (the ``torch`` extra).
+    * ``.npz``: read with numpy (no torch needed), one array per state-dict key, as
+      written by ``numpy.savez(path, **{k: v.numpy() for k, v in state_dict.items()})``.
+
+    The result is :func:`unwrap_state_dict` of the file's content: a checkpoint
+    ``{'state_dict': ..., ...}`` is unwrapped, a ``module.`` prefix stripped and
+    ``num_batches_tracked`` dropped; other keys (``normalize.*`` included) are kept as
+    they are. Pass it to :func:`from_torch_state_dict`.
+
+    Raises:
+      TorchImportError: a missing file (named), another suffix, torch missing for a
+        ``.pth``/``.pt``/``.tar`` file (install torch or convert the file to ``.npz``), or
+        a file that cannot be read (one line each).
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory, not a checkpoint file" if path.is_dir() else "no such checkpoint file"
+        raise TorchImportError(f"{path}: {what}")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                content = {k: np.asarray(npz[k]) for k in npz.files}
+        except Exception as e:  # noqa: BLE001 - corrupt or pickled (object) arrays
+            raise TorchImportError(f"cannot read {path} with numpy.load: {_first_line(e)}") from None
+    elif suffix in TORCH_SUFFIXES:
+        try:
+            import torch  # noqa: PLC0415 - optional dependency, only for these files
+        except ImportError:
+            raise TorchImportError(f"reading {path} needs PyTorch: pip install -e '.[torch]', or convert it to "
+                                   ".npz with numpy.savez(path, **state_dict)") from None
+        try:
+            content = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - unreadable or not a weights-only checkpoint
+            raise TorchImportError(f"cannot load {path} with torch.load(weights_only=True): "
+                                   f"{_first_line(e)}") from None
+    else:
+        raise TorchImportError(f"{path}: unknown checkpoint suffix {path.suffix!r}; expected "
+                               f"{', '.join(TORCH_SUFFIXES)} (torch.load) or .npz (numpy)")
+    return unwrap_state_dict(content)
+
+
 def _normalization(sd: dict[str, np.ndarray]) -> Normalization | None:
     present = [k for k in NORMALIZE_KEYS if k in sd]
     if not present:
@@ -205,6 +274,15 @@ def _classifier(family: str, sd: Mapping[str, Any]) -> str:
     if family == "resnet_cifar":
         return "fc" if "fc.weight" in sd and "linear.weight" not in sd else "linear"
     return "fc"
+
+
+def _head_prefixes(family: str) -> tuple[str, ...]:
+    """Key prefixes of every classifier key ignored by ``head='drop'``.
+
+    VGG: ``classifier.`` (the reference's single Linear and torchvision's 4096-wide
+    ``classifier.0/3/6``); ResNets: ``fc.`` and ``linear.``.
+    """
+    return ("classifier.",) if family == "vgg" else ("fc.", "linear.")
 
 
 def _first_conv(family: str) -> str:
@@ -312,7 +390,32 @@ def _few(keys) -> str:
     return ", ".join(keys[:_SHOW]) + more
 
 
+def _gray_first_conv(key: str, sd: dict[str, np.ndarray]) -> None:
+    """``first_conv='gray'``: the first conv's ``[O, 3, kH, kW]`` kernel summed to ``[O, 1, kH, kW]``, in place."""
+    w = sd.get(key)
+    if w is None:  # the key check reports it missing
+        return
+    if w.ndim != 4 or w.shape[1] != 3:
+        raise TorchImportError(f"first_conv='gray' sums the 3 RGB input channels of {key}, but it has shape "
+                               f"{tuple(w.shape)}; pass first_conv='keep' for a checkpoint of other input channels")
+    dtype = np.float64 if np.issubdtype(w.dtype, np.floating) else None  # others: the dtype check reports them
+    sd[key] = w.sum(axis=1, keepdims=True, dtype=dtype)
+
+
+def _gray_normalization(norm: Normalization | None) -> Normalization | None:
+    """The 1-channel :class:`Normalization` of a 3-channel one whose channels agree (else an error)."""
+    if norm is None:
+        return None
+    if norm.mean.size == 3 and np.all(norm.mean == norm.mean[0]) and np.all(norm.std == norm.std[0]):
+        return Normalization(mean=norm.mean[:1].copy(), std=norm.std[:1].copy())
+    raise TorchImportError(
+        f"first_conv='gray' is exact only when the 3 input channels are normalised alike, but normalize.mean="
+        f"{norm.mean.tolist()} and normalize.std={norm.std.tolist()} differ per channel; drop the normalize.* keys "
+        "from the state dict and normalise the gray images yourself")
+
+
 def from_torch_state_dict(name: str, state_dict: Mapping[str, Any], *, num_classes: int | None = None,
+                          head: str = "keep", head_seed: int = 0, first_conv: str = "keep",
                           **model_kwargs) -> ImportedModel:
     """Maps a reference-layout PyTorch state dict to the Flax variables of model ``name``.
 
@@ -320,28 +423,72 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, Any], *, num_class
       name: a name of :data:`rws_jax.models.MODEL_NAMES` (vgg11/13/16/19, resnet20/32/44/
         56/110, resnet18/34/50/101/152), case-insensitive.
       state_dict: ``{key: tensor or array}``, or a checkpoint ``{'state_dict': ..., ...}``;
-        keys may carry a ``module.`` prefix. Values: torch tensors or numpy arrays.
-      num_classes: number of logits; default: read off the classifier weight.
+        keys may carry a ``module.`` prefix. Values: torch tensors or numpy arrays (e.g.
+        from :func:`load_torch_checkpoint`).
+      num_classes: number of logits; default (``head='keep'``): read off the classifier
+        weight. Required with ``head='drop'``.
+      head: ``'keep'`` (default): the classifier is imported like every other layer and
+        must fit the model. ``'drop'``: every classifier key of the state dict is ignored
+        (VGG: all keys starting with ``classifier.``, which includes torchvision's
+        4096-wide ImageNet head ``classifier.0/3/6.*``; ResNets: ``fc.*`` and
+        ``linear.*``) and the returned head is the model's own initialisation,
+        ``model.init(jax.random.key(head_seed), ...)['params']['head']``, as the
+        reference's ``load_state_dict(..., strict=False)`` of a generic ImageNet
+        checkpoint leaves its fresh head. Every other key is still checked strictly
+        (missing/unexpected keys, shapes, dtype, NaN/inf).
+      head_seed: seed of the fresh head with ``head='drop'`` (ignored with ``'keep'``).
+      first_conv: ``'keep'`` (default): the first conv (``features.0`` / ``conv1``) is
+        imported as is, and the model takes as many input channels as it has.
+        ``'gray'``: its ``[O, 3, kH, kW]`` kernel is summed over the RGB input channels to
+        ``[O, 1, kH, kW]`` (summed in float64, stored float32) and the model takes
+        1-channel input - the usual way to apply an RGB-pretrained network to grayscale
+        images (Fashion-MNIST), exact for a gray image replicated into RGB. A
+        ``normalize.mean/std`` pair is then reduced to one channel; if its 3 channels
+        differ the import fails (the sum would not be exact).
       **model_kwargs: passed to :func:`rws_jax.models.get_model` (e.g. ``width`` for a
         narrowed model, ``dtype``). ``small_input`` (torchvision ResNets) and ``shortcut``
         (CIFAR ResNets) are inferred from the state dict unless given.
 
     Returns:
       :class:`ImportedModel` with ``model``, ``variables`` (exactly the structure,
-      shapes and float32 dtypes of ``model.init``), ``normalization`` (or None) and
+      shapes and float32 dtypes of ``model.init``), ``normalization`` (None for a
+      checkpoint without ``normalize.*`` buffers, e.g. every torchvision one) and
       ``model_kwargs``.
 
+    Example - θ_init from torchvision's ImageNet VGG-16 (13 convs at the reference's
+    ``features`` indices, its ``classifier.0/3/6`` ImageNet head dropped), for 10
+    classes of 1-channel 32x32 images::
+
+        sd = load_torch_checkpoint("vgg16-397923af.pth")
+        imported = from_torch_state_dict("vgg16", sd, head="drop", num_classes=10, first_conv="gray")
+        imported.normalization  # None: torchvision checkpoints hold no normalize buffers
+
     Raises:
-      TorchImportError: unknown name, missing/unexpected keys, a shape mismatch.
+      TorchImportError: unknown name, an invalid ``head``/``first_conv``, ``head='drop'``
+        without ``num_classes``, missing/unexpected keys, a shape mismatch, a non-float
+        dtype.
       NonFiniteError: a NaN or inf value.
     """
     from rws_jax.models import get_model
 
     name = str(name).lower()
     family = model_family(name)
+    if head not in HEAD_MODES:
+        raise TorchImportError(f"head must be one of {', '.join(map(repr, HEAD_MODES))}, got {head!r}")
+    if first_conv not in FIRST_CONV_MODES:
+        raise TorchImportError(f"first_conv must be one of {', '.join(map(repr, FIRST_CONV_MODES))}, "
+                               f"got {first_conv!r}")
+    if head == "drop" and num_classes is None:
+        raise TorchImportError("head='drop' needs num_classes: the state dict's classifier is ignored, so the "
+                               "number of logits cannot be read off it")
     sd = unwrap_state_dict(state_dict)
     normalization = _normalization(sd)
     sd = {k: v for k, v in sd.items() if k not in NORMALIZE_KEYS}
+    if head == "drop":
+        sd = {k: v for k, v in sd.items() if not k.startswith(_head_prefixes(family))}
+    if first_conv == "gray":
+        _gray_first_conv(_first_conv(family), sd)
+        normalization = _gray_normalization(normalization)
     kwargs = _infer_stem_and_shortcut(name, family, sd, dict(model_kwargs))
     if num_classes is None:
         num_classes = _infer_num_classes(family, sd)
@@ -349,17 +496,19 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, Any], *, num_class
     # below then reports the classifier's keys missing.
     model = get_model(name, 1 if num_classes is None else num_classes, **kwargs)
     first = sd.get(_first_conv(family))
-    in_channels = int(first.shape[1]) if first is not None and first.ndim == 4 else 3
+    in_channels = int(first.shape[1]) if first is not None and first.ndim == 4 else (1 if first_conv == "gray" else 3)
     expected = _expected_variables(model, in_channels)
     flat_expected = traverse_util.flatten_dict(expected)
     what = _describe(name, num_classes, kwargs)
 
-    head = _classifier(family, sd)
+    head_name = _classifier(family, sd)
     shortcut_name = "downsample" if family == "resnet" or any(
         ".downsample." in k for k in sd) else "shortcut"
     indices = vgg_feature_indices(model.cfg) if family == "vgg" else []
-    key_of = {path: _module_key(family, path[1:-1], vgg_indices=indices, head=head, shortcut_name=shortcut_name)
-              + "." + _LEAF[(path[0], path[-1])] for path in flat_expected}
+    is_head = (lambda path: path[1:-1] == ("head",)) if head == "drop" else (lambda path: False)
+    key_of = {path: _module_key(family, path[1:-1], vgg_indices=indices, head=head_name,
+                                shortcut_name=shortcut_name) + "." + _LEAF[(path[0], path[-1])]
+              for path in flat_expected if not is_head(path)}
 
     missing = [k for k in key_of.values() if k not in sd]
     unexpected = sorted(set(sd) - set(key_of.values()))
@@ -369,7 +518,8 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, Any], *, num_class
             parts.append(f"{len(missing)} missing key(s): {_few(missing)}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s): {_few(unexpected)}")
-        raise TorchImportError(f"the state dict does not fit {what}: " + "; ".join(parts))
+        dropped = " (head='drop': the classifier keys are ignored)" if head == "drop" else ""
+        raise TorchImportError(f"the state dict does not fit {what}{dropped}: " + "; ".join(parts))
 
     path_of = {key: path for path, key in key_of.items()}
     wrong = [(key, tuple(sd[key].shape), torch_shape(tuple(flat_expected[path_of[key]].shape)))
@@ -379,18 +529,24 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, Any], *, num_class
         (key, got, want), rest = wrong[0], wrong[1:_SHOW]
         more = "".join(f"; {k} has shape {g}, expected {w}" for k, g, w in rest)
         more += f"; ... ({len(wrong) - _SHOW} more)" if len(wrong) > _SHOW else ""
-        raise TorchImportError(f"{key} has shape {got} but {what} expects {want} "
+        gray = " after first_conv='gray'" if first_conv == "gray" and key == _first_conv(family) else ""
+        raise TorchImportError(f"{key} has shape {got}{gray} but {what} expects {want} "
                                f"(torch layout; {len(wrong)} shape mismatch(es){more})")
 
     flat: dict[tuple, jax.Array] = {}
-    for path, spec in flat_expected.items():
-        key = key_of[path]
+    for path, key in key_of.items():
+        spec = flat_expected[path]
         value = sd[key]
         if not np.issubdtype(value.dtype, np.floating):
             raise TorchImportError(f"{key} has dtype {value.dtype}; expected floating point")
         if not np.all(np.isfinite(value)):
             raise NonFiniteError(f"{key} holds NaN or inf")
         flat[path] = jnp.asarray(to_flax_layout(value, len(spec.shape)), dtype=spec.dtype)
+    if head == "drop":
+        fresh = model.init(jax.random.key(head_seed), jnp.zeros((1, 32, 32, in_channels), jnp.float32))
+        for path, value in traverse_util.flatten_dict(fresh).items():
+            if is_head(path):
+                flat[path] = value
     variables = traverse_util.unflatten_dict(flat)
     _check_like(variables, expected)
     return ImportedModel(model=model, variables=variables, normalization=normalization, model_kwargs=kwargs)

@@ -24,6 +24,11 @@ BN_MODES = ("reference", "patch", "none")
 # Values of PipelineConfig.compute_dtype (rws_jax.training.COMPUTE_DTYPES, or None = float32).
 COMPUTE_DTYPES = (None, "float32", "bfloat16")
 
+# Values of PipelineConfig.init["kind"]: how θ_init is made (see PipelineConfig.init).
+INIT_KINDS = ("supervised", "rotation", "classes", "torch")
+# Values of PipelineConfig.init["head"] for kind "torch" (rws_jax.models.from_torch_state_dict).
+TORCH_HEADS = ("drop",)
+
 # Values of PipelineConfig.corrupted_test, and the datasets with a released corrupted test set.
 CORRUPTED_TEST_MODES = (None, "official", "generated")
 OFFICIAL_CORRUPTED_TEST = {"cifar10": "cifar10_corrupted"}
@@ -90,6 +95,7 @@ class PipelineConfig:
     alpha_search: bool = True
     alpha_grid: tuple = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
     alpha_search_budget: int = 24  # validation evaluations per search
+    alpha_search_examples: int | None = None  # validation images each search evaluation uses (None = all)
     max_ta_drop: float = 0.05  # searched α: clean validation accuracy may drop at most this much
     # training (TrainConfig overrides)
     # Compute dtype of every training run ('float32' | 'bfloat16'; None = TrainConfig's
@@ -117,6 +123,20 @@ class PipelineConfig:
     # instead of pre-training one; its classifier head is re-initialised when the class
     # count differs. The source run must use the same model, dataset and seed.
     init_from: str | None = None
+    # How θ_init is made, when not taken from another run (init_from):
+    #   {"kind": "supervised"}  the pre-training half with the task's own labels (θ_init then
+    #                           saw the fine-tuning labels: not the paper's generic θ_init);
+    #   {"kind": "rotation"}    self-supervised rotation prediction on the pre-training half's
+    #                           images (4-way head; no label is used); flip is off;
+    #   {"kind": "classes", "classes": [5, 6, 7, 8, 9]}  the pre-training half's examples of
+    #                           these classes, own head; must be disjoint from the classes
+    #                           the run fine-tunes on (``classes``, and ``transfer_classes``
+    #                           for a same-domain pair);
+    #   {"kind": "torch", "path": FILE, "head": "drop"}  an imported PyTorch checkpoint (e.g.
+    #                           torchvision's ImageNet VGG-16) with its head dropped, the
+    #                           reference's θ_init; the run refuses to start without ``path``.
+    # In every case the task's head is then initialised afresh (seed ``seed``).
+    init: dict = dataclasses.field(default_factory=lambda: {"kind": "supervised"})
     eval_batch_size: int = 500
 
     def __post_init__(self):
@@ -132,6 +152,7 @@ class PipelineConfig:
                 if len(v) < 2 or len(set(v)) != len(v) or min(v) < 0:
                     raise ValueError(f"{f} must list at least two distinct class indices >= 0, got {list(v)}")
                 object.__setattr__(self, f, v)
+        self._check_init()
         if self.transfer_classes is not None and self.transfer_dataset is None:
             raise ValueError("transfer_classes needs a transfer_dataset")
         if (self.transfer_dataset == self.dataset and self.transfer_dataset is not None
@@ -176,6 +197,34 @@ class PipelineConfig:
                 f"corrupted_test='official' needs a released corrupted test set; only "
                 f"{', '.join(OFFICIAL_CORRUPTED_TEST)} has one (TFDS cifar10_corrupted), not {self.dataset!r}: "
                 "use corrupted_test='generated' (or leave it unset)")
+
+    def _check_init(self) -> None:
+        init = self.init
+        if not isinstance(init, dict) or init.get("kind") not in INIT_KINDS:
+            raise ValueError(f"init must be a mapping with kind one of {INIT_KINDS}, got {init!r}")
+        allowed = {"supervised": {"kind"}, "rotation": {"kind"}, "classes": {"kind", "classes"},
+                   "torch": {"kind", "path", "head", "first_conv"}}[init["kind"]]
+        extra = sorted(set(init) - allowed)
+        if extra:
+            raise ValueError(f"init kind {init['kind']!r} takes only {sorted(allowed)}, got also {extra}")
+        if init["kind"] == "classes":
+            cls = init.get("classes")
+            if not isinstance(cls, (list, tuple)) or len(cls) < 2 or len(set(cls)) != len(cls):
+                raise ValueError(f"init kind 'classes' needs at least two distinct classes, got {cls!r}")
+            tuned = set(range(10**6)) if self.classes is None else set(self.classes)
+            if self.transfer_dataset == self.dataset and self.transfer_classes is not None:
+                tuned |= set(self.transfer_classes)
+            if set(cls) & tuned:
+                raise ValueError(f"init classes {list(cls)} overlap the classes the run fine-tunes on "
+                                 f"({'all' if self.classes is None else sorted(tuned)}): θ_init would have seen "
+                                 "the fine-tuning labels")
+        if init["kind"] == "torch" and init.get("head", "drop") not in TORCH_HEADS:
+            raise ValueError(f"init head must be one of {TORCH_HEADS}, got {init.get('head')!r}")
+
+    @property
+    def init_kind(self) -> str:
+        """``init['kind']`` (``'supervised'``, ``'rotation'``, ``'classes'`` or ``'torch'``)."""
+        return self.init["kind"]
 
     def bn_mode(self, has_batch_norm: bool) -> str:
         """'reference', 'patch' or 'none': ``bn`` with None resolved ('reference' for
@@ -257,6 +306,7 @@ class Study:
       batch_norm: the BatchNorm model's run.
       autopatch: the run whose signatures are auto-patched on a mixed test stream
         (:mod:`rws_jax.pipeline.autopatch_eval`) after every run is done.
+      init_comparison: two runs on the same task whose θ_init was made differently.
       cut: what the study leaves out to fit its budget, one sentence each.
     """
 
@@ -267,6 +317,8 @@ class Study:
     same_domain: str | None = None
     batch_norm: str | None = None
     autopatch: str | None = None
+    # Two runs on the same task that differ in how θ_init was made: reported side by side.
+    init_comparison: tuple | None = None
     cut: tuple = ()
 
     def config(self, run_name: str) -> PipelineConfig:

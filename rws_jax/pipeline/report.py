@@ -25,6 +25,7 @@ from rws_jax.pipeline.autopatch_report import autopatch_markdown  # noqa: E402
 from rws_jax.pipeline.claims import claim_verdicts  # noqa: E402
 from rws_jax.pipeline.run_metrics import RunMetrics  # noqa: E402
 from rws_jax.pipeline.stages import Run  # noqa: E402
+from rws_jax.pipeline.tables import alpha_search_note, claims_table, mechanism_tables, transfer_by_corruption  # noqa: E402
 
 
 def _pct(x) -> str:
@@ -271,12 +272,8 @@ def summary_markdown(run: Run) -> str:
 
 def _claims_table(run: Run) -> list[str]:
     rows = claim_verdicts(RunMetrics.from_dir(run.dir))
-    lines = ["The paper's claims, each judged by the rule beside it on this run (all cases pass: reproduced; at "
-             "least half: partly; fewer: not reproduced):", "",
-             "| claim | rule | numbers | verdict |", "|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['claim']} | {r['rule']} | {r['evidence']} | **{r['verdict']}** |")
-    return lines
+    return ["The paper's claims, each judged by the rule beside it on this run (all cases pass: reproduced; at "
+            "least half: partly; fewer: not reproduced):", "", *claims_table(rows)]
 
 
 SUMMARY_BEGIN = "<!-- demo-summary:begin (rws-jax report --summary) -->"
@@ -334,15 +331,25 @@ def write_report(run: Run, command: str | None = None) -> Path:
     lines += ["## 3. Patching, 5. composition, 7. quantization: TA/RA (%)", "", _corrupted_test_note(cfg) + ".", ""]
     lines += _accuracy_table(run) + [""]
     at = _alpha_table(run)
+    metrics = RunMetrics.from_dir(run.dir)
     if at:
         lines += ["### Choosing α on the validation split", ""] + at + [""]
+        note = alpha_search_note(metrics)
+        lines += [note, ""] if note else []
+    mech = mechanism_tables(metrics)
+    if mech:
+        lines += ["### The mechanism: what the projection removes", ""] + mech + [""]
     f4 = fig_alpha(run, figs)
     if f4:
         lines += ["## 4. Scaling α", "", f"![alpha]({f4})", ""]
     t = _transfer_table(run)
     f6 = fig_transfer(run, figs)
+    per_c = transfer_by_corruption(metrics)
     if t or f6:
         lines += ["## 6. Transfer", ""] + t + [""] + ([f"![transfer]({f6})", ""] if f6 else [])
+        if per_c:
+            lines += ["Per corruption, the share of the target's own robust gap that the source RWS closes:", "",
+                      *per_c, ""]
     st = run.load_metrics("storage")
     if st:
         f7 = fig_storage(run, figs)

@@ -33,9 +33,10 @@ class RunMetrics:
         test sets ``'clean'``, ``'fog'`` (the config's severity), ``'fog@2'``.
       metrics: the other metrics files by name (``'layer_change'``, ``'similarity'``,
         ``'storage'``, ``'alpha_search'``, ...).
-      transfer_targets: ``(accuracy-key prefix, label)`` of each model the source RWSs
-        were carried to (``'updated'``: the updated backbone; ``'transfer'``: the transfer
-        dataset's model; a study adds ``'same_domain'``).
+      transfer_targets: ``(accuracy-key prefix, label, judged)`` of each model the source
+        RWSs were carried to (``'updated'``: the updated backbone; ``'transfer'``: the
+        transfer dataset's model; a study adds ``'same_domain'``); ``judged`` is False for a
+        far-domain dataset (:data:`FAR_DOMAIN`), which the paper does not claim.
     """
 
     cfg: PipelineConfig
@@ -65,9 +66,18 @@ class RunMetrics:
         return self.ra(variant, "clean")
 
 
+FAR_DOMAIN = ("digits",)  # transfer datasets of another domain than every main dataset (8x8 digits)
+
+
+def _transfer_dataset_target(cfg: PipelineConfig) -> tuple:
+    far = cfg.transfer_dataset in FAR_DOMAIN
+    label = f"{cfg.transfer_dataset} (far domain)" if far else (cfg.transfer_dataset or "other dataset")
+    return ("transfer", label, not far)
+
+
 def default_transfer_targets(cfg: PipelineConfig) -> tuple:
     """The transfer targets a single run measures: the updated backbone and the transfer dataset."""
-    return (("updated", "updated backbone"), ("transfer", cfg.transfer_dataset or "other dataset"))
+    return (("updated", "updated backbone", True), _transfer_dataset_target(cfg))
 
 
 def _mean_layer_change(runs: list[RunMetrics]) -> dict | None:
@@ -102,11 +112,18 @@ def seed_mean(runs: list[RunMetrics], *, similarity: dict | None = None,
         metrics["layer_change"] = _mean_layer_change(runs)
     if similarity is not None:
         metrics["similarity"] = similarity
-    targets = [("updated", "updated backbone"), ("transfer", f"{first.cfg.transfer_dataset} (far domain)")]
+    targets = list(default_transfer_targets(first.cfg))
     if same_domain is not None:
-        for v, d in same_domain.accuracies.items():
-            if v.startswith("transfer/"):
+        sd = same_domain.accuracies
+        for v, d in sd.items():
+            if v.startswith("transfer/"):  # the other classes' models, patched with this side's RWSs
                 acc["same_domain/" + v.split("/", 1)[1]] = dict(d)
-        cls = same_domain.cfg.transfer_classes
-        targets.append(("same_domain", f"classes {cls[0]}–{cls[-1]} (same domain)"))
+            if v.startswith("reverse/patched/"):  # this side's θ_std patched with the other side's RWSs
+                acc["same_domain_reverse/" + v.split("/", 1)[1]] = dict(d)
+            if v == "standard" or v.startswith("robust/"):
+                acc["same_domain_reverse/" + v] = dict(d)
+        src, dst = same_domain.cfg.classes, same_domain.cfg.transfer_classes
+        targets.append(("same_domain", f"classes {dst[0]}–{dst[-1]} (same domain)", True))
+        if any(v.startswith("reverse/patched/") for v in sd):
+            targets.append(("same_domain_reverse", f"classes {src[0]}–{src[-1]} (same domain, the other way)", True))
     return RunMetrics(cfg=first.cfg, accuracies=acc, metrics=metrics, transfer_targets=tuple(targets))

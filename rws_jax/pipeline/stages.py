@@ -26,9 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import rws_jax as rws
+from rws_jax.errors import RWSError
 from rws_jax import corruptions as corruptions_lib
-from rws_jax.data import (ArraySplit, DatasetSplits, class_subset, load_cifar10_corrupted, load_dataset,
-                          restrict_classes, split_disjoint)
+from rws_jax.data import (ROTATIONS, ArraySplit, DatasetSplits, class_subset, load_cifar10_corrupted, load_dataset,
+                          restrict_classes, rotation_task, split_disjoint)
 from rws_jax.models import get_model, unit_order, uses_batch_norm, with_fresh_head
 from rws_jax.pipeline.config import PipelineConfig, run_config_from_file
 from rws_jax.pipeline.presets import SEEDS
@@ -221,12 +222,12 @@ class Run:
     def _trained(self) -> dict:
         return {}
 
-    def _fit(self, name: str, train: ArraySplit, val: ArraySplit, tc: TrainConfig, init=None) -> dict:
+    def _fit(self, name: str, train: ArraySplit, val: ArraySplit, tc: TrainConfig, init=None, model=None) -> dict:
         if name in self._trained:
             return self._trained[name]
         t0 = time.time()
         done = (self.dir / "checkpoints" / name / "done").exists()
-        variables, history = fit(self.model, train, val, tc, init_variables=init,
+        variables, history = fit(self.model if model is None else model, train, val, tc, init_variables=init,
                                  workdir=str(self.path("checkpoints", name)), progress=self.progress)
         (self.dir / "checkpoints" / name / "done").write_text(json.dumps({"best_epoch": history.get("best_epoch")}))
         if not done:
@@ -237,10 +238,62 @@ class Run:
 
     @property
     def theta_init(self) -> dict:
+        """θ_init for this run's model: another run's (``init_from``), or made as ``cfg.init``
+        says (see :attr:`PipelineConfig.init`), with this task's head."""
         if self.cfg.init_from:
             return self._shared_init
-        pre, _ = self.halves
-        return self._fit(INIT, pre, self.data.val, self.train_config("pretrain"))
+        return self._own_init
+
+    @functools.cached_property
+    def _pretraining_task(self) -> tuple:
+        """(model, train split, validation split, TrainConfig) of θ_init's own task."""
+        c = self.cfg
+        kind = c.init_kind
+        if kind == "supervised":
+            return self.model, self.halves[0], self.data.val, self.train_config("pretrain")
+        if kind == "classes":
+            cls = tuple(int(k) for k in c.init["classes"])
+            pre = restrict_classes(split_disjoint(self._full_data.train, 2, seed=c.seed)[0], cls)
+            model = get_model(c.model, len(cls), **c.model_kwargs)
+            return (model, pre.head(c.pretrain_examples), restrict_classes(self._full_data.val, cls),
+                    self.train_config("pretrain"))
+        # rotation prediction (also the torch kind's task for an updated backbone): no labels
+        pre = split_disjoint(self._full_data.train, 2, seed=c.seed)[0].head(c.pretrain_examples)
+        model = get_model(c.model, ROTATIONS, **c.model_kwargs)
+        return (model, rotation_task(pre), rotation_task(self._full_data.val),
+                self.train_config("pretrain", flip=False))
+
+    def _for_task(self, variables: dict, model) -> dict:
+        """``variables`` of θ_init's own model with this task's head (fresh, seed ``cfg.seed``)."""
+        if model is self.model:
+            return variables
+        return with_fresh_head(variables, self.model, self.data.image_shape, self.cfg.seed, always=True)
+
+    def pretrained(self) -> dict:
+        """θ_init with the head of its own task (the rotation head, the init classes' head...)."""
+        model, train, val, tc = self._pretraining_task
+        if self.cfg.init_kind == "torch":
+            return with_fresh_head(self._imported_init, model, self.data.image_shape, self.cfg.seed, always=True)
+        return self._fit(INIT, train, val, tc, model=model)
+
+    @functools.cached_property
+    def _own_init(self) -> dict:
+        if self.cfg.init_kind == "torch":
+            return self._imported_init
+        return self._for_task(self.pretrained(), self._pretraining_task[0])
+
+    @functools.cached_property
+    def _imported_init(self) -> dict:
+        """θ_init from the PyTorch checkpoint ``cfg.init['path']``, its head dropped (the
+        reference's ImageNet θ_init); a grayscale dataset gets the first conv summed over RGB."""
+        from rws_jax.models import from_torch_state_dict, load_torch_checkpoint  # noqa: PLC0415
+
+        path = check_init_source(self.cfg)
+        gray = self.data.image_shape[-1] == 1
+        imported = from_torch_state_dict(self.cfg.model, load_torch_checkpoint(path), num_classes=self.data.num_classes,
+                                         head="drop", head_seed=self.cfg.seed, first_conv="gray" if gray else "keep",
+                                         **self.cfg.model_kwargs)
+        return with_fresh_head(imported.variables, self.model, self.data.image_shape, self.cfg.seed)
 
     @functools.cached_property
     def _shared_init(self) -> dict:
@@ -250,7 +303,7 @@ class Run:
         if not (src / "config.yaml").is_file():
             raise FileNotFoundError(f"init_from: {src} is not a run directory (no config.yaml); run it first")
         src_cfg = run_config_from_file(src / "config.yaml")
-        same = ("dataset", "model", "model_kwargs", "seed", "val_size", "pretrain_examples", "pretrain")
+        same = ("dataset", "model", "model_kwargs", "seed", "val_size", "pretrain_examples", "pretrain", "init")
         diff = [k for k in same if getattr(src_cfg, k) != getattr(self.cfg, k)]
         if diff:
             raise ConfigMismatchError(f"init_from: {src} was made with other {diff}; its θ_init is not this run's")
@@ -259,11 +312,12 @@ class Run:
 
     @property
     def theta_init_updated(self) -> dict:
-        """An updated backbone: θ_init trained further on the pre-training data."""
-        pre, _ = self.halves
-        tc = self.train_config("pretrain", epochs=self.cfg.update_backbone_epochs, warmup_epochs=0.0,
-                               lr=self.cfg.finetune.get("lr", 0.01), seed=self.cfg.seed + SEEDS.updated_backbone)
-        return self._fit(INIT_UPDATED, pre, self.data.val, tc, init=self.theta_init)
+        """An updated backbone: θ_init trained further on its own pre-training task (the
+        rotation task for an imported θ_init), with this task's head."""
+        model, train, val, tc = self._pretraining_task
+        tc = tc.replace(epochs=self.cfg.update_backbone_epochs, warmup_epochs=0.0,
+                        lr=self.cfg.finetune.get("lr", 0.01), seed=self.cfg.seed + SEEDS.updated_backbone)
+        return self._for_task(self._fit(INIT_UPDATED, train, val, tc, init=self.pretrained(), model=model), model)
 
     def finetune(self, name: str, corruption=None, *, backbone: str = INIT, replicate: int = 0) -> dict:
         """Fine-tunes from θ_init (or the updated backbone); ``replicate`` r > 0 changes only
@@ -403,7 +457,8 @@ class Run:
 
     def val_accuracy(self, variables: dict, which: list[str]) -> dict[str, float]:
         """Validation accuracy of ``variables`` on the clean and corrupted validation sets."""
-        return {t: evaluate(variables, self.model.apply, self.val_set(t), self.cfg.eval_batch_size,
+        n = self.cfg.alpha_search_examples
+        return {t: evaluate(variables, self.model.apply, self.val_set(t).head(n), self.cfg.eval_batch_size,
                             eval_step=self.eval_step)["accuracy"] for t in which}
 
     def merged(self, method: str, sigs: list, alphas=1.0) -> rws.Signature:
@@ -481,11 +536,26 @@ def stage_weight_stats(run: Run) -> None:
     for c in run.cfg.corruptions:
         change[c] = _ordered(rws.relative_change(std, run.robust(c)), order)
     run.save_metrics("layer_change", change)
+    run.save_metrics("mechanism", mechanism(run, order))
     sigs = {f"{run.cfg.dataset}:{c}" + (f" (seed {r + 1})" if run.cfg.robust_replicates > 1 else ""):
             run.signature(c, replicate=r) for c in run.cfg.corruptions for r in range(run.cfg.robust_replicates)}
     if run.cfg.transfer_dataset is not None:
         sigs |= {f"{run.cfg.transfer_dataset}:{c}": run.signature(c, transfer=True) for c in run.cfg.corruptions}
     run.save_metrics("similarity", {"names": list(sigs), "cosine": signature_cosines(list(sigs.values()))})
+
+
+def mechanism(run: Run, order: list[str]) -> dict:
+    """The projection at work, per unit in forward order: for each corruption c,
+    cos(Δ_c, a) and the share ‖proj‖/‖Δ_c‖ the projection removes, and ‖Δ_c‖/‖θ_init‖; with
+    a's own size ‖a‖/‖θ_init‖ (Δ_c = θ_rob,c − θ_init, a = θ_std − θ_init; see
+    :func:`rws_jax.projection_diagnostics`). ``kept`` = the units the signatures keep."""
+    std = run.standard()
+    out: dict = {"units": order, "kept": run.selection.units(std)[: run.cfg.keep_units], "corruptions": {}}
+    for c in run.cfg.corruptions:
+        d = rws.projection_diagnostics(run.theta_init, std, run.robust(c), collections=run.cfg.collections)
+        out["corruptions"][c] = {k: [d.get(u, {}).get(k) for u in order] for k in ("cos", "removed", "robust_change")}
+        out["clean_change"] = [d.get(u, {}).get("clean_change") for u in order]
+    return out
 
 
 def signature_cosines(sigs: list) -> list[list[float]]:
@@ -551,6 +621,13 @@ def _evaluate_transfer(run: Run) -> None:
                          lambda c=c: run.patched(tstd(), [c], run.signature(c), 1.0, transfer=True), ["clean", c],
                          transfer=True)
             run.accuracy(f"transfer/robust/{c}", lambda c=c: run.transfer(c), ["clean", c], transfer=True)
+        if cfg.transfer_dataset == cfg.dataset:
+            # same domain, other classes: the transfer side's RWSs patch this side's θ_std too
+            run.log("[evaluate] the other direction: RWSs of the transfer classes on this θ_std")
+            for c in cs:
+                run.accuracy(f"reverse/patched/{c}",
+                             lambda c=c: run.patched(run.standard(), [c], run.signature(c, transfer=True), 1.0),
+                             ["clean", c])
     if cfg.update_backbone_epochs:
         run.log("[evaluate] transfer to an updated backbone")
         ustd = run.standard_updated
@@ -656,10 +733,30 @@ def check_corrupted_test_data(run: Run) -> None:
             load_cifar10_corrupted(name, c.severity, data_dir=c.data_dir, max_examples=1)
 
 
+class InitSourceError(RWSError):
+    """θ_init's source (a PyTorch checkpoint) is not there."""
+
+
+def check_init_source(cfg: PipelineConfig) -> str | None:
+    """The checkpoint θ_init is imported from (``init`` kind ``'torch'``), checked to exist
+    before any training; None for the other kinds."""
+    if cfg.init_kind != "torch":
+        return None
+    path = cfg.init.get("path")
+    if not path or not Path(path).is_file():
+        where = "is not set" if not path else f"{path} does not exist"
+        raise InitSourceError(
+            f"θ_init is an ImageNet checkpoint and init.path {where}: download torchvision's VGG-16 weights "
+            "(https://download.pytorch.org/models/vgg16-397923af.pth) on a machine with a network and pass "
+            "--set init.path=FILE (.pth needs the torch extra; a numpy .npz of the state dict does not)")
+    return str(path)
+
+
 def run_stages(run: Run) -> None:
     """Every stage in order (each skips what is already on disk). Writes metrics, no report
     (``rws_jax.pipeline.run.run_all`` runs the stages, then writes the report)."""
     t0 = time.time()
+    check_init_source(run.cfg)
     check_corrupted_test_data(run)
     for name, fn in STAGES.items():
         t = time.time()

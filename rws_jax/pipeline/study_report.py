@@ -28,6 +28,7 @@ from rws_jax.pipeline.autopatch_report import autopatch_markdown  # noqa: E402
 from rws_jax.pipeline.claims import claim_verdicts  # noqa: E402
 from rws_jax.pipeline.config import Study  # noqa: E402
 from rws_jax.pipeline.run_metrics import RunMetrics, seed_mean  # noqa: E402
+from rws_jax.pipeline.tables import claims_table, mechanism_tables, transfer_by_corruption  # noqa: E402
 
 MAIN_ROWS = (("θ_std", "standard"), ("θ_rob,c", "robust/{c}"), ("θ_std + RWS_c", "patched/{c}/alpha=1"))
 
@@ -141,18 +142,16 @@ def severity_table(runs: list[RunMetrics]) -> list[str]:
     return lines
 
 
-def claims_table(rows: list[dict], runs: list[RunMetrics]) -> list[str]:
+def study_claims_table(rows: list[dict], runs: list[RunMetrics]) -> list[str]:
     per_seed = [claim_verdicts(r) for r in runs]
-    lines = [f"All cases pass: reproduced; at least half: partly; fewer: not reproduced. Claims 1–3 are judged on the "
-             f"means over the {len(runs)} seeds; claims 4–7 compare rows that only seed 0 measures and are judged on "
-             "seed 0 (claim 6 adds the same-domain pair). The last column judges each seed alone by the same rule "
-             "(– = that seed did not measure it).", "",
-             "| claim | rule | numbers | judged on | verdict | per seed |", "|---|---|---|---|---|---|"]
     short = {"reproduced": "yes", "partly": "partly", "not reproduced": "no", "not measured": "–"}
-    for i, r in enumerate(rows):
-        seeds = " / ".join(short[p[i]["verdict"]] for p in per_seed)
-        lines.append(f"| {r['claim']} | {r['rule']} | {r['evidence']} | {r['basis']} | **{r['verdict']}** | {seeds} |")
-    return lines
+    return [f"All cases pass: reproduced; at least half: partly; fewer: not reproduced. Claims 1–3 are judged on the "
+            f"means over the {len(runs)} seeds; claims 4–7 compare rows that only seed 0 measures and are judged on "
+            "seed 0 (claim 6 adds the same-domain pair). The last column judges each seed alone by the same rule "
+            "(– = that seed did not measure it).", "",
+            *claims_table(rows, {"judged on": [r["basis"] for r in rows],
+                                 "per seed": [" / ".join(short[p[i]["verdict"]] for p in per_seed)
+                                              for i in range(len(rows))]})]
 
 
 def transfer_rows(mean_run: RunMetrics) -> list[dict]:
@@ -161,7 +160,7 @@ def transfer_rows(mean_run: RunMetrics) -> list[dict]:
     does not)."""
     acc, cs = mean_run.accuracies, list(mean_run.cfg.corruptions)
     rows = []
-    for tgt, label in mean_run.transfer_targets:
+    for tgt, label, _ in mean_run.transfer_targets:
         if f"{tgt}/standard" not in acc:
             continue
 
@@ -188,6 +187,42 @@ def transfer_table(mean_run: RunMetrics) -> list[str]:
         lines.append(f"| {r['target']} | {fmt(r['ta'])} | {fmt(r['ta_patched'])} | {fmt(r['ra'])} | "
                      f"{fmt(r['ra_patched'])} | {'–' if gain is None else f'{100 * gain:+.1f} pp'} | "
                      f"{fmt(r['ra_robust'])} | {closed} |")
+    return lines
+
+
+def _kept_mean(m: RunMetrics, c: str, key: str) -> float | None:
+    mech = m.load_metrics("mechanism")
+    if not mech or c not in mech["corruptions"]:
+        return None
+    v = [x for u, x in zip(mech["units"], mech["corruptions"][c][key]) if u in mech["kept"] and x is not None]
+    return float(np.mean(v)) if v else None
+
+
+def init_comparison_table(runs: dict[str, RunMetrics]) -> list[str]:
+    """Runs of one task whose θ_init differ: means over the corruptions they share of TA/RA of
+    θ_std, θ_rob,c and θ_std + RWS_c, what the projection removes, and claim 3 on each."""
+    shared = [c for c in next(iter(runs.values())).cfg.corruptions if all(c in r.cfg.corruptions for r in runs.values())]
+
+    def mean(vals):
+        vals = [v for v in vals if v is not None]
+        return float(np.mean(vals)) if vals else None
+
+    lines = [f"Over the corruptions both runs have ({', '.join(shared)}):", "",
+             "| run | θ_init | TA θ_std | TA θ_rob,c | TA θ_std + RWS_c | RA θ_std | RA θ_rob,c | RA θ_std + RWS_c | "
+             "share of Δ_c removed | claim 3 (vs θ_std / vs θ_rob,c) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, m in runs.items():
+        c3 = next(r for r in claim_verdicts(m) if r["claim"].startswith("3."))
+        init = m.cfg.init
+        kind = init["kind"] + (f" (classes {init['classes'][0]}–{init['classes'][-1]})" if "classes" in init else "")
+        if m.cfg.init_from:
+            kind += f", from {m.cfg.init_from}"
+        lines.append(
+            f"| {name} | {kind} | {fmt(m.ta('standard'))} | {fmt(mean(m.ta(f'robust/{c}') for c in shared))} | "
+            f"{fmt(mean(m.ta(f'patched/{c}/alpha=1') for c in shared))} | "
+            f"{fmt(mean(m.ra('standard', c) for c in shared))} | {fmt(mean(m.ra(f'robust/{c}', c) for c in shared))} | "
+            f"{fmt(mean(m.ra(f'patched/{c}/alpha=1', c) for c in shared))} | "
+            f"{(lambda x: '–' if x is None else f'{x:.3f}')(mean(_kept_mean(m, c, 'removed') for c in shared))} | "
+            f"{c3['verdict']} / {c3['second_verdict']} |")
     return lines
 
 
@@ -228,9 +263,10 @@ def spread(runs: list[RunMetrics]) -> dict:
     return {"max": max(stds) if stds else None, "median": float(np.median(stds)) if stds else None}
 
 
-def study_summary_markdown(study: Study, out: str | Path) -> str:
+def study_summary_markdown(study: Study, out: str | Path, previous: str | Path | None = None) -> str:
     """README's "what to expect" tables from a study directory: the seed-mean main rows
-    (mean over corruptions, per severity), the seed spread, the claims' verdicts."""
+    (mean over corruptions, per severity), the seed spread, the claims' verdicts (with, given
+    ``previous``, the same rules on an earlier study directory's metrics beside them)."""
     out = Path(out)
     runs = _seed_runs(study, out)
     same = _open(out, study.same_domain)
@@ -253,10 +289,23 @@ def study_summary_markdown(study: Study, out: str | Path) -> str:
         timing = json.loads(timing_file.read_text())
         lines += [f"Wall time of the whole study on the 2-core CPU that made it: "
                   f"{sum(t['seconds'] for t in timing.values()) / 60:.0f} min (`metrics/timing.json`).", ""]
-    lines += ["| claim | verdict | judged on | numbers |", "|---|---|---|---|"]
-    for r in study_verdicts(out, runs, same):
-        lines.append(f"| {r['claim']} | **{r['verdict']}** | {r['basis']} | {r['evidence']} |")
-    lines += ["", "Transfer (claim 6): the RWSs of seed 0 (of classes 0–4 for the same-domain pair) on other models "
+    rows = study_verdicts(out, runs, same)
+    prev = None
+    if previous is not None:
+        prev_runs = _seed_runs(study, Path(previous))
+        prev = study_verdicts(Path(previous), prev_runs, _open(Path(previous), study.same_domain))
+    head = ["claim", "verdict", "second rule: verdict", "judged on", "numbers"]
+    if prev is not None:
+        head.insert(3, f"the same rules on the previous design ({Path(previous).name})")
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, r in enumerate(rows):
+        second = f"{r['second_rule']}: **{r['second_verdict']}**" if r.get("second_rule") else "–"
+        cells = [r["claim"], f"**{r['verdict']}**", second, r["basis"], r["evidence"]]
+        if prev is not None:
+            p = prev[i]
+            cells.insert(3, p["verdict"] + (f" / {p['second_verdict']}" if p.get("second_rule") else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Transfer (claim 6): the RWSs of seed 0 (of each side for the same-domain pair) on other models "
                   "from the same θ_init:", "", *transfer_table(mean_run)]
     return "\n".join(lines) + "\n"
 
@@ -361,12 +410,16 @@ def write_study_report(study: Study, out: str | Path, *, log: Callable[[str], No
         *severity_table(runs), "",
         f"![RA vs severity]({fig_severity(runs, out / 'figures' / 'severity.png')})", "",
         "## The paper's claims", "",
-        *claims_table(study_verdicts(out, runs, same), runs), "",
+        *study_claims_table(study_verdicts(out, runs, same), runs), "",
+        "## The mechanism (seed 0)", "",
+        *mechanism_tables(runs[0]), "",
     ]
     if same is not None:
         lines += [
         "## Transfer: updated backbone, same domain, far domain", "",
         *transfer_table(mean_run), "",
+        "Per corruption (seed 0's RWSs; the same-domain pair in both directions):", "",
+        *transfer_by_corruption(seed_mean(runs[:1], same_domain=same)), "",
         "The same-domain pair fine-tunes two 5-way heads from one θ_init on disjoint classes of the "
         "fine-tuning half (the paper's CIFAR-10 → CIFAR-100 on one dataset): RWSs from classes "
         f"{same.cfg.classes[0]}–{same.cfg.classes[-1]} patch the θ_std of classes "
@@ -375,6 +428,14 @@ def write_study_report(study: Study, out: str | Path, *, log: Callable[[str], No
         "Compare the rows: the updated backbone shares the classes and the domain, the same-domain pair only "
         "the domain, digits neither.", "",
         ]
+    if study.init_comparison and all((out / n / "config.yaml").exists() for n in study.init_comparison):
+        cmp_runs = {n: RunMetrics.from_dir(out / n) for n in study.init_comparison}
+        if all(r.accuracies for r in cmp_runs.values()):
+            lines += ["## Two generic θ_init on one task", "",
+                      "The same fine-tuning task (classes 0–4) from two θ_init that never saw its labels: rotation "
+                      "prediction (the study's default: the only one that also serves the 10-class task) and "
+                      "supervised pre-training on the other classes (5–9) of the pre-training half.", "",
+                      *init_comparison_table(cmp_runs), ""]
     if bn is not None and bn.accuracies:
         lines += [f"## BatchNorm model: {bn.cfg.model}, one seed, severity {bn.cfg.severity}", "",
                   "BatchNorm as the reference code: a patched model's BN parameters and shortcut convs are the mean "

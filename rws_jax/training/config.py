@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import jax.numpy as jnp
 import optax
@@ -33,7 +33,7 @@ class TrainConfig:
     # 'decoupled': SGDW-style, params decay by lr * wd outside the momentum buffer.
     weight_decay_mode: str = "l2"
     schedule: str = "step"  # 'step' | 'cosine' | 'constant'
-    milestones: Tuple[int, ...] = (20, 40)  # epochs at which lr *= lr_decay ('step')
+    milestones: Tuple[float, ...] = (20, 40)  # epochs (may be fractional) at which lr *= lr_decay ('step')
     lr_decay: float = 0.1
     warmup_epochs: float = 0.0  # linear warmup from 0 to lr, in epochs (may be fractional)
     seed: int = 0
@@ -119,8 +119,8 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
         main = optax.constant_schedule(config.lr)
     elif config.schedule == "step":
         bounds = {}
-        for m in config.milestones:
-            b = int(m) * spe - warmup
+        for m in config.milestones:  # epochs, possibly fractional (2.4 = 40% into the third)
+            b = int(round(float(m) * spe)) - warmup
             if b > 0:
                 bounds[b] = bounds.get(b, 1.0) * config.lr_decay
         main = optax.piecewise_constant_schedule(config.lr, bounds)
@@ -164,6 +164,3 @@ def compute_dtype_of(config: TrainConfig):
     """The jnp dtype of ``config.compute_dtype`` (``jnp.float32`` or ``jnp.bfloat16``)."""
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.compute_dtype]
 
-
-def milestone_steps(milestones: Sequence[int], spe: int) -> Tuple[int, ...]:
-    return tuple(int(m) * spe for m in milestones)
