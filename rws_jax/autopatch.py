@@ -24,9 +24,11 @@ corruption patches once.
 reaches ``threshold``); each group runs through θ_std + max_alpha_c·RWS_c, padded to the
 batch size so that every group reuses one compiled forward pass.
 
-Patching here is the pure weight patch. BatchNorm models patched by the reference's BN
-scheme need the robust models (:func:`rws_jax.patch_batch_norm`); an AutoPatcher applies
-the signatures to their weights only.
+Patching is the pure weight patch, unless ``batch_norm`` is given: a
+:class:`rws_jax.ReferenceBatchNorm` (:func:`rws_jax.precompute_reference_bn`, once per
+signature set) makes every patch apply the reference's BatchNorm scheme from precomputed
+trees (:func:`rws_jax.apply_reference_bn`), with neither the robust models nor data at
+patch time.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rws_jax.batch_norm import ReferenceBatchNorm, apply_reference_bn
 from rws_jax.detector import CorruptionDetector
 from rws_jax.errors import RWSError
 from rws_jax.patch_plan import patch_plan
@@ -81,11 +84,14 @@ class AutoPatcher:
       mean, std: input normalisation the model was trained with (``(x/255 - mean)/std``).
       cache_size: patched variable sets kept, keyed by coefficient vector.
       check_base: the signatures must have been extracted for this model's structure.
+      batch_norm: a :class:`rws_jax.ReferenceBatchNorm` of these signatures (same order): each
+        patch then applies the reference's BatchNorm scheme; None: the pure weight patch.
     """
 
     def __init__(self, model: Any, standard_variables: Any, signatures: Sequence[Signature],
                  detector: CorruptionDetector, *, max_alpha=1.0, threshold: float = 0.25, step: float = 0.25,
-                 mean=None, std=None, cache_size: int = 8, check_base: bool = True):
+                 mean=None, std=None, cache_size: int = 8, check_base: bool = True,
+                 batch_norm: ReferenceBatchNorm | None = None):
         sigs = list(signatures)
         if not isinstance(detector, CorruptionDetector):
             raise RWSError(f"detector must be a CorruptionDetector, got {type(detector).__name__}")
@@ -96,8 +102,12 @@ class AutoPatcher:
             raise RWSError(f"max_alpha must be finite, got {max_alpha}")
         if not 0.0 <= float(threshold) <= 1.0 or float(step) < 0 or int(cache_size) < 1:
             raise RWSError("threshold must be in [0, 1], step >= 0 and cache_size >= 1")
+        if batch_norm is not None and tuple(batch_norm.names) != tuple(s.name for s in sigs):
+            raise RWSError(f"batch_norm was precomputed for the signatures {list(batch_norm.names)}, not for "
+                           f"{[s.name for s in sigs]} (same order needed)")
         self.detector = detector
         self.signatures = tuple(sigs)
+        self.batch_norm = batch_norm
         self.max_alpha = ma
         self.threshold = float(threshold)
         self.step = float(step)
@@ -107,11 +117,16 @@ class AutoPatcher:
         self._forward = jax.jit(forward)
         plan = self._plan
 
-        def patch_and_forward(variables, alphas, images):
+        def patch_only(variables, bn, alphas):
             patched = plan.traced(variables, alphas)
+            return patched if bn is None else apply_reference_bn(patched, bn, alphas)
+
+        def patch_and_forward(variables, bn, alphas, images):
+            patched = patch_only(variables, bn, alphas)
             return forward(patched, images), patched
 
         # new coefficients: patch + forward in one compiled call; the patched tree is cached
+        self._patch_only = jax.jit(patch_only)
         self._patch_and_forward = jax.jit(patch_and_forward)
         self._cache: collections.OrderedDict = collections.OrderedDict()
         self._cache_size = int(cache_size)
@@ -172,7 +187,7 @@ class AutoPatcher:
         a = np.asarray(alphas, np.float32).reshape(self.num_signatures)
         v = self._cached(a)
         if v is None:
-            v = self._plan(self._std_vars, a)
+            v = self._patch_only(self._std_vars, self.batch_norm, a)
             self._store(a, v)
         return v
 
@@ -185,7 +200,7 @@ class AutoPatcher:
         v = self._cached(alphas)
         if v is not None:
             return self._forward(v, images)
-        logits, v = self._patch_and_forward(self._std_vars, alphas, images)
+        logits, v = self._patch_and_forward(self._std_vars, self.batch_norm, alphas, images)
         self._store(alphas, v)
         return logits
 

@@ -35,6 +35,7 @@ images). We re-estimate with the convention the model was trained with (Flax's).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any, Callable, Iterable, Sequence
 
@@ -296,3 +297,91 @@ def patch_batch_norm(
         raise RWSError("bn='reference' with batches needs apply_fn (model.apply) to re-estimate statistics")
     return recalibrate_batch_stats(apply_fn, out, batches, mix=reference_mix(alphas) if mix is None else mix,
                                    preprocess=preprocess, step=step)
+
+
+# ----------------------------------------------------------------------------- precomputed
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceBatchNorm:
+    """The reference BN scheme of K signatures, precomputed once (a fixed tree per signature),
+    so that it can be applied at patch time without the robust models or any data.
+
+    Attributes:
+      names: the signatures' names, in order.
+      robust: ``{path: f32[K, ...]}``: θ_rob,c's BN scale/bias, shortcut convs and running
+        statistics (every :func:`batch_norm_paths` leaf), stacked over the signatures.
+      recalibrated: ``{path: f32[K, ...]}`` for the ``batch_stats`` paths: the statistics
+        re-estimated on data corrupted with c, for θ_std + RWS_c (α = 1) with θ_rob,c's BN
+        tensors: what :func:`patch_batch_norm` computes for one signature at α = 1.
+    """
+
+    names: tuple
+    robust: dict
+    recalibrated: dict
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(self.robust)
+
+
+jax.tree_util.register_dataclass(ReferenceBatchNorm, data_fields=["robust", "recalibrated"], meta_fields=["names"])
+
+
+def precompute_reference_bn(variables: dict, signatures: Sequence[Signature], robust: Sequence[PyTree], *,
+                            apply_fn: Callable, batches_of: Callable[[int], Iterable],
+                            preprocess: Callable | None = None, step: Callable | None = None,
+                            pattern: str = REFERENCE_BN_PATTERN) -> ReferenceBatchNorm:
+    """Runs the reference scheme once per signature (``patch_batch_norm(variables, sig_k, 1.0,
+    robust=[robust[k]], batches=batches_of(k))``) and keeps its BN tensors: see
+    :class:`ReferenceBatchNorm` and :func:`apply_reference_bn`.
+
+    Args:
+      variables: θ_std. signatures / robust: RWS_k and θ_rob,k, in the same order.
+      apply_fn, preprocess, step: as for :func:`patch_batch_norm`.
+      batches_of: ``k -> batches`` of training images corrupted with signature k's corruption.
+    """
+    sigs = signature_list(signatures)
+    if len(sigs) != len(robust) or not sigs:
+        raise RWSError(f"precompute_reference_bn needs one robust model per signature, got {len(sigs)} signatures "
+                       f"and {len(robust)} robust models")
+    paths = sorted(batch_norm_paths(variables, pattern))
+    stats = [p for p in paths if p.startswith(STATS_COLLECTION + "/")]
+    rob, rec = {p: [] for p in paths}, {p: [] for p in stats}
+    for k, (sig, model) in enumerate(zip(sigs, robust)):
+        patched = patch_batch_norm(variables, [sig], 1.0, bn="reference", robust=[model], apply_fn=apply_fn,
+                                   batches=batches_of(k), preprocess=preprocess, step=step, pattern=pattern)
+        flat_r, flat_p = tree_paths.flatten(model)[0], tree_paths.flatten(patched)[0]
+        for p in paths:
+            rob[p].append(jnp.asarray(flat_r[p], jnp.float32))
+        for p in stats:
+            rec[p].append(jnp.asarray(flat_p[p], jnp.float32))
+    return ReferenceBatchNorm(names=tuple(s.name for s in sigs), robust={p: jnp.stack(v) for p, v in rob.items()},
+                              recalibrated={p: jnp.stack(v) for p, v in rec.items()})
+
+
+def apply_reference_bn(patched: dict, bn: ReferenceBatchNorm, alphas) -> dict:
+    """``patched`` (θ_std + Σ α_k·RWS_k) with its BN/shortcut leaves set by the reference
+    scheme from the precomputed trees (traceable: call it inside ``jit``).
+
+    With A the signatures whose α_k > 0 and ā their mean α: BN scale/bias and shortcut convs
+    are the mean of θ_rob,k's over A; statistics are ``(1 − m) · mean_A(θ_rob,k's) + m ·
+    mean_A(re-estimated)`` with ``m = min(ā, 1)`` (the reference's mixing weight). For one
+    signature this is :func:`patch_batch_norm` exactly, with its statistics estimated once at
+    α = 1; for several, the mean of the per-corruption statistics stands in for statistics
+    re-estimated on their mixed data (equal means; the variances miss the spread between the
+    corruptions). All α = 0 leaves ``patched`` unchanged.
+    """
+    a = jnp.asarray(alphas, jnp.float32).reshape(-1)
+    active = (a > 0).astype(jnp.float32)
+    count = jnp.sum(active)
+    w = active / jnp.maximum(count, 1.0)
+    m = jnp.minimum(jnp.sum(a * w), 1.0)
+    any_active = count > 0
+    flat, rebuild = tree_paths.flatten(patched)
+    out = {}
+    for p, stack in bn.robust.items():
+        value = jnp.tensordot(w, stack, axes=1)
+        if p in bn.recalibrated:
+            value = (1.0 - m) * value + m * jnp.tensordot(w, bn.recalibrated[p], axes=1)
+        out[p] = jnp.where(any_active, value.astype(flat[p].dtype), flat[p])
+    return rebuild(out)

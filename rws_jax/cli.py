@@ -134,21 +134,23 @@ def _cmd_autopatch(args) -> int:
 
     study = _study_of(args)
     if study is not None:
-        if not study.autopatch:
+        if not study.autopatch_runs:
             raise ValueError(f"study {study.name} names no auto-patching run")
         from rws_jax.pipeline.study import open_run
 
-        run = open_run(study, Path(args.out or f"results/{study.name}"), study.autopatch, progress=not args.quiet)
+        out = Path(args.out or f"results/{study.name}")
+        runs = [open_run(study, out, n, progress=not args.quiet) for n in study.autopatch_runs]
     else:
-        run = _make_run(args, record=False)
-    m = None if args.redo else load_autopatch(run.dir)
-    if m is not None:
-        print(f"# {run.dir / 'metrics' / 'autopatch.json'} exists (--redo re-evaluates)")
-    else:
-        m = stage_autopatch(run, batch_sizes=tuple(args.batch_size or (1, 8, 64)), examples=args.examples,
-                            heldout=tuple(args.heldout) if args.heldout else ("zoom_blur", "brightness", "shot_noise"),
-                            threshold=args.threshold, step=args.step)
-    print("\n".join(autopatch_markdown(m)))
+        runs = [_make_run(args, record=False)]
+    for run in runs:
+        m = None if args.redo else load_autopatch(run.dir)
+        if m is not None:
+            print(f"# {run.dir / 'metrics' / 'autopatch.json'} exists (--redo re-evaluates)")
+        else:
+            m = stage_autopatch(run, batch_sizes=tuple(args.batch_size or (1, 8, 64)), examples=args.examples,
+                                heldout=tuple(args.heldout) if args.heldout else ("zoom_blur", "brightness", "shot_noise"),
+                                threshold=args.threshold, step=args.step)
+        print("\n".join(autopatch_markdown(m)))
     return 0
 
 

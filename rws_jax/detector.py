@@ -135,8 +135,9 @@ class CorruptionDetector:
         'b2': f32[K+1], 'class_mu', 'class_sd': f32[K+1, 22], 'ood_limit': f32[K+1]}``.
       fingerprints: content fingerprints of the K signatures, in the order of ``classes[1:]``.
       image_shape: ``(H, W, C)`` of the images it was trained on.
-      severity: the corruption severity of its training data.
+      severity: the corruption severity of its training data (the highest, when several).
       train_accuracy: per-image accuracy on its own training data.
+      severities: the severities of its training data when there were several (else ``()``).
     """
 
     classes: tuple
@@ -145,6 +146,12 @@ class CorruptionDetector:
     image_shape: tuple
     severity: int
     train_accuracy: float = float("nan")
+    severities: tuple = ()
+
+    @property
+    def trained_severities(self) -> tuple:
+        """Every severity of its training data."""
+        return tuple(self.severities) or (self.severity,)
 
     @property
     def corruptions(self) -> tuple:
@@ -189,7 +196,7 @@ class CorruptionDetector:
                 "trained for, in the same order")
 
 
-def train_detector(images, signatures: Sequence[Signature], *, severity: int = 5, key: jax.Array,
+def train_detector(images, signatures: Sequence[Signature], *, severity: int | Sequence[int] = 5, key: jax.Array,
                    corruption_preset: str = "cifar10", hidden: int = 64, steps: int = 600,
                    learning_rate: float = 3e-3, chunk: int = 500) -> CorruptionDetector:
     """Trains a detector for ``signatures`` on ``images`` (uint8 ``[N, H, W, C]``: e.g. the
@@ -197,7 +204,9 @@ def train_detector(images, signatures: Sequence[Signature], *, severity: int = 5
 
     The data are ``images`` clean plus ``images`` corrupted by each signature's corruption
     (``Signature.name`` must be a corruption of :mod:`rws_jax.corruptions`) at
-    ``severity``: ``(K+1)·N`` examples, balanced. An MLP with ``hidden`` units is trained
+    ``severity``: ``(K+1)·N`` examples, balanced. Several severities (``severity=(1, 2, 3,
+    4, 5)``) split each corruption's copy of ``images`` into equal consecutive parts, one per
+    severity. An MLP with ``hidden`` units is trained
     full-batch with Adam for ``steps`` steps.
     """
     from rws_jax import corruptions as corruptions_lib  # noqa: PLC0415
@@ -215,13 +224,19 @@ def train_detector(images, signatures: Sequence[Signature], *, severity: int = 5
     images = np.asarray(images)
     if images.ndim != 4 or images.dtype != np.uint8 or len(images) < 2:
         raise RWSError(f"train_detector takes uint8 images [N >= 2, H, W, C], got {images.dtype} {images.shape}")
+    sevs = (int(severity),) if np.ndim(severity) == 0 else tuple(int(v) for v in severity)
+    if not sevs or any(not 1 <= v <= 5 for v in sevs):
+        raise RWSError(f"severity must be 1..5 or a non-empty sequence of them, got {severity!r}")
+    part = -(-len(images) // len(sevs))  # consecutive parts of the images, one per severity
+    chunk = min(int(chunk), part)
     feats, labels = [], []
     for k, name in enumerate([CLEAN, *names]):
         ck = jax.random.fold_in(key, k)
         for i in range(0, len(images), chunk):
             x = jnp.asarray(images[i:i + chunk])
             if name != CLEAN:
-                x = corruptions_lib.corrupt(x, name, severity, jax.random.fold_in(ck, i), preset=corruption_preset)
+                x = corruptions_lib.corrupt(x, name, sevs[min(i // part, len(sevs) - 1)], jax.random.fold_in(ck, i),
+                                            preset=corruption_preset)
             feats.append(np.asarray(image_features(x)))
         labels.append(np.full(len(images), k, np.int32))
     x, y = jnp.asarray(np.concatenate(feats)), jnp.asarray(np.concatenate(labels))
@@ -259,8 +274,8 @@ def train_detector(images, signatures: Sequence[Signature], *, severity: int = 5
     acc = float(jnp.mean(jnp.argmax(_mlp(params, x), -1) == y))
     return CorruptionDetector(classes=(CLEAN, *names), params=jax.device_get(params),
                               fingerprints=tuple(signature_fingerprint(s) for s in sigs),
-                              image_shape=tuple(int(d) for d in images.shape[1:]), severity=int(severity),
-                              train_accuracy=acc)
+                              image_shape=tuple(int(d) for d in images.shape[1:]), severity=max(sevs),
+                              train_accuracy=acc, severities=sevs if len(sevs) > 1 else ())
 
 
 # ----------------------------------------------------------------------------- files
@@ -277,6 +292,8 @@ def save_detector(path: str | os.PathLike, detector: CorruptionDetector, *, over
     meta = {"format": FORMAT, "classes": list(detector.classes), "fingerprints": list(detector.fingerprints),
             "image_shape": list(detector.image_shape), "severity": detector.severity,
             "train_accuracy": detector.train_accuracy}
+    if detector.severities:  # only then: files of one severity stay as they were
+        meta["severities"] = list(detector.severities)
     meta["checksum"] = _checksum(meta, arrays)
     items = {_ARRAYS: ocp.args.StandardSave(arrays), _META: ocp.args.JsonSave(meta)}
     return atomic_write_dir(path, lambda tmp: _write_orbax(tmp, items), overwrite=overwrite)
@@ -316,7 +333,8 @@ def load_detector(path: str | os.PathLike, *, signatures: Sequence[Signature] | 
         raise SignatureFileError(f"{path}: checksum mismatch: the detector file was changed or damaged")
     det = CorruptionDetector(classes=tuple(meta["classes"]), params={k: jnp.asarray(v) for k, v in arrays.items()},
                              fingerprints=tuple(meta["fingerprints"]), image_shape=tuple(meta["image_shape"]),
-                             severity=int(meta["severity"]), train_accuracy=float(meta["train_accuracy"]))
+                             severity=int(meta["severity"]), train_accuracy=float(meta["train_accuracy"]),
+                             severities=tuple(int(v) for v in meta.get("severities", ())))
     if signatures is not None:
         det.check_signatures(signatures)
     return det

@@ -19,3 +19,17 @@ class SignatureFileError(RWSError):
 
 class PatchStackError(RWSError):
     """An invalid operation on a :class:`~rws_jax.PatchStack` (double apply, unknown patch)."""
+
+
+class ModelFileError(RWSError):
+    """A model checkpoint file is missing, truncated, damaged, or of an unsupported format."""
+
+
+class OutputExistsError(RWSError, FileExistsError):
+    """An output path exists and replacing it was not asked for (also a ``FileExistsError``)."""
+
+
+def one_line(e: BaseException, limit: int | None = None) -> str:
+    """The message of ``e`` (its type's name if empty) on one line, cut to ``limit`` characters."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."

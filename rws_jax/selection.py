@@ -31,13 +31,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from rws_jax import tree_paths
+from rws_jax.errors import RWSError
 
 DEFAULT_HEAD_PATTERN = r"(?i)^(head|classifier|fc|logits|linear|output|out|dense_?\d*)$"
 _STEM_NAMES = ("stem", "conv_init", "conv1", "bn_init", "bn1")
 
 
-class SelectionError(ValueError):
-    """A selection that matches nothing, or names paths the tree does not have."""
+class SelectionError(RWSError):
+    """A selection that matches nothing, or names paths the tree does not have (an
+    :class:`~rws_jax.RWSError`, hence also a ``ValueError``)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -157,8 +157,21 @@ def test_autopatcher_refuses_a_foreign_detector_or_bad_settings(auto_run):
 
 def test_mixed_stream_evaluation_and_cli(auto_run, capsys):
     run = auto_run
-    m = stage_autopatch(run, batch_sizes=(1, 8), examples=16, heldout=("brightness",))
+    m = stage_autopatch(run, batch_sizes=(1, 8), examples=16, heldout=("brightness",), severities=(2, 5),
+                        mixed_batch_sizes=(8,), mixed_examples=12)
     assert set(m["auto"]) == {"batch/1", "batch/8", "per_image/8"}
+    # mixed batches at severities 2 and 5, detectors trained at 5 and at 2-5, against the per-image oracle
+    x = m["mixed"]
+    assert set(x["auto"]) == {f"{d}/{mode}/8" for d in ("sev5", "sev2-5") for mode in ("batch", "per_image")}
+    assert x["detectors"]["sev2-5"]["severities"] == [2, 5] and detector_path(run, (2, 5)).is_dir()
+    for sev in ("sev2", "sev5"):
+        assert set(x["oracle"][sev]) == set(m["sources"])
+        for h in ("clean", "brightness"):  # no signature: the oracle is θ_std there
+            assert x["oracle"][sev][h] == x["standard"][sev][h]
+        assert all(0.0 <= v <= 1.0 for a in x["auto"].values() for v in a[sev].values())
+    assert x["oracle"]["sev5"]["contrast"] == m["baselines"]["oracle"]["contrast"] or len(m["sources"]) > 0
+    assert len(m["mixed_targets"]) == 4
+    assert all(set(t["met"]) == {"ra", "ta", "severity"} for t in m["mixed_targets"])
     assert set(m["baselines"]) == {"standard", "oracle", "average"}
     assert m["sources"] == ["clean", *CS, "brightness"]
     # the oracle is θ_std on clean and held-out sources
@@ -168,6 +181,7 @@ def test_mixed_stream_evaluation_and_cli(auto_run, capsys):
     assert m["patches"]["batch/1"]["batches"] == 4 * 16
     text = "\n".join(autopatch_markdown(m))
     assert "oracle patch" in text and "RA brightness (held out)" in text
+    assert "Mixed batches" in text and "per-image oracle" in text and "worst severity" in text
     with pytest.raises(ValueError, match="unknown held-out"):
         stage_autopatch(run, examples=4, heldout=("fgo",))
     # CLI: the stored metrics are printed without re-evaluating

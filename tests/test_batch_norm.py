@@ -181,3 +181,35 @@ def test_bad_input_is_refused_and_nothing_changes(resnets):
     with pytest.raises(rws.RWSError, match="apply_fn"):
         rws.patch_batch_norm(std, sig, bn="reference", robust=robust[:1], batches=[np.zeros((2, 8, 8, 3))])
     chex.assert_trees_all_equal(std, before)
+
+
+def test_precomputed_reference_scheme_is_the_reference_scheme_and_autopatcher_applies_it(tiny_models, sigs):
+    """One tree per signature, computed once: applied for one signature at α = 1 it equals
+    patch_batch_norm's reference scheme; all α = 0 changes nothing; an AutoPatcher refuses
+    trees of another signature set."""
+    model, init, std, fog, snow = tiny_models
+    rng = np.random.default_rng(0)
+    data = {k: [rng.normal(k, 1.0, (16, 8, 8, 1)).astype(np.float32) for _ in range(3)] for k in (0, 1)}
+    ref = rws.precompute_reference_bn(std, list(sigs), [fog, snow], apply_fn=model.apply, batches_of=lambda k: data[k])
+    assert set(ref.paths) == set(rws.batch_norm_paths(std)) and ref.names == ("fog", "snow")
+    for k, robust in enumerate((fog, snow)):
+        a = np.zeros(2, np.float32)
+        a[k] = 1.0
+        got = jax.jit(rws.apply_reference_bn)(rws.patch(std, list(sigs), a), ref, a)
+        want = rws.patch_batch_norm(std, [sigs[k]], 1.0, bn="reference", robust=[robust], apply_fn=model.apply,
+                                    batches=data[k])
+        chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_equal(rws.apply_reference_bn(std, ref, np.zeros(2, np.float32)), std)
+    # two signatures: BN tensors are the mean of the robust models', statistics mixed with min(mean α, 1)
+    both = rws.apply_reference_bn(std, ref, np.array([0.5, 0.5], np.float32))
+    flat = rws.tree_paths.flatten(both)[0]
+    np.testing.assert_allclose(flat["params/bn_0/scale"], 0.5 * (np.asarray(fog["params"]["bn_0"]["scale"])
+                                                                 + np.asarray(snow["params"]["bn_0"]["scale"])),
+                               rtol=1e-6)
+    other = rws.ReferenceBatchNorm(names=("snow", "fog"), robust=ref.robust, recalibrated=ref.recalibrated)
+    det = rws.train_detector(np.zeros((4, 8, 8, 1), np.uint8) + np.arange(4, dtype=np.uint8)[:, None, None, None],
+                             [rws.extract(init, std, fog, rws.first_k(2), name="fog"),
+                              rws.extract(init, std, snow, rws.first_k(3), name="snow")],
+                             key=jax.random.key(0), steps=5)
+    with pytest.raises(rws.RWSError, match="precomputed for the signatures"):
+        rws.AutoPatcher(model, std, list(sigs), det, batch_norm=other)

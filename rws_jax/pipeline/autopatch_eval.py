@@ -29,30 +29,62 @@ import rws_jax as rws
 from rws_jax.pipeline.presets import SEEDS
 from rws_jax.pipeline.stages import Run
 from rws_jax.training import evaluate
+from rws_jax.training.augment import normalize_images
 
 DEFAULT_BATCH_SIZES = (1, 8, 64)
 DEFAULT_HELDOUT = ("zoom_blur", "brightness", "shot_noise")
 DETECTOR_EXAMPLES = 2000
 
 
-def detector_path(run: Run) -> Path:
-    return run.dir / "signatures" / "detector"
+DEFAULT_SEVERITIES = (1, 2, 3, 4, 5)
+MIXED_BATCH_SIZES = (8, 64)
+MIXED_EXAMPLES = 500
 
 
-def stage_detect(run: Run, examples: int = DETECTOR_EXAMPLES) -> rws.CorruptionDetector:
-    """Trains (once) and saves the run's detector; returns it, checked against the signatures."""
+def detector_path(run: Run, severities: tuple | None = None) -> Path:
+    """``signatures/detector`` (trained at the run's severity) or ``signatures/detector_sev1-5``."""
+    sev = tuple(severities or (run.cfg.severity,))
+    suffix = "" if sev == (run.cfg.severity,) else f"_sev{min(sev)}-{max(sev)}"
+    return run.dir / "signatures" / f"detector{suffix}"
+
+
+def stage_detect(run: Run, examples: int = DETECTOR_EXAMPLES, severities: tuple | None = None) -> rws.CorruptionDetector:
+    """Trains (once) and saves the run's detector (on ``severities``, default the run's
+    severity); returns it, checked against the signatures."""
     sigs = [run.signature(c) for c in run.cfg.corruptions]
-    path = detector_path(run)
+    sev = tuple(severities or (run.cfg.severity,))
+    path = detector_path(run, sev)
     if path.exists():
         return rws.load_detector(path, signatures=sigs)
-    run.log(f"[detect] corruption detector on {examples} fine-tuning images x {len(sigs) + 1} classes")
+    run.log(f"[detect] corruption detector on {examples} fine-tuning images x {len(sigs) + 1} classes, "
+            f"severities {list(sev)}")
     t0 = time.time()
     images = run.halves[1].images[:examples]
-    det = rws.train_detector(images, sigs, severity=run.cfg.severity, key=jax.random.key(run.cfg.seed + SEEDS.detector),
+    det = rws.train_detector(images, sigs, severity=sev if len(sev) > 1 else sev[0],
+                             key=jax.random.key(run.cfg.seed + SEEDS.detector),
                              corruption_preset=run.cfg.corruption_preset)
     rws.save_detector(path, det)
     run.log(f"  detector: train accuracy {det.train_accuracy:.4f} in {time.time() - t0:.0f}s")
     return det
+
+
+def reference_batch_norm(run: Run) -> rws.ReferenceBatchNorm | None:
+    """The reference BN scheme of the run's signatures, precomputed once (BatchNorm models
+    patched with ``bn='reference'``); None for the pure weight patch."""
+    if run.bn_mode != "reference":
+        return None
+    cs = list(run.cfg.corruptions)
+    run.log(f"[autopatch] precomputing the reference BatchNorm trees of {len(cs)} signatures")
+    bs = int(run.cfg.finetune.get("batch_size", 128))
+
+    def batches_of(k):
+        images = run.recalibration_split(cs[k]).images
+        return [images[i:i + bs] for i in range(0, len(images), bs)]
+
+    tc = run.train_config("finetune")
+    return rws.precompute_reference_bn(run.standard(), [run.signature(c) for c in cs], [run.robust(c) for c in cs],
+                                       apply_fn=run.model.apply, batches_of=batches_of,
+                                       preprocess=lambda x: normalize_images(x, tc.mean, tc.std))
 
 
 def _accuracy(logits, labels) -> int:
@@ -60,8 +92,17 @@ def _accuracy(logits, labels) -> int:
 
 
 def stage_autopatch(run: Run, *, batch_sizes=DEFAULT_BATCH_SIZES, examples: int = 2000,
-                    heldout=DEFAULT_HELDOUT, threshold: float = 0.25, step: float = 0.25) -> dict:
-    """Evaluates auto-patching on the mixed test stream; writes and returns metrics/autopatch.json."""
+                    heldout=DEFAULT_HELDOUT, threshold: float = 0.25, step: float = 0.25,
+                    severities=DEFAULT_SEVERITIES, mixed_batch_sizes=MIXED_BATCH_SIZES,
+                    mixed_examples: int = MIXED_EXAMPLES) -> dict:
+    """Evaluates auto-patching; writes and returns metrics/autopatch.json.
+
+    Two streams: batches of one source each (clean, a corruption with a signature, a held-out
+    one) at the run's severity, batch sizes ``batch_sizes``; and *mixed* batches, each drawing
+    its images from every source, at ``severities``, batch sizes ``mixed_batch_sizes``, with
+    the detector trained at the run's severity and one trained at ``severities``, against the
+    per-image oracle (each image patched with its own corruption's RWS). BatchNorm models
+    (``bn='reference'``) are auto-patched with the reference BN scheme, precomputed."""
     from rws_jax.corruptions import CORRUPTIONS  # noqa: PLC0415
 
     cfg = run.cfg
@@ -84,8 +125,9 @@ def stage_autopatch(run: Run, *, batch_sizes=DEFAULT_BATCH_SIZES, examples: int 
     def acc_of(variables, split):
         return evaluate(variables, run.model.apply, split, cfg.eval_batch_size, eval_step=run.eval_step)["accuracy"]
 
-    oracle = {c: rws.patch(std, sig, 1.0) for c, sig in zip(cs, sigs)}
-    average = rws.patch(std, sigs, 1.0 / len(sigs))
+    bn_ref = reference_batch_norm(run)
+    oracle = {c: run.patched(std, [c], sig, 1.0) for c, sig in zip(cs, sigs)}
+    average = run.patched(std, cs, sigs, 1.0 / len(sigs))
     baselines = {"standard": {s: acc_of(std, data[s]) for s in sources},
                  "oracle": {s: acc_of(oracle.get(s, std), data[s]) for s in sources},
                  "average": {s: acc_of(average, data[s]) for s in sources}}
@@ -99,7 +141,7 @@ def stage_autopatch(run: Run, *, batch_sizes=DEFAULT_BATCH_SIZES, examples: int 
         order = np.random.default_rng(cfg.seed + SEEDS.stream_order + bs).permutation(len(stream))
         for mode in ("batch", "per_image") if bs > 1 else ("batch",):
             patcher = rws.AutoPatcher(run.model, std, sigs, det, threshold=threshold, step=step,
-                                      mean=tc.mean, std=tc.std)
+                                      mean=tc.mean, std=tc.std, batch_norm=bn_ref)
             correct = {s: 0 for s in sources}
             hit_batch = {s: 0 for s in sources}
             alphas_sum = {s: np.zeros(len(cs)) for s in sources}
@@ -136,8 +178,77 @@ def stage_autopatch(run: Run, *, batch_sizes=DEFAULT_BATCH_SIZES, examples: int 
            "baselines": baselines, "auto": auto, "detection_per_batch": detection, "patches": patches,
            "mean_coefficients": coefficient_log}
     out["targets"] = autopatch_targets(out)
+    out["bn"] = "reference (precomputed)" if bn_ref is not None else "none (pure weight patch)"
+    detectors = {f"sev{cfg.severity}": det}
+    if tuple(severities) != (cfg.severity,):
+        detectors[f"sev{min(severities)}-{max(severities)}"] = stage_detect(run, severities=tuple(severities))
+    out["mixed"] = _mixed_streams(run, sources, cs, oracle, std, detectors, bn_ref, severities=tuple(severities),
+                                  batch_sizes=tuple(mixed_batch_sizes), examples=mixed_examples,
+                                  threshold=threshold, step=step, acc_of=acc_of)
+    out["mixed_targets"] = mixed_targets(out["mixed"])
     run.save_metrics("autopatch", out)
     return out
+
+
+def _mixed_streams(run: Run, sources, cs, oracle, std, detectors, bn_ref, *, severities, batch_sizes, examples,
+                   threshold, step, acc_of) -> dict:
+    """Mixed batches: at each severity the first ``examples`` test images of every source are
+    shuffled together and cut into batches, so that a batch holds clean images and several
+    corruptions. Per source: θ_std, the per-image oracle and each auto-patcher (detector x
+    mode x batch size)."""
+    cfg = run.cfg
+    tc = run.train_config("finetune")
+    sigs = [run.signature(c) for c in cs]
+    res = {"severities": list(severities), "batch_sizes": list(batch_sizes), "examples": examples,
+           "detectors": {k: {"severities": list(d.trained_severities),
+                             "train_accuracy": d.train_accuracy} for k, d in detectors.items()},
+           "standard": {}, "oracle": {}, "auto": {}}
+    for sev in severities:
+        data = {s: run.test_set(s if s == "clean" or sev == cfg.severity else f"{s}@{sev}").head(examples)
+                for s in sources}
+        key = f"sev{sev}"
+        res["standard"][key] = {s: acc_of(std, data[s]) for s in sources}
+        res["oracle"][key] = {s: acc_of(oracle.get(s, std), data[s]) for s in sources}
+        images = np.concatenate([data[s].images for s in sources])
+        labels = np.concatenate([data[s].labels for s in sources])
+        origin = np.concatenate([np.full(len(data[s]), i) for i, s in enumerate(sources)])
+        run.log(f"[autopatch] mixed batches at severity {sev}: {len(images)} images of {len(sources)} sources")
+        for bs in batch_sizes:
+            order = np.random.default_rng([cfg.seed + SEEDS.stream_order, int(bs), int(sev)]).permutation(len(images))
+            for dname, det in detectors.items():
+                for mode in ("batch", "per_image"):
+                    patcher = rws.AutoPatcher(run.model, std, sigs, det, threshold=threshold, step=step,
+                                              mean=tc.mean, std=tc.std, batch_norm=bn_ref)
+                    correct = np.zeros(len(sources))
+                    for i in range(0, len(order), bs):
+                        idx = order[i:i + bs]
+                        x = images[idx]
+                        if len(idx) < bs:  # the last batch: padded to the batch size, the padding dropped
+                            x = np.concatenate([x, images[order[: bs - len(idx)]]])
+                        logits = np.asarray(patcher(x, per_image=mode == "per_image"))[: len(idx)]
+                        hit = np.argmax(logits, -1) == labels[idx]
+                        np.add.at(correct, origin[idx], hit)
+                    res["auto"].setdefault(f"{dname}/{mode}/{bs}", {})[key] = {
+                        s: float(correct[i] / len(data[s])) for i, s in enumerate(sources)}
+    res["corruptions"], res["sources"] = list(cs), list(sources)
+    return res
+
+
+def mixed_targets(m: dict) -> list[dict]:
+    """The targets on the mixed stream, per auto-patcher (means over the stream): mean RA over
+    the corruptions with a signature within 2 pp of the per-image oracle, clean TA within 0.5 pp
+    of θ_std, and at no severity a mean accuracy over all sources more than 1 pp below θ_std's."""
+    cs, srcs, sevs = m["corruptions"], m["sources"], [f"sev{s}" for s in m["severities"]]
+    rows = []
+    for key, by_sev in m["auto"].items():
+        ra_gap = float(np.mean([mean_over(by_sev[s], cs) - mean_over(m["oracle"][s], cs) for s in sevs]))
+        ta_gap = float(np.mean([by_sev[s]["clean"] - m["standard"][s]["clean"] for s in sevs]))
+        sev_gaps = {s: mean_over(by_sev[s], srcs) - mean_over(m["standard"][s], srcs) for s in sevs}
+        worst = min(sev_gaps, key=sev_gaps.get)
+        rows.append({"stream": key, "mean_ra_minus_oracle": ra_gap, "ta_minus_standard": ta_gap,
+                     "worst_severity": worst, "worst_severity_minus_standard": sev_gaps[worst],
+                     "met": {"ra": ra_gap >= -0.02, "ta": ta_gap >= -0.005, "severity": sev_gaps[worst] >= -0.01}})
+    return rows
 
 
 def mean_over(d: dict, keys) -> float:

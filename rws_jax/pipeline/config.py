@@ -304,8 +304,8 @@ class Study:
         data and test sets): their cells are reported as mean ± std.
       same_domain: the run whose transfer dataset is the main dataset's other classes.
       batch_norm: the BatchNorm model's run.
-      autopatch: the run whose signatures are auto-patched on a mixed test stream
-        (:mod:`rws_jax.pipeline.autopatch_eval`) after every run is done.
+      autopatch: the run(s) whose signatures are auto-patched on mixed test streams
+        (:mod:`rws_jax.pipeline.autopatch_eval`) after every run is done: a name or a tuple.
       init_comparison: two runs on the same task whose θ_init was made differently.
       cut: what the study leaves out to fit its budget, one sentence each.
     """
@@ -316,7 +316,7 @@ class Study:
     seed_group: tuple
     same_domain: str | None = None
     batch_norm: str | None = None
-    autopatch: str | None = None
+    autopatch: str | tuple | None = None
     # Two runs on the same task that differ in how θ_init was made: reported side by side.
     init_comparison: tuple | None = None
     cut: tuple = ()
@@ -330,3 +330,10 @@ class Study:
     @property
     def run_names(self) -> list[str]:
         return [n for n, _ in self.runs]
+
+    @property
+    def autopatch_runs(self) -> tuple:
+        """The runs auto-patching is evaluated on (``autopatch`` as a tuple)."""
+        if not self.autopatch:
+            return ()
+        return (self.autopatch,) if isinstance(self.autopatch, str) else tuple(self.autopatch)

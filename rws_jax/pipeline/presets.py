@@ -242,7 +242,7 @@ REPRODUCE = Study(
     seed_group=("vgg16_seed0", "vgg16_seed1", "vgg16_seed2"),
     same_domain="vgg16_classes",
     batch_norm="resnet20",
-    autopatch="vgg16_seed0",
+    autopatch=("vgg16_seed0", "resnet20"),
     init_comparison=("vgg16_classes", "vgg16_init_classes"),
     cut=(
         "VGG-16 at width 1/8 instead of full width: both models' parameter counts and training images/s on "

@@ -78,6 +78,7 @@ class Run:
                     f"{self.dir} was made with another config (fields {diff} differ); "
                     "use another --out, delete it, or pass --force-config to reuse its stages anyway"
                 )
+            return  # the same config (fields added since at their defaults): the file stays as it is
         saved.write_text(cfg.to_yaml())
 
     # ------------------------------------------------------------------ paths

@@ -85,8 +85,11 @@ def run_study_runs(study: Study, out: str | Path, *, progress: bool = True,
              if (out / n / "config.yaml").exists()]
     if seeds and all(r.signature_path(c).exists() for r in seeds for c in r.cfg.corruptions):
         write_similarity(study, out, seeds)
-    if study.autopatch and (not only or study.autopatch in only):
-        run = open_run(study, out, study.autopatch, progress=progress, log=log)
+    for name in study.autopatch_runs:
+        if only and name not in only:
+            continue
+        run = open_run(study, out, name, progress=progress, log=log)
         if not (run.dir / "metrics" / "autopatch.json").exists():
-            _timed(timing, timing_file, "autopatch", lambda: stage_autopatch(run))
+            label = "autopatch" if name == study.autopatch_runs[0] else f"autopatch {name}"
+            _timed(timing, timing_file, label, lambda run=run: stage_autopatch(run))
     return out

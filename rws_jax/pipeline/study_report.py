@@ -319,15 +319,16 @@ AUTOPATCH_END = "<!-- autopatch-summary:end -->"
 
 
 def autopatch_summary_markdown(study: Study, out: str | Path) -> str | None:
-    """README's auto-patching tables (the study's auto-patching run), or None before it ran."""
-    if not study.autopatch:
-        return None
-    m = load_autopatch(Path(out) / study.autopatch)
-    if m is None:
-        return None
-    return (f"`{study.autopatch}` of the `{study.name}` study (`rws-jax autopatch --preset {study.name}`; "
-            f"printed by `rws-jax report --preset {study.name} --out docs/{study.name} --summary`):\n\n"
-            + "\n".join(autopatch_markdown(m)) + "\n")
+    """README's auto-patching tables (each of the study's auto-patching runs), or None before they ran."""
+    parts = []
+    for name in study.autopatch_runs:
+        m = load_autopatch(Path(out) / name)
+        if m is None:
+            continue
+        parts.append(f"`{name}` of the `{study.name}` study (`rws-jax autopatch --preset {study.name}`; printed by "
+                     f"`rws-jax report --preset {study.name} --out docs/{study.name} --summary`):\n\n"
+                     + "\n".join(autopatch_markdown(m)) + "\n")
+    return "\n".join(parts) if parts else None
 
 
 def splice_study_summary(doc: Path, summary: str, autopatch: str | None = None) -> None:
@@ -445,10 +446,10 @@ def write_study_report(study: Study, out: str | Path, *, log: Callable[[str], No
         lines += ["| claim (this model alone) | verdict | numbers |", "|---|---|---|"]
         lines += [f"| {r['claim']} | **{r['verdict']}** | {r['evidence']} |" for r in rows if r["verdict"] != "not measured"]
         lines.append("")
-    if study.autopatch:
-        m = load_autopatch(out / study.autopatch)
+    for name in study.autopatch_runs:
+        m = load_autopatch(out / name)
         if m:
-            lines += [f"## Auto-patching an unknown corruption ({study.autopatch})", "", *autopatch_markdown(m), ""]
+            lines += [f"## Auto-patching an unknown corruption ({name})", "", *autopatch_markdown(m), ""]
     lines += ["## Configs", ""] + [f"- [`{n}/config.yaml`]({n}/config.yaml)" for n in study.run_names
                                    if (out / n / "config.yaml").exists()] + [""]
     path = out / "report.md"
