@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rws_jax.data import ROTATIONS
 from rws_jax.models import get_model
 from rws_jax.pipeline import preset
 from rws_jax.training import (TrainConfig, build_corrupt_fn, create_train_state, make_eval_step,
@@ -101,9 +102,15 @@ def workload(name: str) -> dict:
     val = cfg.val_size or 5000
     half = (CIFAR10_TRAIN - val) // 2
     pre, fine = cfg.pretrain_examples or half, cfg.finetune_examples or half
+    if cfg.init_kind == "torch":  # imported θ_init: nothing pre-trained, fine-tuning on the whole split
+        fine = cfg.finetune_examples or (CIFAR10_TRAIN - val)
+    if cfg.init_kind in ("rotation", "torch"):  # the rotation task (θ_init, updated backbone): 4 turns an image
+        pre *= ROTATIONS
     n_c = len(cfg.corruptions)
     upd = int(cfg.update_backbone_epochs)
     pre_ep, ft_ep = int(cfg.pretrain.get("epochs", 1)), int(cfg.finetune.get("epochs", 1))
+    if cfg.init_kind == "torch":
+        pre_ep = 0
     finetunes = 1 + (1 if upd else 0) + n_c * cfg.robust_replicates + (1 if cfg.mixture else 0)
     trained = pre * pre_ep + pre * upd + fine * ft_ep * finetunes
     epochs = pre_ep + upd + ft_ep * finetunes

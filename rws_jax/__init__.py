@@ -11,6 +11,7 @@ Patching adds ``α · RWS`` to a model's weights::
     plan = rws.patch_plan(theta_std, sig)          # validate once (P leaves, f32[...] each)
     theta = plan(theta_std, 1.0, donate=True)      # then one jitted call per patch
     rws.save_signature("fog.rws", rws.quantize(sig, 8))
+    theta = rws.load_model("theta.msgpack")       # any checkpoint format: rws_jax.model_files
 """
 
 from rws_jax.algebra import (
@@ -45,8 +46,11 @@ from rws_jax.batch_norm import (
     reference_mix,
 )
 from rws_jax.errors import (
+    FileWriteError,
     IncompatibleSignatureError,
+    ModelFileError,
     NonFiniteError,
+    OutputExistsError,
     PatchStackError,
     RWSError,
     SignatureFileError,
@@ -60,6 +64,7 @@ from rws_jax.quantization import (
     quantize_reference,
     quantize_tensor,
 )
+from rws_jax.model_files import load_model, model_format, save_model
 from rws_jax.selection import Selection, SelectionError, by_paths, by_pattern, first_k
 from rws_jax.patch_plan import PatchPlan, patch_plan
 from rws_jax.patch_stack import AppliedPatch, PatchStack
@@ -101,7 +106,10 @@ __all__ = [
     "recalibrate_batch_stats",
     "reference_mix",
     "AppliedPatch",
+    "FileWriteError",
     "IncompatibleSignatureError",
+    "ModelFileError",
+    "OutputExistsError",
     "NonFiniteError",
     "PatchPlan",
     "PatchStack",
@@ -127,6 +135,7 @@ __all__ = [
     "extract",
     "fingerprint",
     "first_k",
+    "load_model",
     "load_signature",
     "load_variables",
     "negate",
@@ -139,6 +148,8 @@ __all__ = [
     "read_signature_info",
     "relative_change",
     "projection_diagnostics",
+    "model_format",
+    "save_model",
     "save_signature",
     "save_variables",
     "scale",

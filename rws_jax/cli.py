@@ -170,7 +170,9 @@ def _report_study(study, args) -> int:
     if args.export:
         print(study_report.export_study(study, out, args.export))
         return 0
-    print(study_report.write_study_report(study, out))
+    from rws_jax.pipeline.run import write_study_reports
+
+    print(write_study_reports(study, out))
     return 0
 
 
@@ -221,19 +223,32 @@ TORCH_MISSING = "import-torch needs PyTorch, which is not installed: pip install
 
 
 def _cmd_import_torch(args) -> int:
-    """Converts a PyTorch checkpoint of the reference code to an orbax variables directory."""
+    """Converts a PyTorch checkpoint of the reference code to an orbax variables directory.
+
+    Every refusal (an existing ``--out``, an unknown model, PyTorch missing, a missing,
+    unreadable or unfitting checkpoint: a library error, :class:`rws_jax.RWSError`) is one
+    line ``rws-jax: error: ...`` on stderr with exit code 2, and nothing is written."""
+    from rws_jax.errors import RWSError, one_line
+
+    try:
+        return _import_torch(args)
+    except RWSError as e:
+        print(f"rws-jax: error: {one_line(e)}", file=sys.stderr)
+        return 2
+
+
+def _import_torch(args) -> int:
+    from rws_jax.errors import OutputExistsError
+    from rws_jax.models.torch_import import TorchImportError, model_family
+
     out = Path(args.out)
     if out.exists() and not args.overwrite:
-        print(f"rws-jax: error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
-        return 1
-    from rws_jax.models.torch_import import model_family
-
+        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
     model_family(args.model.lower())  # an unknown name fails before anything is loaded
     try:
         import torch
     except ImportError:
-        print(f"rws-jax: error: {TORCH_MISSING}", file=sys.stderr)
-        return 2
+        raise TorchImportError(TORCH_MISSING) from None
     import numpy as np
 
     import rws_jax as rws
@@ -241,13 +256,12 @@ def _cmd_import_torch(args) -> int:
 
     path = Path(args.checkpoint)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
+        raise TorchImportError(f"{path}: no such checkpoint file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - unreadable or not a weights-only checkpoint
-        print(f"rws-jax: error: cannot load {path} with torch.load(weights_only=True): "
-              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 1
+        raise TorchImportError(f"cannot load {path} with torch.load(weights_only=True): "
+                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     kwargs = {} if args.width is None else {"width": args.width}
     imported = from_torch_state_dict(args.model, checkpoint, num_classes=args.num_classes, **kwargs)
     written = rws.save_variables(out, imported.variables, overwrite=args.overwrite)

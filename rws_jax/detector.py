@@ -3,8 +3,10 @@
 The detector reads 22 image statistics (intensity moments, gradient and Laplacian
 energy at several scales, 8×8 block and pixel-repeat structure, saturated pixels)
 and classifies them with a small MLP into ``('clean', c_1, ..., c_K)``, the corruptions of
-a signature set. It never looks at the classifier's weights, so it costs a few percent of
-a forward pass and works for any model of the same image size::
+a signature set. It never looks at the classifier's weights, so it works for any model of
+the same image size; it costs 11–52% of the forward pass of a batch on the 2-core CPU of
+docs/autopatch_overhead_cpu.md (VGG-16 width 1/8: 11% at batch 64, 21% at batch 8, 52% at
+batch 1; ``python -m benchmarks.autopatch`` measures it)::
 
     det = rws.train_detector(images, [fog, contrast], severity=5, key=jax.random.key(0))
     p = det.probabilities(batch)          # f32[N, K+1], rows sum to 1, column 0 = clean
@@ -19,7 +21,6 @@ refuse it for any other set or order.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -29,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rws_jax.errors import RWSError, SignatureFileError
+from rws_jax.errors import RWSError, SignatureFileError, one_line
 from rws_jax.signature import Signature, signature_fingerprint
 
 FORMAT = "rws_jax.detector/1"
@@ -281,10 +282,9 @@ def train_detector(images, signatures: Sequence[Signature], *, severity: int | S
 # ----------------------------------------------------------------------------- files
 
 def save_detector(path: str | os.PathLike, detector: CorruptionDetector, *, overwrite: bool = False) -> Path:
-    """Writes ``detector`` to the directory ``path`` with orbax (atomically; checksummed)."""
-    import orbax.checkpoint as ocp  # noqa: PLC0415
-
-    from rws_jax.storage import _ARRAYS, _META, _checksum, _write_orbax, atomic_write_dir  # noqa: PLC0415
+    """Writes ``detector`` to the directory ``path`` with orbax (atomically; checksummed:
+    :func:`rws_jax.storage.write_checked_dir`)."""
+    from rws_jax.storage import write_checked_dir  # noqa: PLC0415
 
     arrays = {k: np.asarray(v, np.float32) for k, v in detector.params.items()}
     if not all(np.isfinite(a).all() for a in arrays.values()):
@@ -294,9 +294,7 @@ def save_detector(path: str | os.PathLike, detector: CorruptionDetector, *, over
             "train_accuracy": detector.train_accuracy}
     if detector.severities:  # only then: files of one severity stay as they were
         meta["severities"] = list(detector.severities)
-    meta["checksum"] = _checksum(meta, arrays)
-    items = {_ARRAYS: ocp.args.StandardSave(arrays), _META: ocp.args.JsonSave(meta)}
-    return atomic_write_dir(path, lambda tmp: _write_orbax(tmp, items), overwrite=overwrite)
+    return write_checked_dir(path, arrays, meta, overwrite=overwrite)
 
 
 def load_detector(path: str | os.PathLike, *, signatures: Sequence[Signature] | None = None) -> CorruptionDetector:
@@ -304,37 +302,20 @@ def load_detector(path: str | os.PathLike, *, signatures: Sequence[Signature] | 
     unless it was trained for exactly those (in order).
 
     Raises:
-      SignatureFileError: missing, truncated or tampered directory (checksum mismatch).
+      SignatureFileError: missing, truncated or tampered directory (checksum mismatch:
+        :func:`rws_jax.storage.read_checked_dir`), or malformed metadata.
       RWSError: ``signatures`` given and not the detector's.
     """
-    import orbax.checkpoint as ocp  # noqa: PLC0415
+    from rws_jax.storage import read_checked_dir  # noqa: PLC0415
 
-    from rws_jax.storage import _ARRAYS, _META, _checkpointer, _checksum  # noqa: PLC0415
-
-    path = Path(path).absolute()
-    meta_file = path / _META / "metadata"
-    if not meta_file.is_file():
-        raise SignatureFileError(f"{path}: not a detector directory (no {_META}/metadata)")
+    meta, arrays = read_checked_dir(path, format=FORMAT, what="detector")
     try:
-        meta = json.loads(meta_file.read_text())
-    except (OSError, ValueError) as e:
-        raise SignatureFileError(f"{path}: unreadable detector metadata ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise SignatureFileError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
-    ckptr = _checkpointer()
-    try:
-        arrays = ckptr.restore(path, ocp.args.Composite(**{_ARRAYS: ocp.args.StandardRestore()}))[_ARRAYS]
-    except Exception as e:  # noqa: BLE001 - orbax raises many types on damaged files
-        raise SignatureFileError(f"{path}: detector arrays cannot be read ({type(e).__name__})") from None
-    finally:
-        ckptr.close()
-    arrays = {k: np.asarray(v) for k, v in arrays.items()}
-    if _checksum(meta, arrays) != meta.get("checksum"):
-        raise SignatureFileError(f"{path}: checksum mismatch: the detector file was changed or damaged")
-    det = CorruptionDetector(classes=tuple(meta["classes"]), params={k: jnp.asarray(v) for k, v in arrays.items()},
-                             fingerprints=tuple(meta["fingerprints"]), image_shape=tuple(meta["image_shape"]),
-                             severity=int(meta["severity"]), train_accuracy=float(meta["train_accuracy"]),
-                             severities=tuple(int(v) for v in meta.get("severities", ())))
+        det = CorruptionDetector(classes=tuple(meta["classes"]), params={k: jnp.asarray(v) for k, v in arrays.items()},
+                                 fingerprints=tuple(meta["fingerprints"]), image_shape=tuple(meta["image_shape"]),
+                                 severity=int(meta["severity"]), train_accuracy=float(meta["train_accuracy"]),
+                                 severities=tuple(int(v) for v in meta.get("severities", ())))
+    except (KeyError, TypeError, ValueError) as e:  # a checksum is no signature: the fields can lie
+        raise SignatureFileError(f"{Path(path).absolute()}: malformed detector metadata: {one_line(e)}") from None
     if signatures is not None:
         det.check_signatures(signatures)
     return det

@@ -25,7 +25,11 @@ class ModelFileError(RWSError):
     """A model checkpoint file is missing, truncated, damaged, or of an unsupported format."""
 
 
-class OutputExistsError(RWSError, FileExistsError):
+class FileWriteError(RWSError):
+    """An output file or directory cannot be written (the OS refused: permissions, disk...)."""
+
+
+class OutputExistsError(FileWriteError, FileExistsError):
     """An output path exists and replacing it was not asked for (also a ``FileExistsError``)."""
 
 

@@ -24,6 +24,7 @@ Examples::
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from typing import Any, Mapping, Sequence
 
@@ -212,3 +213,82 @@ def as_selection(select: Any) -> Selection:
     if isinstance(select, (list, tuple)):
         return by_paths(list(select))
     raise SelectionError(f"cannot interpret {select!r} as a layer selection")
+
+
+_REGEX_META = set(".^$*+?{}[]\\|()")
+
+
+def parse_selection(text: str, variables: Any, order_from: Any = None, *, all_units_if_fewer: bool = False) -> Selection:
+    """A selection from its text form (``rws-jax sig extract --select``), checked against
+    ``variables``: ``first_k:K`` or ``first_k:K:COLL,COLL`` (the first ``K`` units of those
+    collections, default ``params``), comma-separated leaf paths of ``variables``, or a
+    regular expression searched in each leaf path.
+
+    ``first_k`` counts units in the tree's own order (:func:`first_k` without ``order``);
+    ``order_from`` (a tree of the same model that kept its dict order, e.g. from a msgpack
+    file) fixes the unit order instead, for trees that lost it (``save_variables`` stores
+    sorted paths, so units then come in natural name order).
+
+    Raises :class:`SelectionError` naming ``text``: malformed, paths the tree does not have,
+    a selection that matches no leaf, or ``K`` over the number of units of ``variables``
+    unless ``all_units_if_fewer`` (then every unit is kept, as by :func:`first_k`, which
+    knows no tree: ``first_k(100)`` keeps every unit of a smaller model).
+    """
+    text = text.strip()
+    if not text:
+        raise SelectionError("the selection is empty")
+    if text.startswith("first_k:"):
+        m = re.fullmatch(r"first_k:(\d+)(?::([A-Za-z0-9_]+(?:,[A-Za-z0-9_]+)*))?", text)
+        if not m or int(m.group(1)) < 1:
+            raise SelectionError(f"{text!r}: want first_k:K or first_k:K:COLL,COLL with K >= 1")
+        k, colls = int(m.group(1)), tuple(m.group(2).split(",")) if m.group(2) else ("params",)
+        sel = first_k(k, collections=colls)
+        if order_from is not None:
+            sel = first_k(k, collections=colls, order=sel.units(order_from))
+        units = sel.units(variables)
+        if k > len(units) and not all_units_if_fewer:
+            raise SelectionError(f"{text!r}: the model has only {len(units)} units ({', '.join(units)})")
+    else:
+        flat = tree_paths.flatten(variables)[0]
+        parts = [p.strip() for p in text.split(",")]
+        if all(p in flat for p in parts):
+            sel = by_paths(parts)
+        elif "," in text and not (set(text) - {","}) & _REGEX_META:
+            missing = [p for p in parts if p not in flat]
+            raise SelectionError(f"{text!r}: not leaf paths of the model: {missing[:5]} "
+                                 f"(its leaves look like {list(flat)[:3]})")
+        else:
+            try:
+                re.compile(text)
+            except re.error as e:
+                raise SelectionError(f"{text!r}: not a valid regular expression: {e}") from None
+            sel = by_pattern(text)
+    try:
+        sel.resolve(variables)
+    except SelectionError as e:
+        raise SelectionError(f"{text!r}: {e}") from None
+    return sel
+
+
+def describe_json(text: Any) -> str:
+    """One line for the JSON text form of a selection (:meth:`Selection.to_json`, as a
+    signature's metadata stores it), e.g. ``first_k:7, collections=params, unit order
+    conv_0, ...``; text that is not one (or not text) is shown as it is."""
+    try:
+        sel = json.loads(text)
+    except (TypeError, json.JSONDecodeError):  # TypeError: not a string at all
+        sel = None
+    if not isinstance(sel, dict):
+        return text if isinstance(text, str) else json.dumps(text)
+    words = lambda v: [str(x) for x in v] if isinstance(v, list) else []  # noqa: E731
+    colls = words(sel.get("collections"))
+    tail = f", collections={','.join(colls)}" if colls else ""
+    if sel.get("mode") == "first_k":
+        order = words(sel.get("order"))
+        units = f", unit order {', '.join(order[:8])}{', ...' if len(order) > 8 else ''}" if order else ""
+        return f"first_k:{sel.get('k')}{tail}{units}"
+    if sel.get("mode") == "pattern":
+        return f"pattern {sel.get('pattern')!r}{tail}"
+    if sel.get("mode") == "paths":
+        return f"paths ({len(words(sel.get('paths')))})"
+    return json.dumps(sel)

@@ -30,6 +30,16 @@ with "written by a newer rws_jax". An rws_jax of version 1 refuses every version
 file with that same message. Nothing is unpickled: arrays come from tensorstore,
 metadata is JSON.
 
+Every metadata field is type-checked on loading (a wrong type is a
+:class:`~rws_jax.SignatureFileError` naming the field, also under a recomputed
+checksum). Arrays are read synchronously with tensorstore (:func:`read_arrays`), not
+with orbax's restore: orbax reads on a private event loop that it closes when the first
+read fails while others are still in flight, whose completions then print "Event loop
+is closed" tracebacks; a damaged file here is one short error naming it.
+
+Detector files (:mod:`rws_jax.detector`) use the same layout through
+:func:`write_checked_dir` and :func:`read_checked_dir`.
+
 Saving is atomic: the new file is written completely under a temporary name next to
 the target and then swapped in by rename, so an interrupted save leaves the earlier
 file (or nothing) in place, never a half-written one.
@@ -50,10 +60,11 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import tensorstore as ts
 
 from rws_jax import tree_paths
 from rws_jax.algebra import check_compatible, check_finite
-from rws_jax.errors import NonFiniteError, SignatureFileError
+from rws_jax.errors import FileWriteError, NonFiniteError, OutputExistsError, SignatureFileError, one_line
 from rws_jax.quantization import (
     BITS,
     SCHEMES,
@@ -66,11 +77,14 @@ from rws_jax.quantization import (
 from rws_jax.signature import Signature, SignatureMeta, mark_finite
 
 FORMAT = "rws_jax.signature"
+#: the ``format`` of a model directory written by :func:`save_variables`
+VARIABLES_FORMAT = "rws_jax.variables"
 FORMAT_VERSION = 2  # 2: 1-bit 'sign' tensors; 1: everything else, still read
 #: the first format version that may hold 1-bit ``'sign'`` tensors.
 SIGN_SINCE_VERSION = 2
 MAX_DECLARED_BYTES = 64 << 30  # refuse files declaring more than 64 GiB of arrays
-_ARRAYS, _META = "arrays", "meta"
+#: the two parts of a checked directory: orbax ``StandardSave`` arrays, orbax ``JsonSave`` metadata
+ARRAYS, META = "arrays", "meta"
 _DTYPES = ("float16", "bfloat16", "float32", "float64", "uint8")
 _KEY_RE = re.compile(r"t\d{5,}")
 
@@ -109,7 +123,10 @@ def _entries(sig: Signature) -> tuple[list[dict], dict[str, np.ndarray]]:
     return entries, arrays
 
 
-def _checksum(meta: dict, arrays: dict[str, np.ndarray]) -> str:
+def checksum(meta: dict, arrays: dict[str, np.ndarray]) -> str:
+    """sha256 (hex) over ``meta`` without its ``checksum`` field (canonical JSON) and every
+    array's name, dtype, shape and bytes, in name order: the ``checksum`` field of
+    signature and detector files."""
     h = hashlib.sha256()
     body = {k: v for k, v in meta.items() if k != "checksum"}
     h.update(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
@@ -150,19 +167,33 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
-def _checkpointer() -> ocp.Checkpointer:
-    handler = ocp.CompositeCheckpointHandler(
-        **{_ARRAYS: ocp.StandardCheckpointHandler(), _META: ocp.JsonCheckpointHandler()}
-    )
-    return ocp.Checkpointer(handler)
+def _write_dir(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict, *, overwrite: bool) -> Path:
+    """``arrays`` (orbax ``StandardSave``) and ``meta`` (``JsonSave``) under ``path``, atomically."""
+    items = ocp.args.Composite(**{ARRAYS: ocp.args.StandardSave(arrays), META: ocp.args.JsonSave(meta)})
+
+    def write(tmp: Path) -> None:
+        handler = ocp.CompositeCheckpointHandler(
+            **{ARRAYS: ocp.StandardCheckpointHandler(), META: ocp.JsonCheckpointHandler()}
+        )
+        ckptr = ocp.Checkpointer(handler)
+        try:
+            ckptr.save(tmp, items)
+        finally:
+            ckptr.close()
+
+    return atomic_write_dir(path, write, overwrite=overwrite)
 
 
-def _write_orbax(tmp: Path, items: dict) -> None:
-    ckptr = _checkpointer()
-    try:
-        ckptr.save(tmp, ocp.args.Composite(**items))
-    finally:
-        ckptr.close()
+def write_checked_dir(
+    path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict, *, overwrite: bool = False
+) -> Path:
+    """Writes ``arrays`` and the JSON ``meta`` with its :func:`checksum` added (as the last
+    field ``checksum``) to the directory ``path``, atomically (see :func:`atomic_write_dir`).
+
+    The layout of signature and detector files; :func:`read_checked_dir` reads it back.
+    Raises :class:`~rws_jax.errors.OutputExistsError` for an existing ``path`` unless
+    ``overwrite``, :class:`~rws_jax.errors.FileWriteError` where the OS refuses."""
+    return _write_dir(path, arrays, {**meta, "checksum": checksum(meta, arrays)}, overwrite=overwrite)
 
 
 def atomic_write_dir(path: str | os.PathLike, write_fn, *, overwrite: bool = False) -> Path:
@@ -171,13 +202,16 @@ def atomic_write_dir(path: str | os.PathLike, write_fn, *, overwrite: bool = Fal
     The old ``path`` (if ``overwrite``) is replaced only once the new one is
     complete: by an atomic exchange where the OS offers it, else by two renames
     with the old copy kept under ``<path>.old-*`` until the new one is in place.
+    Creates the missing parent folders. Raises :class:`~rws_jax.errors.OutputExistsError`
+    (a ``FileExistsError``) for an existing ``path`` unless ``overwrite``, and
+    :class:`~rws_jax.errors.FileWriteError` naming ``path`` where the OS refuses to write.
     """
     path = Path(path).absolute()
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+        raise OutputExistsError(f"{path} exists; pass overwrite=True to replace it")
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_fn(tmp)
         if path.exists():
             if _exchange(tmp, path):
@@ -189,6 +223,8 @@ def atomic_write_dir(path: str | os.PathLike, write_fn, *, overwrite: bool = Fal
                 shutil.rmtree(old)
         else:
             os.rename(tmp, path)
+    except OSError as e:
+        raise FileWriteError(f"{path}: cannot write it: {one_line(e)}") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -208,10 +244,7 @@ def save_signature(
     if check_values:
         check_finite(sig)
     entries, arrays = _entries(sig)
-    meta = _meta_dict(sig, entries)
-    meta["checksum"] = _checksum(meta, arrays)
-    items = {_ARRAYS: ocp.args.StandardSave(arrays), _META: ocp.args.JsonSave(meta)}
-    return atomic_write_dir(path, lambda tmp: _write_orbax(tmp, items), overwrite=overwrite)
+    return write_checked_dir(path, arrays, _meta_dict(sig, entries), overwrite=overwrite)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -221,33 +254,75 @@ def _fail(path, msg) -> SignatureFileError:
     return SignatureFileError(f"{path}: {msg}")
 
 
-def _read_meta(path: Path) -> dict:
-    meta_file = path / _META / "metadata"
+def _json_meta(path: Path, what: str) -> dict:
+    """The JSON metadata of the checked directory ``path`` (a ``what`` file); else a
+    :class:`SignatureFileError` naming ``path``."""
+    meta_file = path / META / "metadata"
+    if not path.exists():
+        raise _fail(path, f"no such {what} file: not a {what} directory (one written by save_{what})")
     if not path.is_dir():
-        raise _fail(path, "no such signature file (expected a directory written by save_signature)")
+        raise _fail(path, f"not a {what} file: a {what} is a directory written by save_{what}")
     if not meta_file.is_file():
-        raise _fail(path, "not a signature file, or an incomplete one: its meta/ part is missing")
+        raise _fail(path, f"not a {what} file, or an incomplete one: its {META}/ part is missing")
     try:
         meta = json.loads(meta_file.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _fail(path, f"metadata is not valid JSON (truncated or tampered): {e}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise _fail(path, "metadata does not describe an rws_jax signature")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _fail(path, f"metadata is not valid JSON (truncated or tampered): {one_line(e)}") from None
+    if not isinstance(meta, dict):
+        raise _fail(path, f"metadata does not describe an rws_jax {what}")
     return meta
+
+
+def _read_meta(path: Path) -> dict:
+    meta = _json_meta(path, "signature")
+    if meta.get("format") != FORMAT:
+        raise _fail(path, f"metadata does not describe an rws_jax signature (its field 'format' is "
+                    f"{str(meta.get('format'))[:40]!r})")
+    return meta
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+#: top-level metadata fields of a signature file that hold a string (each may be absent)
+_STR_FIELDS = ("name", "kind", "selection", "quantization", "base_fingerprint", "checksum")
+
+
+def _validate_fields(path: Path, meta: dict) -> None:
+    """Each top-level field of the metadata has its type (a file with a recomputed checksum can lie)."""
+    def bad(field, want):
+        v = meta[field]
+        return _fail(path, f"metadata field {field!r} must be {want}, got {type(v).__name__} {str(v)[:40]}")
+
+    for field in _STR_FIELDS:
+        if field in meta and not isinstance(meta[field], str):
+            raise bad(field, "a string")
+    if meta.get("severity") is not None and not _is_int(meta["severity"]):
+        raise bad("severity", "an integer or null")
+    specs = meta.get("leaf_specs", [])
+    if not isinstance(specs, list):
+        raise bad("leaf_specs", "a list of [path, shape, dtype]")
+    for spec in specs:
+        if not (isinstance(spec, list) and len(spec) == 3 and isinstance(spec[0], str) and _is_shape(spec[1])
+                and isinstance(spec[2], str)):
+            raise _fail(path, f"metadata field 'leaf_specs' holds a malformed entry {str(spec)[:80]} "
+                        "(want [path, shape, dtype])")
 
 
 def _validate_meta(path: Path, meta: dict) -> None:
     version = meta.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+    if not _is_int(version) or version < 1:
         raise _fail(path, f"format_version missing or invalid: {version!r}")
     if version > FORMAT_VERSION:
         raise _fail(
             path,
             f"written by a newer rws_jax (format version {version}, this one reads up to {FORMAT_VERSION}); upgrade rws_jax",
         )
+    _validate_fields(path, meta)
     tensors = meta.get("tensors")
     if not isinstance(tensors, list) or not tensors:
-        raise _fail(path, "metadata lists no tensors")
+        raise _fail(path, "metadata lists no tensors (field 'tensors')")
     total = 0
     for t in tensors:
         if not isinstance(t, dict) or not all(k in t for k in ("path", "key", "shape", "dtype", "arrays")):
@@ -269,7 +344,7 @@ def _validate_meta(path: Path, meta: dict) -> None:
                 )
             if t["dtype"] == "uint8":
                 raise _fail(path, f"tensor {t['path']!r} is quantized but declares the non-float dtype {t['dtype']!r}")
-            if q.get("bits") not in BITS or isinstance(q.get("bits"), bool):
+            if not _is_int(q.get("bits")) or q["bits"] not in BITS:
                 raise _fail(path, f"tensor {t['path']!r} uses unsupported bit width {q.get('bits')!r}")
             if (q["bits"] == 1) != (q["scheme"] == SIGN):
                 raise _fail(path, f"tensor {t['path']!r} declares {q['bits']}-bit {q['scheme']!r} quantization: "
@@ -301,34 +376,106 @@ def _validate_meta(path: Path, meta: dict) -> None:
                         f"{MAX_DECLARED_BYTES >> 30} GiB limit")
     if total > MAX_DECLARED_BYTES:
         raise _fail(path, f"declares {total / 2**30:.1f} GiB of arrays, over the {MAX_DECLARED_BYTES >> 30} GiB limit")
+    for field in ("path", "key"):
+        if len({t[field] for t in tensors}) != len(tensors):
+            raise _fail(path, f"metadata lists a tensor {field} twice")
+
+
+def _short_reason(e: BaseException) -> str:
+    """A tensorstore error in a few words: the array key (else the file) it read and the
+    innermost cause; its JSON spec and source locations cut."""
+    text = re.split(r" \[(?:tensorstore_spec|source locations)=", one_line(e))[0]
+    key = re.search(r'Error reading "([^"]+)" in', text)
+    files = re.findall(r'"([^"]+)": ', text)
+    where = key.group(1) if key else "/".join(Path(files[-1]).parts[-2:]) if files else ""
+    cause = text.rsplit('": ', 1)[-1]
+    return one_line(f"{where}: {cause}" if where and where not in cause else cause, 200)
+
+
+def _open_arrays(directory: Path, error: type[Exception], label: Any) -> dict[str, ts.TensorStore]:
+    """Every array orbax stored under ``directory``, opened (metadata only), by name."""
+    def fail(reason):
+        return error(f"{label}: cannot read the arrays (truncated or corrupt file: {reason})")
+
+    if not directory.is_dir():
+        raise fail(f"its {directory.name}/ part is missing")
+    try:
+        layout = json.loads((directory / "_METADATA").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        layout = None  # orbax's own bookkeeping; the arrays may still be all there
+    layout = layout if isinstance(layout, dict) else {}
+    driver, marker = ("zarr3", "zarr.json") if layout.get("use_zarr3") is True else ("zarr", ".zarray")
+    context = ts.Context()
+    try:
+        if layout.get("use_ocdbt", True) is not False:
+            kvstore = {"driver": "ocdbt", "base": {"driver": "file", "path": f"{directory}/"}}
+            keys = [k.decode() for k in ts.KvStore.open(kvstore, context=context).result().list().result()]
+            spec = lambda name: {**kvstore, "path": f"{name}/"}  # noqa: E731
+        else:
+            keys = [str(f.relative_to(directory)) for f in directory.glob(f"*/{marker}")]
+            spec = lambda name: {"driver": "file", "path": f"{directory / name}/"}  # noqa: E731
+        names = sorted({k[: -len(marker) - 1] for k in keys if k.endswith(f"/{marker}")})
+        opening = {n: ts.open({"driver": driver, "kvstore": spec(n)}, open=True, read=True, context=context)
+                   for n in names}
+        return {n: f.result() for n, f in opening.items()}
+    except Exception as e:  # noqa: BLE001 - tensorstore raises many types for broken files
+        raise fail(_short_reason(e)) from None
+
+
+def _read_stores(stores: dict[str, ts.TensorStore], error: type[Exception], label: Any) -> dict[str, np.ndarray]:
+    try:
+        reading = {n: s.read() for n, s in stores.items()}
+        return {n: np.asarray(f.result()) for n, f in reading.items()}
+    except Exception as e:  # noqa: BLE001
+        raise error(f"{label}: cannot read the arrays (truncated or corrupt file: {_short_reason(e)})") from None
+
+
+def read_arrays(
+    directory: str | os.PathLike, *, error: type[Exception] = SignatureFileError, label: Any = None
+) -> dict[str, np.ndarray]:
+    """Every array orbax's ``StandardSave`` stored under ``directory``, by name (e.g. the
+    ``arrays/`` part of a checked directory, or a whole orbax pytree checkpoint).
+
+    Read synchronously with tensorstore (zarr or zarr3, OCDBT or not, as orbax's
+    ``_METADATA`` says). Orbax's restore reads on a private event loop that it closes as
+    soon as one read fails, while the others are still in flight: their completions land
+    on the closed loop and print "RuntimeError: Event loop is closed" tracebacks. Without
+    an event loop, a truncated or damaged file is one ``error`` naming ``label`` (default:
+    ``directory``) with a short reason.
+    """
+    directory = Path(directory).absolute()
+    label = directory if label is None else label
+    return _read_stores(_open_arrays(directory, error, label), error, label)
 
 
 def _restore_arrays(path: Path, meta: dict) -> dict[str, np.ndarray]:
-    ckptr = _checkpointer()
-    try:
-        try:
-            stored = ckptr.metadata(path).item_metadata[_ARRAYS]
-        except Exception as e:  # noqa: BLE001 - orbax raises many types for broken files
-            raise _fail(path, f"cannot read the array metadata (truncated or corrupt file): {e}") from None
-        declared = {f"{t['key']}_{part}": a for t in meta["tensors"] for part, a in t["arrays"].items()}
-        stored_keys = set(stored.keys()) if stored is not None else set()
-        if stored_keys != set(declared):
-            raise _fail(path, f"metadata lists arrays {sorted(declared)[:4]}..., the file holds {sorted(stored_keys)[:4]}...")
-        for k, a in declared.items():
-            s = stored[k]
-            if list(s.shape) != a["shape"] or str(np.dtype(s.dtype)) != a["dtype"]:
-                raise _fail(
-                    path,
-                    f"metadata says array {k} is {a['dtype']}{a['shape']}, the file holds "
-                    f"{np.dtype(s.dtype)}{list(s.shape)}: metadata and contents disagree",
-                )
-        try:
-            restored = ckptr.restore(path, ocp.args.Composite(**{_ARRAYS: ocp.args.StandardRestore()}))[_ARRAYS]
-        except Exception as e:  # noqa: BLE001
-            raise _fail(path, f"cannot read the arrays (truncated or corrupt file): {type(e).__name__}: {e}") from None
-    finally:
-        ckptr.close()
-    return {k: np.asarray(v) for k, v in restored.items()}
+    stores = _open_arrays(path / ARRAYS, SignatureFileError, path)
+    declared = {f"{t['key']}_{part}": a for t in meta["tensors"] for part, a in t["arrays"].items()}
+    if set(stores) != set(declared):
+        raise _fail(path, f"metadata lists arrays {sorted(declared)[:4]}..., the file holds {sorted(stores)[:4]}...")
+    for k, a in declared.items():
+        shape, dtype = list(stores[k].shape), np.dtype(stores[k].dtype.numpy_dtype)
+        if shape != a["shape"] or str(dtype) != a["dtype"]:
+            raise _fail(path, f"metadata says array {k} is {a['dtype']}{a['shape']}, the file holds "
+                        f"{dtype}{shape}: metadata and contents disagree")
+    return _read_stores(stores, SignatureFileError, path)
+
+
+def read_checked_dir(path: str | os.PathLike, *, format: str, what: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """``(meta, arrays)`` of a directory written by :func:`write_checked_dir` whose metadata
+    says ``format``, its checksum verified.
+
+    Raises :class:`SignatureFileError` naming ``path`` (a ``what`` file, e.g.
+    ``'detector'``): missing, not a ``what``, truncated or damaged, or changed since it was
+    written (checksum mismatch)."""
+    path = Path(path).absolute()  # tensorstore and orbax want absolute paths
+    meta = _json_meta(path, what)
+    if meta.get("format") != format:
+        raise _fail(path, f"not a {what} file: format {meta.get('format')!r} is not {format!r}")
+    arrays = read_arrays(path / ARRAYS, label=path)
+    if checksum(meta, arrays) != meta.get("checksum"):
+        raise _fail(path, f"checksum mismatch: the {what} file was changed or damaged after it was written")
+    return meta, arrays
 
 
 def load_signature(
@@ -352,7 +499,7 @@ def load_signature(
     meta = _read_meta(path)
     _validate_meta(path, meta)
     arrays = _restore_arrays(path, meta)
-    if verify and _checksum(meta, arrays) != meta.get("checksum"):
+    if verify and checksum(meta, arrays) != meta.get("checksum"):
         raise _fail(path, "checksum mismatch: the file was modified or corrupted after it was written")
     deltas = {}
     for t in meta["tensors"]:
@@ -373,7 +520,7 @@ def load_signature(
                 raise _fail(path, f"tensor {t['path']!r}: {data.size} code bytes for {t['shape']} at {q['bits']} bit (want {expect})")
             scale, offset = get("scale"), get("offset")
             nd = len(t["shape"])
-            want = () if q["axis"] is None else tuple(t["shape"][i] if i == q["axis"] else 1 for i in range(nd))
+            want = () if q.get("axis") is None else tuple(t["shape"][i] if i == q.get("axis") else 1 for i in range(nd))
             if tuple(scale.shape) != want or tuple(offset.shape) != want or scale.dtype != np.float32 or offset.dtype != np.float32:
                 raise _fail(path, f"tensor {t['path']!r}: scale/offset are {scale.dtype}{list(scale.shape)}, "
                             f"{offset.dtype}{list(offset.shape)}; want float32{list(want)}")
@@ -395,7 +542,7 @@ def load_signature(
                 dtype=t["dtype"],
                 bits=q["bits"],
                 scheme=q["scheme"],
-                axis=q["axis"],
+                axis=q.get("axis"),
             )
     specs = tuple((p, tuple(s), d) for p, s, d in meta.get("leaf_specs", []))
     if {p for p, _, _ in specs} != set(deltas):
@@ -417,12 +564,19 @@ def load_signature(
     return mark_finite(sig)  # every value was checked finite above
 
 
-def read_signature_info(path: str | os.PathLike) -> dict:
-    """The metadata of a signature file (labels, selection, sizes) without its arrays."""
+def read_signature_info(path: str | os.PathLike, *, checked: bool = True) -> dict:
+    """The metadata of a signature file (labels, selection, sizes) without its arrays.
+
+    ``checked=False`` returns the metadata as stored, every field unchecked (for display
+    of a broken file: any field may then have any type); the file must still be a
+    signature directory with JSON metadata."""
     path = Path(path).absolute()
     meta = _read_meta(path)
-    _validate_meta(path, meta)
-    return {k: v for k, v in meta.items() if k != "tensors"} | {"num_tensors": len(meta["tensors"])}
+    if checked:
+        _validate_meta(path, meta)
+    tensors = meta.get("tensors")
+    return {k: v for k, v in meta.items() if k != "tensors"} | {
+        "num_tensors": len(tensors) if isinstance(tensors, list) else 0}
 
 
 # ------------------------------------------------------------------- full models, sizes
@@ -432,24 +586,26 @@ def save_variables(path: str | os.PathLike, variables: Any, *, overwrite: bool =
     """Saves a full model the same way (orbax StandardSave, atomic) for comparison."""
     flat, _ = tree_paths.flatten(variables)
     arrays = {f"t{i:05d}": np.asarray(jax.device_get(flat[p])) for i, p in enumerate(sorted(flat))}
-    meta = {"format": "rws_jax.variables", "paths": sorted(flat), "fingerprint": tree_paths.fingerprint(variables)}
-    items = {_ARRAYS: ocp.args.StandardSave(arrays), _META: ocp.args.JsonSave(meta)}
-    return atomic_write_dir(path, lambda tmp: _write_orbax(tmp, items), overwrite=overwrite)
+    meta = {"format": VARIABLES_FORMAT, "paths": sorted(flat), "fingerprint": tree_paths.fingerprint(variables)}
+    return _write_dir(path, arrays, meta, overwrite=overwrite)
 
 
 def load_variables(path: str | os.PathLike, like: Any) -> Any:
-    """Loads variables saved by :func:`save_variables` into the structure of ``like``."""
+    """Loads variables saved by :func:`save_variables` into the structure of ``like``.
+
+    Raises :class:`SignatureFileError` naming ``path``: missing, unreadable or damaged, or
+    saved from another structure than ``like``'s. (:func:`rws_jax.load_model` reads it
+    without ``like``.)"""
     path = Path(path).absolute()
-    meta = json.loads((path / _META / "metadata").read_text())
+    meta = _json_meta(path, "variables")
     flat, rebuild = tree_paths.flatten(like)
     if meta.get("fingerprint") != tree_paths.fingerprint(like):
         raise SignatureFileError(f"{path}: saved variables do not match the structure of `like`")
-    ckptr = _checkpointer()
-    try:
-        arrays = ckptr.restore(path, ocp.args.Composite(**{_ARRAYS: ocp.args.StandardRestore()}))[_ARRAYS]
-    finally:
-        ckptr.close()
-    return rebuild({p: jax.numpy.asarray(arrays[f"t{i:05d}"]) for i, p in enumerate(meta["paths"])})
+    arrays = read_arrays(path / ARRAYS, label=path)
+    keys = [f"t{i:05d}" for i in range(len(flat))]
+    if set(arrays) != set(keys) or meta.get("paths") != sorted(flat):
+        raise SignatureFileError(f"{path}: the metadata lists {len(flat)} leaves, the file holds {len(arrays)} arrays")
+    return rebuild({p: jax.numpy.asarray(arrays[k]) for k, p in zip(keys, meta["paths"])})
 
 
 def bytes_on_disk(path: str | os.PathLike) -> int:

@@ -301,7 +301,8 @@ def test_colab_sized_preset_and_its_estimate():
     full, small = preset("cifar10_vgg16"), preset("cifar10_vgg16_colab")
     assert small.dataset == full.dataset == "cifar10" and small.model == full.model and small.model_kwargs == {}
     assert len(small.corruptions) == 4 and not small.mixture
-    assert small.pretrain["epochs"] == 20 and small.finetune["epochs"] == 10
+    assert small.pretrain["epochs"] == 5 and small.finetune["epochs"] == 10  # 5 epochs of 4 rotations each
+    assert small.init_kind == "rotation" and full.init_kind == "torch"
     assert {k: v for k, v in small.finetune.items() if k not in ("epochs", "milestones")} == \
         {k: v for k, v in full.finetune.items() if k not in ("epochs", "milestones")}  # same recipe otherwise
 
@@ -311,8 +312,12 @@ def test_colab_sized_preset_and_its_estimate():
     finally:
         sys.path.remove(str(REPO))
     w = workload("cifar10_vgg16_colab")
-    # 22,500 images per half: 20 + 2 pre-training epochs; 6 models x 10 fine-tuning epochs.
-    assert w["finetuned_models"] == 6 and w["train_images"] == 22_500 * (20 + 2) + 22_500 * 10 * 6
+    # 22,500 images per half, 4 rotations each: 5 + 2 pre-training epochs; 6 models x 10 fine-tuning epochs.
+    assert w["finetuned_models"] == 6 and w["train_images"] == 4 * 22_500 * (5 + 2) + 22_500 * 10 * 6
+    # the reference's preset: θ_init imported (nothing pre-trained), fine-tuning on all 45,000 images
+    w_full = workload("cifar10_vgg16")
+    assert w_full["pretrain_epochs"] == 0
+    assert w_full["train_images"] == 4 * 22_500 * 10 + 45_000 * 50 * w_full["finetuned_models"]
     doc = (REPO / "docs" / "colab_estimate.md").read_text()
     assert "python benchmarks/colab_estimate.py" in doc and "estimates, not measurements" in doc
     assert "`cifar10_vgg16_colab`" in doc and "`cifar10_vgg16`" in doc

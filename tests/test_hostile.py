@@ -14,7 +14,6 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 import rws_jax as rws
@@ -38,15 +37,10 @@ def host(tree):
     return jax.tree.map(np.asarray, tree)
 
 
-def write_crafted(path: Path, meta: dict, arrays: dict, *, fix_checksum: bool = True) -> Path:
+def write_crafted(path: Path, meta: dict, arrays: dict) -> Path:
     """A file as a stranger could write it: any metadata, any arrays, and (since a
     checksum is no signature) a checksum that matches them."""
-    meta = dict(meta)
-    if fix_checksum:
-        meta["checksum"] = storage._checksum(meta, arrays)
-    items = {"arrays": ocp.args.StandardSave(arrays), "meta": ocp.args.JsonSave(meta)}
-    storage._write_orbax(Path(path), items)
-    return Path(path)
+    return storage.write_checked_dir(path, arrays, meta)
 
 
 def parts_of(sig):

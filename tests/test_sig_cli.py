@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from flax import serialization
 import rws_jax as rws
 from rws_jax import sig_cli
 from rws_jax.cli import main
+from rws_jax.selection import parse_selection
 
 
 class TwoConv(nn.Module):
@@ -124,14 +126,14 @@ def _assert_tree_equal(a, b):
 def test_load_model_orbax_and_msgpack(ckpts):
     trees, paths, _ = ckpts
     for key in ("std_dir", "std_mp"):
-        loaded = sig_cli.load_model(paths[key])
+        loaded = rws.load_model(paths[key])
         _assert_tree_equal(loaded, trees["std"])
         assert rws.fingerprint(loaded) == rws.fingerprint(trees["std"])
-    assert sig_cli.model_format(paths["std_dir"]) == "orbax"
-    assert sig_cli.model_format(paths["std_mp"]) == "msgpack"
+    assert rws.model_format(paths["std_dir"]) == "orbax"
+    assert rws.model_format(paths["std_mp"]) == "msgpack"
     # msgpack keeps the tree's key order (module creation order); save_variables stores sorted paths
-    assert list(sig_cli.load_model(paths["std_mp"])["params"]) == ["conv_b", "conv_a", "bn", "head"]
-    assert list(sig_cli.load_model(paths["std_dir"])["params"]) == ["bn", "conv_a", "conv_b", "head"]
+    assert list(rws.load_model(paths["std_mp"])["params"]) == ["conv_b", "conv_a", "bn", "head"]
+    assert list(rws.load_model(paths["std_dir"])["params"]) == ["bn", "conv_a", "conv_b", "head"]
 
 
 def test_load_generic_orbax_checkpoint(tmp_path):
@@ -142,30 +144,37 @@ def test_load_generic_orbax_checkpoint(tmp_path):
     ckptr.save(tmp_path / "ck", tree)
     ckptr.wait_until_finished()
     ckptr.close()
-    assert sig_cli.model_format(tmp_path / "ck") == "orbax-pytree"
-    _assert_tree_equal(sig_cli.load_model(tmp_path / "ck"), tree)
+    assert rws.model_format(tmp_path / "ck") == "orbax-pytree"
+    _assert_tree_equal(rws.load_model(tmp_path / "ck"), tree)
+    # the layouts orbax's _METADATA can declare: without OCDBT, zarr3 (read with tensorstore too)
+    for name, handler in (("plain", ocp.PyTreeCheckpointHandler(use_ocdbt=False)),
+                          ("zarr3", ocp.PyTreeCheckpointHandler(use_zarr3=True))):
+        ckptr = ocp.Checkpointer(handler)
+        ckptr.save(tmp_path / name, ocp.args.PyTreeSave(tree))
+        ckptr.close()
+        _assert_tree_equal(rws.load_model(tmp_path / name), tree)
 
 
 def test_selection_parsing(ckpts):
     _, paths, _ = ckpts
-    init = sig_cli.load_model(paths["init_mp"])
+    init = rws.load_model(paths["init_mp"])
     # first_k in the tree's own order: module creation order from msgpack, natural name order from orbax
-    assert sig_cli.parse_selection("first_k:1", init).resolve(init) == ("params/conv_b/bias", "params/conv_b/kernel")
-    init_dir = sig_cli.load_model(paths["init_dir"])
-    assert sig_cli.parse_selection("first_k:1", init_dir).resolve(init_dir) == ("params/bn/bias", "params/bn/scale")
-    sel = sig_cli.parse_selection("first_k:1", init_dir, order_from=init)  # order from the msgpack tree
+    assert parse_selection("first_k:1", init).resolve(init) == ("params/conv_b/bias", "params/conv_b/kernel")
+    init_dir = rws.load_model(paths["init_dir"])
+    assert parse_selection("first_k:1", init_dir).resolve(init_dir) == ("params/bn/bias", "params/bn/scale")
+    sel = parse_selection("first_k:1", init_dir, order_from=init)  # order from the msgpack tree
     assert sel.resolve(init_dir) == ("params/conv_b/bias", "params/conv_b/kernel")
-    sel = sig_cli.parse_selection("first_k:3:params,batch_stats", init)
+    sel = parse_selection("first_k:3:params,batch_stats", init)
     assert "batch_stats/bn/mean" in sel.resolve(init) and sel.collections == ("params", "batch_stats")
-    assert sig_cli.parse_selection("conv_a/kernel$", init).resolve(init) == ("params/conv_a/kernel",)
-    sel = sig_cli.parse_selection("params/conv_a/kernel,params/head/bias", init)
+    assert parse_selection("conv_a/kernel$", init).resolve(init) == ("params/conv_a/kernel",)
+    sel = parse_selection("params/conv_a/kernel,params/head/bias", init)
     assert sel.mode == "paths" and set(sel.resolve(init)) == {"params/conv_a/kernel", "params/head/bias"}
-    assert sig_cli.parse_selection("params/conv_a/bias", init).mode == "paths"
+    assert parse_selection("params/conv_a/bias", init).mode == "paths"
     # without the colon, "first_k" is a regex (and matches no leaf here)
     for bad in ("first_k:0", "first_k:x", "first_k:2:", "conv_[", "params/nope,params/conv_a/bias", "nomatch",
                 "first_k"):
-        with pytest.raises(sig_cli.SigCliError, match="bad --select"):
-            sig_cli.parse_selection(bad, init)
+        with pytest.raises(rws.SelectionError, match=re.escape(repr(bad))):
+            parse_selection(bad, init)
 
 
 # -------------------------------------------------------------------------- pipeline
@@ -215,12 +224,7 @@ def test_extract_info_verify_compose_patch(ckpts, tmp_path, capsys):
         rc, out, err = _run(capsys, "compose", fog, snow, "--method", method, "--alpha", *alphas, "--out", out_path)
         assert rc == 0, err
         a = [float(x) for x in alphas]
-        a = a[0] if len(a) == 1 else a
-        kwargs = {"method": method} if sig_cli.compose_supports_method() else {}
-        if method == "mean" and not kwargs:
-            want_c = rws.compose([want, snow_want], np.full(2, a, np.float32) / 2)
-        else:
-            want_c = rws.compose([want, snow_want], a, **kwargs)
+        want_c = rws.compose([want, snow_want], a[0] if len(a) == 1 else a, method=method)
         _assert_sig_equal(rws.load_signature(out_path), want_c, exact=False)
     # --alpha repeated equals --alpha with several values
     assert _run(capsys, "compose", fog, snow, "--alpha", 1, "--alpha", 0.5, "--out", tmp_path / "sum2.rws")[0] == 0
@@ -270,12 +274,6 @@ def test_extract_quantized(ckpts, tmp_path, capsys, bits):
 @pytest.mark.slow  # compiles the TIES and DARE merges (several seconds on 2 CPU cores)
 def test_compose_merge_methods(ckpts, tmp_path, capsys):
     trees, paths, _ = ckpts
-    if not sig_cli.compose_supports_method():
-        fog = rws.extract(trees["init"], trees["std"], trees["fog"], rws.first_k(2), name="fog")
-        rws.save_signature(tmp_path / "fog.rws", fog)
-        _refused(capsys, tmp_path / "m.rws", "compose", tmp_path / "fog.rws", "--method", "ties",
-                 "--out", tmp_path / "m.rws", match="method")
-        return
     sigs = [rws.extract(trees["init"], trees["std"], trees[c], rws.first_k(2), name=c) for c in ("fog", "snow")]
     files = [str(rws.save_signature(tmp_path / f"{s.name}.rws", s)) for s in sigs]
     cases = [("ties", ["--density", "0.5"], {"density": 0.5}),
@@ -419,3 +417,172 @@ def test_unknown_extra_argument_is_one_line_exit_2(capsys):
     assert cli.main(["sig", "info", "nothing.rws", "--bogus"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unrecognized arguments: --bogus" in err[0]
+
+
+# ------------------------------------------------------------ refusals without tracebacks
+
+
+def _rewrite_meta(sig_dir: Path, edit) -> None:
+    """Applies ``edit`` to a signature file's metadata and recomputes its checksum, as anyone
+    can (a checksum is no signature): only the type checks stand between it and the loader."""
+    from rws_jax import storage
+
+    f = sig_dir / "meta" / "metadata"
+    meta = json.loads(f.read_text())
+    edit(meta)
+    meta["checksum"] = storage.checksum(meta, storage.read_arrays(sig_dir / "arrays"))
+    f.write_text(json.dumps(meta))
+
+
+def _set(*keys_and_value):
+    """``edit(meta)`` setting ``meta[k1][k2]... = value``."""
+    *keys, value = keys_and_value
+
+    def edit(meta):
+        node = meta
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value
+
+    return edit
+
+
+# every top-level field of a signature's metadata, each with wrong types (the checksum is recomputed)
+TOP_LEVEL = [("format", 5), ("format_version", "2"), ("format_version", 2.0), ("name", []), ("name", None),
+             ("severity", "x"), ("severity", 2.5), ("severity", True), ("kind", 5), ("selection", 7),
+             ("selection", {}), ("quantization", {}), ("quantization", 8), ("base_fingerprint", 3),
+             ("leaf_specs", 5), ("leaf_specs", {}), ("leaf_specs", [5]), ("leaf_specs", [["p", "4", "float32"]]),
+             ("leaf_specs", [[1, [4], "float32"]]), ("tensors", 5), ("tensors", {})]
+PER_TENSOR = [("path", 5), ("key", 5), ("shape", "4"), ("dtype", 5), ("quant", "int8"), ("arrays", []),
+              ("quant", "bits", "8"), ("quant", "bits", 8.0), ("quant", "axis", "0"), ("quant", "scheme", 5),
+              ("arrays", "data", 5), ("arrays", "data", "shape", "x"), ("arrays", "data", "dtype", 5)]
+
+
+def test_wrong_types_in_metadata_under_a_valid_checksum(ckpts, bad_files, tmp_path, capsys):
+    import shutil
+
+    trees, _, _ = ckpts
+    files, d = bad_files
+    fog = Path(files["fog"])
+    q8 = rws.save_signature(tmp_path / "q8.rws", rws.quantize(rws.load_signature(fog), 8))
+    stored = set(json.loads((fog / "meta" / "metadata").read_text())) - {"checksum"}
+    assert stored == {field for field, _ in TOP_LEVEL}  # every field is covered
+    cases = [(fog, field, _set(field, value)) for field, value in TOP_LEVEL]
+    cases += [(q8, "tensor", _set("tensors", 0, *keys)) for keys in PER_TENSOR]
+    cases.append((fog, "checksum", None))  # a checksum that is not a string
+    for i, (src, field, edit) in enumerate(cases):
+        p = Path(shutil.copytree(src, tmp_path / f"case{i}.rws"))
+        if edit is None:
+            _set("checksum", 5)(meta := json.loads((p / "meta" / "metadata").read_text()))
+            (p / "meta" / "metadata").write_text(json.dumps(meta))
+        else:
+            _rewrite_meta(p, edit)
+        for read in (rws.load_signature, rws.read_signature_info):
+            with pytest.raises(rws.SignatureFileError, match=field) as e:
+                read(p)
+            assert str(p) in str(e.value) and "\n" not in str(e.value)
+        line, stdout = _refused(capsys, None, "info", p, match=field)
+        assert stdout.startswith(f"file:         {p}\n") or field == "format"  # what it can show, then refuse
+        _refused(capsys, None, "verify", p, match=field)
+        _refused(capsys, None, "verify", p, "--like", d / "nan.msgpack", match=field)
+    # what `sig info` shows of a field of the wrong type
+    p = Path(shutil.copytree(fog, tmp_path / "named.rws"))
+    _rewrite_meta(p, _set("name", ["fog", 1]))
+    _, stdout = _refused(capsys, None, "info", p, match="'name' must be a string")
+    assert 'name:         ["fog", 1]' in stdout and "checksum:     not verified" in stdout
+
+
+def _truncate_arrays(path: Path) -> None:
+    """Cuts every data file of an orbax directory's arrays (``d/*``) to half its size."""
+    for f in (path / "arrays").rglob("d/*"):
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def test_damaged_arrays_one_short_line_no_traceback(ckpts, tmp_path):
+    """Truncated array files: one short line naming the file, nothing after it on stderr
+    (orbax's restore used to leave reads in flight on an event loop it had closed: an
+    "Event loop is closed" traceback in most runs, and a 1 KB line with the tensorstore spec)."""
+    import shutil
+
+    trees, paths, _ = ckpts
+    sig = rws.save_signature(tmp_path / "s.rws", rws.extract(trees["init"], trees["std"], trees["fog"],
+                                                              rws.first_k(2), name="fog"))
+    bad_sig = Path(shutil.copytree(sig, tmp_path / "bad.rws"))
+    bad_model = Path(shutil.copytree(paths["std_dir"], tmp_path / "bad.vars"))
+    for p in (bad_sig, bad_model):
+        _truncate_arrays(p)
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    for argv, named in ((["verify", bad_sig], bad_sig),
+                        (["patch", "--model", bad_model, "--sig", sig, "--out", tmp_path / "o.msgpack"], bad_model)):
+        r = subprocess.run([sys.executable, "-m", "rws_jax", "sig", *map(str, argv)], capture_output=True, text=True,
+                           env=env, timeout=120)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.count("\n") == 1 and r.stderr.endswith("\n"), r.stderr  # exactly one line
+        assert r.stderr.startswith(f"rws-jax: error: {named}: cannot read the arrays (truncated or corrupt file: ")
+        assert len(r.stderr) < 300 and "tensorstore_spec" not in r.stderr, r.stderr
+    assert not (tmp_path / "o.msgpack").exists()
+
+
+def test_a_bug_is_a_traceback_and_exit_1(monkeypatch, capsys):
+    """Only the library's own errors are refusals: a plain ValueError is a bug."""
+    def buggy(args):
+        raise ValueError("a bug, not a refusal")
+
+    monkeypatch.setattr(sig_cli, "cmd_info", buggy)
+    assert main(["sig", "info", "anything.rws"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.rstrip().endswith("ValueError: a bug, not a refusal")
+    assert "rws-jax: error" not in err
+
+
+def test_more_refusals(ckpts, bad_files, tmp_path, capsys):
+    import zipfile
+
+    import orbax.checkpoint as ocp
+
+    trees, paths, _ = ckpts
+    files, d = bad_files
+    out = tmp_path / "out.rws"
+    # --alpha finite as a Python float but not as float32
+    _refused(capsys, out, "compose", files["fog"], files["fog"], "--alpha", "1e39", "--out", out,
+             match="--alpha 1e+39 overflows float32")
+    _refused(capsys, out, "patch", "--model", paths["std_dir"], "--sig", files["fog"], "--alpha=-1e39",
+             "--out", out, match="--alpha -1e+39 overflows float32")
+    # --method choices are rws_jax.merging.METHODS
+    _refused(capsys, out, "compose", files["fog"], "--method", "median", "--out", out,
+             match="choose from " + ", ".join(rws.merging.METHODS))
+    # first_k over the number of units (the default first_k:7 keeps every unit of a smaller model)
+    _refused(capsys, out, "extract", "--init", paths["init_dir"], "--standard", paths["std_dir"], "--robust",
+             paths["fog_dir"], "--select", "first_k:9", "--out", out,
+             match="bad --select: 'first_k:9': the model has only 3 units (bn, conv_a, conv_b)")
+    # a model whose keys cannot be leaf path names
+    (tmp_path / "slash.msgpack").write_bytes(serialization.to_bytes({"params": {"a/b": np.ones(2, np.float32)}}))
+    _refused(capsys, None, "verify", files["fog"], "--like", tmp_path / "slash.msgpack",
+             match="key 'a/b' at 'params' is not a module or variable name")
+    # info/verify on files and directories that are not signatures say what they are
+    with zipfile.ZipFile(tmp_path / "model.pth", "w") as z:
+        z.writestr("archive/data.pkl", b"x")
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(tmp_path / "ck", {"w": np.ones(3, np.float32)})
+    ckptr.wait_until_finished()
+    ckptr.close()
+    kinds = {paths["std_dir"]: "is a model directory written by save_variables, not a signature",
+             paths["std_mp"]: "is a Flax msgpack file, not a signature",
+             d / "model.pkl": "is a Python pickle, not a signature",
+             tmp_path / "model.pth": "is a zip archive (a PyTorch checkpoint?), not a signature",
+             tmp_path / "ck": "is an orbax checkpoint (no rws_jax metadata), not a signature",
+             d / "empty": "is an empty file, not a signature",
+             d / "model.txt": "is a file of unknown format, not a signature"}
+    for path, what in kinds.items():
+        for cmd in ("info", "verify"):
+            line, stdout = _refused(capsys, None, cmd, path, match=what)
+            assert line == f"rws-jax: error: {path}: {what}" and stdout == ""
+
+
+def test_patch_out_creates_parent_folders(ckpts, bad_files, tmp_path, capsys):
+    trees, paths, _ = ckpts
+    files, _ = bad_files
+    for out in (tmp_path / "a" / "b" / "p.msgpack", tmp_path / "c" / "d" / "p.vars"):
+        rc, _, err = _run(capsys, "patch", "--model", paths["std_mp"], "--sig", files["fog"], "--out", out)
+        assert rc == 0, err
+        _assert_tree_equal(rws.load_model(out), rws.patch(trees["std"], rws.load_signature(files["fog"])))

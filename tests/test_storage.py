@@ -253,3 +253,67 @@ def test_format_v1_fixture_still_loads(tmp_path):
     _edit_meta(tmp_path / "relabelled.rws", lambda m: m.__setitem__("name", "snow"))
     with pytest.raises(rws.SignatureFileError, match="checksum"):
         rws.load_signature(tmp_path / "relabelled.rws")
+
+
+# ------------------------------------------------------- checked directories, refusals
+
+
+def test_checked_dir_round_trip_and_refusals(tmp_path):
+    arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.zeros(3, np.float16)}
+    p = storage.write_checked_dir(tmp_path / "x", arrays, {"format": "test/1", "note": "hi"})
+    meta, back = storage.read_checked_dir(p, format="test/1", what="test")
+    assert meta["note"] == "hi" and meta["checksum"] == storage.checksum(meta, arrays) and list(meta)[-1] == "checksum"
+    assert sorted(back) == ["b", "w"] and all(back[k].dtype == arrays[k].dtype for k in arrays)
+    np.testing.assert_array_equal(back["w"], arrays["w"])
+    with pytest.raises(rws.OutputExistsError) as e:  # also a FileExistsError, and a library error (a refusal)
+        storage.write_checked_dir(p, arrays, {"format": "test/1"})
+    assert isinstance(e.value, FileExistsError) and isinstance(e.value, rws.RWSError)
+    with pytest.raises(rws.SignatureFileError, match="format 'test/1' is not 'other/1'"):
+        storage.read_checked_dir(p, format="other/1", what="other")
+    with pytest.raises(rws.SignatureFileError, match="no such test file"):
+        storage.read_checked_dir(tmp_path / "nope", format="test/1", what="test")
+    meta_file = p / "meta" / "metadata"
+    meta_file.write_text(meta_file.read_text().replace('"hi"', '"ho"'))
+    with pytest.raises(rws.SignatureFileError, match="checksum mismatch"):
+        storage.read_checked_dir(p, format="test/1", what="test")
+
+
+def test_damaged_arrays_are_one_short_error(tmp_path, big_sig, tiny_models):
+    """A truncated data file: a SignatureFileError naming the file in one short line (the
+    tensorstore spec cut), from the signature, model and plain array readers alike."""
+    _, _, std, *_ = tiny_models
+    p = rws.save_signature(tmp_path / "fog.rws", big_sig)
+    m = rws.save_variables(tmp_path / "model", std)
+    for d in (p, m):
+        for f in (d / "arrays").rglob("d/*"):
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    for read, path, exc in ((rws.load_signature, p, rws.SignatureFileError),
+                            (lambda q: rws.load_variables(q, like=std), m, rws.SignatureFileError),
+                            (rws.load_model, m, rws.ModelFileError)):
+        with pytest.raises(exc) as e:
+            read(path)
+        text = str(e.value)
+        assert text.startswith(f"{path}: cannot read the arrays (truncated or corrupt file: "), text
+        assert "\n" not in text and len(text) < 300 and "tensorstore_spec" not in text, text
+
+
+def test_wrong_type_fields_and_unchecked_info(tmp_path, sig):
+    p = rws.save_signature(tmp_path / "fog.rws", sig)
+    meta = json.loads((p / "meta" / "metadata").read_text())
+    meta["severity"] = "high"
+    meta["checksum"] = storage.checksum(meta, storage.read_arrays(p / "arrays"))
+    (p / "meta" / "metadata").write_text(json.dumps(meta))
+    for read in (rws.load_signature, rws.read_signature_info):
+        with pytest.raises(rws.SignatureFileError, match="metadata field 'severity' must be an integer or null, got str"):
+            read(p)
+    info = rws.read_signature_info(p, checked=False)  # for display: as stored
+    assert info["severity"] == "high" and info["name"] == "fog" and info["num_tensors"] == len(sig.deltas)
+
+
+def test_missing_variables_and_unwritable_output(tmp_path, sig, tiny_models):
+    _, _, std, *_ = tiny_models
+    with pytest.raises(rws.SignatureFileError, match="no such variables file"):
+        rws.load_variables(tmp_path / "nope", like=std)
+    (tmp_path / "file").write_text("x")  # a file where a parent folder should be
+    with pytest.raises(rws.FileWriteError, match="cannot write it"):
+        rws.save_signature(tmp_path / "file" / "fog.rws", sig)

@@ -727,22 +727,40 @@ def test_cli_import_torch(tmp_path, capsys):
     loaded = load_variables(out, like=imported.variables)
     chex.assert_trees_all_equal(loaded, imported.variables)
     # An existing --out is refused (unchanged), replaced with --overwrite.
-    assert main(["import-torch", str(path), "--model", "resnet18", "--width", "0.125", "--out", str(out)]) == 1
+    assert main(["import-torch", str(path), "--model", "resnet18", "--width", "0.125", "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["import-torch", str(path), "--model", "resnet18", "--width", "0.125", "--out", str(out),
                  "--overwrite"]) == 0
     # A failed conversion writes nothing.
     bad = tmp_path / "bad"
-    assert main(["import-torch", str(path), "--model", "resnet18", "--out", str(bad)]) == 1  # full width
+    assert main(["import-torch", str(path), "--model", "resnet18", "--out", str(bad)]) == 2  # full width
     assert "conv1.weight has shape (8, 3, 3, 3)" in capsys.readouterr().err
     assert not bad.exists() and not list(tmp_path.glob(".bad*"))
 
 
-def test_cli_import_torch_unknown_model(tmp_path, capsys):
+def _one_refusal(capsys, *argv) -> str:
+    """Runs ``rws-jax import-torch ARGV``: a refusal, one stderr line and exit code 2."""
     from rws_jax.cli import main
 
-    assert main(["import-torch", str(tmp_path / "x.pth"), "--model", "vgg17", "--out", str(tmp_path / "o")]) == 1
-    assert "unknown model 'vgg17'; valid names:" in capsys.readouterr().err
+    assert main(["import-torch", *map(str, argv)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rws-jax: error: "), err
+    return err[0]
+
+
+def test_cli_import_torch_unknown_model(tmp_path, capsys):
+    err = _one_refusal(capsys, tmp_path / "x.pth", "--model", "vgg17", "--out", tmp_path / "o")
+    assert "unknown model 'vgg17'; valid names:" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_import_torch_existing_output_exit_2(tmp_path, capsys):
+    """Every refusal exits 2, torch installed or not: an existing --out is refused before torch is needed."""
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "keep").write_text("x")
+    err = _one_refusal(capsys, tmp_path / "x.pth", "--model", "vgg16", "--out", tmp_path / "o")
+    assert "exists; pass --overwrite" in err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["keep"]
 
 
 def test_cli_import_torch_without_torch(tmp_path, capsys, monkeypatch):

@@ -112,10 +112,16 @@ PRESETS: dict[str, dict] = {
     ),
 }
 
-# CIFAR presets: the reference recipe (docs/design.md) with TFDS data, for TPU/GPU users.
+# CIFAR presets: the reference's experiment (docs/design.md) with TFDS data, for TPU/GPU users:
+# θ_init = torchvision's ImageNet VGG-16 with its head dropped (init.path: the run refuses to
+# start without it), fine-tuned with the reference recipe on the whole training split.
 _REFERENCE = dict(
     epochs=50, batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="step", milestones=[20, 40]
 )
+# The reference's input normalisation (its NormalizeByChannelMeanStd layer).
+_NORMALIZE = {"cifar10": dict(mean=[0.4914, 0.4822, 0.4465], std=[0.2470, 0.2435, 0.2616]),
+              "cifar100": dict(mean=[0.5071, 0.4866, 0.4409], std=[0.2673, 0.2564, 0.2762])}
+_IMAGENET_VGG16 = {"kind": "torch", "path": None, "head": "drop"}
 _ALL19 = [
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
     "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
@@ -124,7 +130,8 @@ _ALL19 = [
 for _name, _ds, _other in (("cifar10_vgg16", "cifar10", "cifar100"), ("cifar100_vgg16", "cifar100", "cifar10")):
     PRESETS[_name] = dict(
         name=_name,
-        description=f"{_ds} with tensorflow-datasets, VGG-16 (no BN), reference recipe, all 19 corruptions",
+        description=f"{_ds} with tensorflow-datasets, VGG-16 (no BN) from ImageNet weights (init.path), reference "
+                    "recipe, all 19 corruptions",
         dataset=_ds,
         val_size=5000,
         transfer_dataset=None,
@@ -132,25 +139,31 @@ for _name, _ds, _other in (("cifar10_vgg16", "cifar10", "cifar100"), ("cifar100_
         model_kwargs={},
         corruptions=_ALL19,
         keep_units=7,
-        pretrain=dict(_REFERENCE),
-        finetune=dict(_REFERENCE),
-        transfer_finetune=dict(_REFERENCE),
+        init=dict(_IMAGENET_VGG16),
+        # pretrain: only the updated backbone's rotation task (θ_init itself is imported)
+        pretrain=dict(_REFERENCE, **_NORMALIZE[_ds]),
+        finetune=dict(_REFERENCE, **_NORMALIZE[_ds]),
+        transfer_finetune=dict(_REFERENCE, **_NORMALIZE[_ds]),
         update_backbone_epochs=10,
         # RA on the released CIFAR-10-C as the reference; CIFAR-100 has none in TFDS.
         corrupted_test="official" if _ds == "cifar10" else "generated",
     )
 
 # Colab-sized CIFAR-10 (fits a free Colab session; estimated times in docs/colab_estimate.md,
-# written by benchmarks/colab_estimate.py): the reference recipe, shorter, 4 corruptions.
+# written by benchmarks/colab_estimate.py): the reference recipe, shorter, 4 corruptions, and a
+# θ_init that needs no download: rotation prediction on the other half of the training split.
 PRESETS["cifar10_vgg16_colab"] = dict(
     PRESETS["cifar10_vgg16"],
     name="cifar10_vgg16_colab",
-    description="cifar10 with tensorflow-datasets, VGG-16 (no BN), reference recipe shortened to 20+10 epochs, "
-                "4 corruptions, no mixture model: sized for a free Colab session",
+    description="cifar10 with tensorflow-datasets, VGG-16 (no BN), θ_init by rotation prediction (no labels, no "
+                "download), reference recipe shortened to 5 (x 4 rotations) + 10 epochs, 4 corruptions, no mixture "
+                "model: sized for a free Colab session",
     corruptions=["gaussian_noise", "defocus_blur", "fog", "contrast"],
-    pretrain=dict(_REFERENCE, epochs=20, milestones=[10, 15]),
-    finetune=dict(_REFERENCE, epochs=10, milestones=[5, 8]),
-    transfer_finetune=dict(_REFERENCE, epochs=10, milestones=[5, 8]),
+    init={"kind": "rotation"},
+    # 5 epochs over the 4 rotations of the pre-training half: as many images as 20 plain epochs
+    pretrain=dict(_REFERENCE, epochs=5, milestones=[2.5, 3.75], **_NORMALIZE["cifar10"]),
+    finetune=dict(_REFERENCE, epochs=10, milestones=[5, 8], **_NORMALIZE["cifar10"]),
+    transfer_finetune=dict(_REFERENCE, epochs=10, milestones=[5, 8], **_NORMALIZE["cifar10"]),
     update_backbone_epochs=2,
     mixture=False,
 )

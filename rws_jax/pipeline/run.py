@@ -33,7 +33,15 @@ def run_study(study: Study, out: str | Path, *, progress: bool = True,
     """Every run of ``study`` (or ``only`` these) and the study's metrics, then each run's
     report and the study's; returns the study report's path."""
     run_study_runs(study, out, progress=progress, log=log, only=only)
+    return write_study_reports(study, out, log=log, only=only)
+
+
+def write_study_reports(study: Study, out: str | Path, *, log: Callable[[str], None] = print,
+                        only: list[str] | None = None) -> Path:
+    """Each run's report (of the runs that are there) and the study's, from their metrics;
+    returns the study report's path."""
+    out = Path(out)
     for name in study.run_names:
-        if not only or name in only:
-            write_report(open_run(study, out, name, progress=progress, log=log))
+        if (not only or name in only) and (out / name / "config.yaml").exists():
+            write_report(open_run(study, out, name, progress=False, log=log))
     return write_study_report(study, out, log=log)

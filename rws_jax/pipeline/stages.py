@@ -103,8 +103,12 @@ class Run:
     def halves(self) -> tuple[ArraySplit, ArraySplit]:
         """(pre-training split, fine-tuning split): disjoint halves of the training set
         (halved before any class restriction, so every run with the same seed and dataset
-        has the same halves)."""
+        has the same halves). With an imported θ_init (``init`` kind ``'torch'``) the
+        fine-tuning split is the whole training set, as the reference's; the pre-training half
+        then only serves an updated backbone's rotation task (images, no labels)."""
         pre, fine = split_disjoint(self._full_data.train, 2, seed=self.cfg.seed)
+        if self.cfg.init_kind == "torch":  # θ_init is imported: fine-tune on all of it, as the reference
+            fine = self._full_data.train
         pre, fine = (restrict_classes(s, self.cfg.classes) for s in (pre, fine))
         return pre.head(self.cfg.pretrain_examples), fine.head(self.cfg.finetune_examples)
 

@@ -6,7 +6,6 @@ Images are NHWC, uint8 (or float in [0, 1]); every function keeps the dtype unti
 
 from __future__ import annotations
 
-import inspect
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import jax
@@ -90,20 +89,11 @@ def build_corrupt_fn(corruption: Union[None, str, Sequence[str]], severity: int 
     names = (corruption,) if isinstance(corruption, str) else tuple(corruption)
     if len(names) == 1:
         return C.get_corruption(names[0], severity, preset=preset)
-    mix = getattr(C, "corrupt_mixture", None)
-    if mix is not None:
-        try:
-            takes_preset = "preset" in inspect.signature(mix).parameters
-        except (TypeError, ValueError):
-            takes_preset = False
-        if takes_preset or preset == "cifar10":
-            kw = {"preset": preset} if takes_preset else {}
 
-            def corrupt(key, images):
-                return mix(images, names, severity, key, **kw)
+    def corrupt(key, images):  # one lax.switch per image over the named corruptions
+        return C.corrupt_mixture(images, names, severity, key, preset=preset)
 
-            return corrupt
-    return mixture_corrupt_fn([C.get_corruption(n, severity, preset=preset) for n in names])
+    return corrupt
 
 
 def prepare_inputs(key: jax.Array, images: jax.Array, *, corrupt_fn: Optional[CorruptFn] = None,
