@@ -45,38 +45,35 @@ SEEDS = SeedOffsets()
 # (without it the 13-conv VGG-16 without BatchNorm barely trains in a few epochs).
 GRAYSCALE = {"flip": False, "mean": [0.286], "std": [0.353]}
 
+# ~10 minutes on 2 CPU cores: a narrow VGG-16 on Fashion-MNIST, four corruptions.
+_OFFLINE = dict(
+    name="offline",
+    description="Fashion-MNIST (Debian IDX files), VGG-16 at width 1/8, 4 corruptions; minutes on 2 CPU cores",
+    dataset="fashion_mnist",
+    val_size=1000,
+    pretrain_examples=12000,
+    finetune_examples=4000,
+    test_examples=2000,
+    transfer_dataset="digits",
+    model="vgg16",
+    model_kwargs={"width": 0.125, "init_scheme": "he_fan_in"},
+    corruptions=["gaussian_noise", "defocus_blur", "fog", "contrast"],
+    pretrain=dict(epochs=3, batch_size=64, lr=0.02, schedule="cosine", warmup_epochs=0.2, **GRAYSCALE),
+    finetune=dict(epochs=2, batch_size=64, lr=0.01, schedule="cosine", **GRAYSCALE),
+    transfer_finetune=dict(epochs=8, batch_size=32, lr=0.02, schedule="cosine", **GRAYSCALE),
+    update_backbone_epochs=1,
+    robust_replicates=2,
+)
+_ONE_EPOCH = dict(epochs=1, batch_size=64, schedule="constant", **GRAYSCALE)
+
 PRESETS: dict[str, dict] = {
-    # ~10 minutes on 2 CPU cores: a narrow VGG-16 on Fashion-MNIST, four corruptions.
-    "offline": dict(
-        name="offline",
-        description="Fashion-MNIST (Debian IDX files), VGG-16 at width 1/8, 4 corruptions; minutes on 2 CPU cores",
-        dataset="fashion_mnist",
-        val_size=1000,
-        pretrain_examples=12000,
-        finetune_examples=4000,
-        test_examples=2000,
-        transfer_dataset="digits",
-        model="vgg16",
-        model_kwargs={"width": 0.125, "init_scheme": "he_fan_in"},
-        corruptions=["gaussian_noise", "defocus_blur", "fog", "contrast"],
-        pretrain=dict(epochs=3, batch_size=64, lr=0.02, schedule="cosine", warmup_epochs=0.2, **GRAYSCALE),
-        finetune=dict(epochs=2, batch_size=64, lr=0.01, schedule="cosine", **GRAYSCALE),
-        transfer_finetune=dict(epochs=8, batch_size=32, lr=0.02, schedule="cosine", **GRAYSCALE),
-        update_backbone_epochs=1,
-        robust_replicates=2,
-    ),
-    # Seconds-scale, for tests: same stages, tiny sizes.
+    "offline": _OFFLINE,
+    # Seconds-scale, for tests: the offline preset's stages on a few hundred images.
     "tiny": dict(
+        _OFFLINE,
         name="tiny",
         description="smoke test of every stage on a few hundred images",
-        dataset="fashion_mnist",
-        val_size=200,
-        pretrain_examples=512,
-        finetune_examples=256,
-        test_examples=200,
-        transfer_dataset="digits",
-        transfer_test_examples=100,
-        model="vgg16",
+        val_size=200, pretrain_examples=512, finetune_examples=256, test_examples=200, transfer_test_examples=100,
         model_kwargs={"width": 0.0625, "init_scheme": "he_fan_in"},
         keep_units=3,
         corruptions=["gaussian_noise", "contrast"],
@@ -84,11 +81,9 @@ PRESETS: dict[str, dict] = {
         quant_bits=[8, 4],
         alpha_grid=[0.0, 0.5, 1.0],
         alpha_search_budget=4,
-        pretrain=dict(epochs=1, batch_size=64, lr=0.02, schedule="constant", **GRAYSCALE),
-        finetune=dict(epochs=1, batch_size=64, lr=0.01, schedule="constant", **GRAYSCALE),
-        transfer_finetune=dict(epochs=1, batch_size=64, lr=0.01, schedule="constant", **GRAYSCALE),
-        update_backbone_epochs=1,
-        robust_replicates=2,
+        pretrain=dict(_ONE_EPOCH, lr=0.02),
+        finetune=dict(_ONE_EPOCH, lr=0.01),
+        transfer_finetune=dict(_ONE_EPOCH, lr=0.01),
         eval_batch_size=100,
     ),
     # The full Fashion-MNIST run: all training data, VGG-16 at width 1/2, 8 corruptions.
