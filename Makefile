@@ -42,11 +42,12 @@ data:
 demo: venv data
 	$(PY) -m rws_jax demo --preset $(PRESET) --out $(OUT)
 
-# The reproduction study (sized for <= 2 h on 2 CPU cores, resumable): results/reproduce/report.md
+# The reproduction study (sized for <= 2.5 h on 2 CPU cores, resumable): results/reproduce/report.md
 reproduce: venv data
 	$(PY) -m rws_jax reproduce --out results/reproduce
 
 # ... committed: docs/reproduce/ (reports, figures, metrics, configs) and README's expectations table
+# (with the verdicts of docs/reproduce_previous, the earlier design, beside them when it is there)
 reproduce-docs: reproduce
 	$(PY) -m rws_jax report --preset reproduce --out results/reproduce --export docs/reproduce
 	$(PY) -m rws_jax report --preset reproduce --out docs/reproduce --summary --splice README.md
@@ -58,7 +59,7 @@ JOBS ?= 2
 PYTEST_JOBS = $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist loadfile)
 
 test: venv data
-	$(PY) -m pytest -q $(PYTEST_JOBS) tests
+	$(PY) -m pytest -q $(PYTEST_JOBS) --durations=15 tests
 
 # The default suite plus what needs the extras: the torch import and training-throughput
 # tests and the corruption fidelity tests against imagecorruptions (its full table takes minutes).

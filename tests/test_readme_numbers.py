@@ -49,6 +49,8 @@ def test_readme_expectations_equal_the_committed_reproduction(tmp_path):
 
     study = STUDIES["reproduce"]
     shutil.copytree(ROOT / "docs" / "reproduce", tmp_path / "reproduce")
+    if (ROOT / "docs" / "reproduce_previous").is_dir():  # the earlier design, judged by the same rules
+        shutil.copytree(ROOT / "docs" / "reproduce_previous", tmp_path / "reproduce_previous")
     expected = study_summary_markdown(study, tmp_path / "reproduce")
     readme = read_block((ROOT / "README.md").read_text(), SUMMARY_BEGIN, SUMMARY_END)
     assert readme is not None, "README has no reproduce-summary markers"

@@ -266,7 +266,8 @@ def spread(runs: list[RunMetrics]) -> dict:
 def study_summary_markdown(study: Study, out: str | Path, previous: str | Path | None = None) -> str:
     """README's "what to expect" tables from a study directory: the seed-mean main rows
     (mean over corruptions, per severity), the seed spread, the claims' verdicts (with, given
-    ``previous``, the same rules on an earlier study directory's metrics beside them)."""
+    ``previous``, the same rules on an earlier study directory's metrics beside them; by
+    default the directory ``<out>_previous`` when there is one, e.g. ``docs/reproduce_previous``)."""
     out = Path(out)
     runs = _seed_runs(study, out)
     same = _open(out, study.same_domain)
@@ -291,6 +292,8 @@ def study_summary_markdown(study: Study, out: str | Path, previous: str | Path |
                   f"{sum(t['seconds'] for t in timing.values()) / 60:.0f} min (`metrics/timing.json`).", ""]
     rows = study_verdicts(out, runs, same)
     prev = None
+    sibling = out.with_name(out.name + "_previous")
+    previous = previous if previous is not None else (sibling if (sibling / "vgg16_seed0").exists() else None)
     if previous is not None:
         prev_runs = _seed_runs(study, Path(previous))
         prev = study_verdicts(Path(previous), prev_runs, _open(Path(previous), study.same_domain))
