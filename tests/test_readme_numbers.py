@@ -8,6 +8,7 @@ A number typed by hand, or a stale table after a rerun, fails here.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -68,3 +69,43 @@ def test_readme_autopatch_tables_equal_the_committed_reproduction(tmp_path):
     assert expected is not None, "docs/reproduce has no auto-patching metrics"
     readme = read_block((ROOT / "README.md").read_text(), AUTOPATCH_BEGIN, AUTOPATCH_END)
     assert readme == expected
+
+
+_PROSE = (  # README prose that quotes the committed study: (first line, the line that ends it)
+    ("How to read it:", "## What `make demo` does"),
+    ("What the stream says (every figure here", "**Cost** (`python -m benchmarks.autopatch"),
+)
+_QUOTED = re.compile(r"(?<![\w.])([-+]?\d+(?:\.\d+)?)(\s?pp|×|%)?|(?<![\w.])([-+]?\d+\.\d+)")
+
+
+def _quoted_figures(text: str) -> list[str]:
+    """The figures a prose passage quotes: decimals and numbers with a unit (pp, ×, %)."""
+    figures = []
+    for match in _QUOTED.finditer(text.replace("−", "-")):
+        number, unit = match.group(1), match.group(2)
+        if unit:
+            figures.append(number + (" pp" if "pp" in unit else unit))
+        elif number and "." in number:
+            figures.append(number)
+    return figures
+
+
+def test_readme_prose_figures_are_in_the_committed_reports():
+    """Every decimal, pp, × and % figure that README's prose quotes about the study is in the
+    committed study reports (docs/reproduce, docs/reproduce_previous): none typed by hand."""
+    readme = (ROOT / "README.md").read_text()
+    reports = "\n".join(p.read_text() for p in sorted((ROOT / "docs").glob("reproduce*/report.md")))
+    reports = reports.replace("−", "-")
+    for first, end in _PROSE:
+        start = readme.index(first)
+        passage = readme[start:readme.index(end, start)]
+        figures = _quoted_figures(passage)
+        assert len(figures) >= 5, (first, figures)
+        missing = [f for f in figures
+                   if f not in reports and not (f.endswith("%") and f[:-1] in reports)]
+        assert not missing, f"README figures after {first!r} not in docs/reproduce*/report.md: {missing}"
+
+
+def test_quoted_figures_finds_units_and_decimals():
+    assert _quoted_figures("up to 15.7 pp, +3.7 pp, −0.022, 40%, 0.6× and 7 convs") == [
+        "15.7 pp", "+3.7 pp", "-0.022", "40%", "0.6×"]
