@@ -239,14 +239,14 @@ def _cmd_import_torch(args) -> int:
 
 def _import_torch(args) -> int:
     from rws_jax.errors import OutputExistsError
-    from rws_jax.models.torch_import import TorchImportError, model_family
+    from rws_jax.models.torch_import import TorchImportError, model_family, torch_load
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
     model_family(args.model.lower())  # an unknown name fails before anything is loaded
     try:
-        import torch
+        import torch  # noqa: F401 - is it there? (torch_load imports it)
     except ImportError:
         raise TorchImportError(TORCH_MISSING) from None
     import numpy as np
@@ -257,11 +257,7 @@ def _import_torch(args) -> int:
     path = Path(args.checkpoint)
     if not path.is_file():
         raise TorchImportError(f"{path}: no such checkpoint file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - unreadable or not a weights-only checkpoint
-        raise TorchImportError(f"cannot load {path} with torch.load(weights_only=True): "
-                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    checkpoint = torch_load(path)
     kwargs = {} if args.width is None else {"width": args.width}
     imported = from_torch_state_dict(args.model, checkpoint, num_classes=args.num_classes, **kwargs)
     written = rws.save_variables(out, imported.variables, overwrite=args.overwrite)

@@ -197,10 +197,8 @@ def _restore_variables(path: Path) -> dict:
     if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
         raise ModelFileError(f"{path}: model metadata lists no valid leaf paths")
     arrays = storage.read_arrays(path / storage.ARRAYS, error=ModelFileError, label=path)
-    keys = [f"t{i:05d}" for i in range(len(paths))]
-    if set(arrays) != set(keys):
-        raise ModelFileError(f"{path}: metadata lists {len(paths)} leaves, the file holds {len(arrays)} arrays")
-    variables = _to_jax(_nest(path, [(p.split("/"), arrays[k]) for p, k in zip(paths, keys)]))
+    leaves = storage.variables_arrays(path, paths, arrays, error=ModelFileError)
+    variables = _to_jax(_nest(path, [(p.split("/"), a) for p, a in leaves.items()]))
     fp = meta.get("fingerprint")
     if fp is not None and fp != tree_paths.fingerprint(variables):
         raise ModelFileError(f"{path}: the restored arrays do not match the stored fingerprint (corrupt file)")

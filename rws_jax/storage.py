@@ -392,10 +392,14 @@ def _short_reason(e: BaseException) -> str:
     return one_line(f"{where}: {cause}" if where and where not in cause else cause, 200)
 
 
+def _unreadable(error: type[Exception], label: Any, reason: str) -> Exception:
+    return error(f"{label}: cannot read the arrays (truncated or corrupt file: {reason})")
+
+
 def _open_arrays(directory: Path, error: type[Exception], label: Any) -> dict[str, ts.TensorStore]:
     """Every array orbax stored under ``directory``, opened (metadata only), by name."""
     def fail(reason):
-        return error(f"{label}: cannot read the arrays (truncated or corrupt file: {reason})")
+        return _unreadable(error, label, reason)
 
     if not directory.is_dir():
         raise fail(f"its {directory.name}/ part is missing")
@@ -427,7 +431,7 @@ def _read_stores(stores: dict[str, ts.TensorStore], error: type[Exception], labe
         reading = {n: s.read() for n, s in stores.items()}
         return {n: np.asarray(f.result()) for n, f in reading.items()}
     except Exception as e:  # noqa: BLE001
-        raise error(f"{label}: cannot read the arrays (truncated or corrupt file: {_short_reason(e)})") from None
+        raise _unreadable(error, label, _short_reason(e)) from None
 
 
 def read_arrays(
@@ -601,11 +605,21 @@ def load_variables(path: str | os.PathLike, like: Any) -> Any:
     flat, rebuild = tree_paths.flatten(like)
     if meta.get("fingerprint") != tree_paths.fingerprint(like):
         raise SignatureFileError(f"{path}: saved variables do not match the structure of `like`")
-    arrays = read_arrays(path / ARRAYS, label=path)
-    keys = [f"t{i:05d}" for i in range(len(flat))]
-    if set(arrays) != set(keys) or meta.get("paths") != sorted(flat):
-        raise SignatureFileError(f"{path}: the metadata lists {len(flat)} leaves, the file holds {len(arrays)} arrays")
-    return rebuild({p: jax.numpy.asarray(arrays[k]) for k, p in zip(keys, meta["paths"])})
+    if meta.get("paths") != sorted(flat):
+        raise SignatureFileError(f"{path}: the metadata lists other leaves than `like` has")
+    leaves = variables_arrays(path, meta["paths"], read_arrays(path / ARRAYS, label=path), error=SignatureFileError)
+    return rebuild({p: jax.numpy.asarray(a) for p, a in leaves.items()})
+
+
+def variables_arrays(path: Path, paths: list[str], arrays: dict[str, np.ndarray], *,
+                     error: type[Exception]) -> dict[str, np.ndarray]:
+    """``{leaf path: array}`` of a :func:`save_variables` directory from its metadata's
+    ``paths`` and its stored ``arrays`` (keys ``t00000``, ``t00001``, ... in ``paths``
+    order); an ``error`` naming ``path`` when the two do not match."""
+    keys = [f"t{i:05d}" for i in range(len(paths))]
+    if set(arrays) != set(keys):
+        raise error(f"{path}: the metadata lists {len(paths)} leaves, the file holds {len(arrays)} arrays")
+    return {p: arrays[k] for p, k in zip(paths, keys)}
 
 
 def bytes_on_disk(path: str | os.PathLike) -> int:

@@ -173,6 +173,21 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def torch_load(path: str | os.PathLike) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``, whatever the file's suffix;
+    torch is imported here (the ``torch`` extra). Raises :class:`TorchImportError` (one
+    line) when torch is missing or the file cannot be loaded."""
+    try:
+        import torch  # noqa: PLC0415 - optional dependency
+    except ImportError:
+        raise TorchImportError(f"reading {path} needs PyTorch: pip install -e '.[torch]', or convert it to "
+                               ".npz with numpy.savez(path, **state_dict)") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - unreadable or not a weights-only checkpoint
+        raise TorchImportError(f"cannot load {path} with torch.load(weights_only=True): {_first_line(e)}") from None
+
+
 def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Reads a PyTorch checkpoint file into a flat ``{key: numpy array}`` state dict.
 
@@ -204,16 +219,7 @@ def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
         except Exception as e:  # noqa: BLE001 - corrupt or pickled (object) arrays
             raise TorchImportError(f"cannot read {path} with numpy.load: {_first_line(e)}") from None
     elif suffix in TORCH_SUFFIXES:
-        try:
-            import torch  # noqa: PLC0415 - optional dependency, only for these files
-        except ImportError:
-            raise TorchImportError(f"reading {path} needs PyTorch: pip install -e '.[torch]', or convert it to "
-                                   ".npz with numpy.savez(path, **state_dict)") from None
-        try:
-            content = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - unreadable or not a weights-only checkpoint
-            raise TorchImportError(f"cannot load {path} with torch.load(weights_only=True): "
-                                   f"{_first_line(e)}") from None
+        content = torch_load(path)
     else:
         raise TorchImportError(f"{path}: unknown checkpoint suffix {path.suffix!r}; expected "
                                f"{', '.join(TORCH_SUFFIXES)} (torch.load) or .npz (numpy)")

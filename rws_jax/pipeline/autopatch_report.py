@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from rws_jax.pipeline.autopatch_eval import mean_over
+from rws_jax.pipeline.tables import pct
 
 
 def autopatch_markdown(m: dict) -> list[str]:
     """The report's tables for metrics/autopatch.json."""
     cs, held, srcs = m["corruptions"], m["heldout"], m["sources"]
-    pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
     lines = [f"Mixed test stream: the first {m['examples']} test images of each source (clean, {len(cs)} corruptions "
              f"with a signature, held out: {', '.join(held) or 'none'}), severity {m['severity']}, cut into batches "
              "and shuffled into one stream. The detector (22 image statistics, an MLP) was trained on "
@@ -59,7 +59,6 @@ def mixed_markdown(m: dict) -> list[str]:
     x = m.get("mixed")
     if not x:
         return []
-    pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
     cs, srcs, held = x["corruptions"], x["sources"], [s for s in x["sources"] if s != "clean" and s not in x["corruptions"]]
     sevs = [f"sev{s}" for s in x["severities"]]
     dets = ", ".join(f"{k} (trained at severities {', '.join(map(str, d['severities']))})"
@@ -97,7 +96,7 @@ def mixed_markdown(m: dict) -> list[str]:
                     lines.append(f"| {h} | {_label(k)} | " + " | ".join(pct(v[s][h]) for s in sevs) + " |")
     lines += ["", "Targets (means over the stream): mean RA within 2 pp of the per-image oracle; TA on clean images "
                   "within 0.5 pp of θ_std; at no severity a mean accuracy over all sources more than 1 pp below "
-                  "θ_std's. The issue's targets are the per-image rows at batch 64; the others are shown too.", "",
+                  "θ_std's. The targets are meant for the per-image rows at batch 64 (a batch may mix sources); the others are shown too.", "",
               "| stream | mean RA − oracle | TA − θ_std | worst severity − θ_std | met |", "|---|---|---|---|---|"]
     for t in m.get("mixed_targets", []):
         ok = "all" if all(t["met"].values()) else "missed: " + ", ".join(k for k, v in t["met"].items() if not v)

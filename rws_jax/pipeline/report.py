@@ -25,11 +25,8 @@ from rws_jax.pipeline.autopatch_report import autopatch_markdown  # noqa: E402
 from rws_jax.pipeline.claims import claim_verdicts  # noqa: E402
 from rws_jax.pipeline.run_metrics import RunMetrics  # noqa: E402
 from rws_jax.pipeline.stages import Run  # noqa: E402
-from rws_jax.pipeline.tables import alpha_search_note, claims_table, mechanism_tables, transfer_by_corruption  # noqa: E402
-
-
-def _pct(x) -> str:
-    return "–" if x is None else f"{100 * x:.1f}"
+from rws_jax.pipeline.tables import (alpha_search_note, claims_table, mechanism_tables, pct,  # noqa: E402
+                                    transfer_by_corruption)
 
 
 def _save(fig, path: Path) -> str:
@@ -183,7 +180,7 @@ def _accuracy_table(run: Run) -> list[str]:
         tas = [ta(c) for c in cs]
         mean_ra = np.mean(ras) if all(v is not None for v in ras) else None
         mean_ta = np.mean([t for t in tas if t is not None]) if any(t is not None for t in tas) else None
-        lines.append(f"| {label} | " + " | ".join(_pct(v) for v in ras) + f" | {_pct(mean_ra)} | {_pct(mean_ta)} |")
+        lines.append(f"| {label} | " + " | ".join(pct(v) for v in ras) + f" | {pct(mean_ra)} | {pct(mean_ta)} |")
     return lines
 
 
@@ -204,8 +201,8 @@ def _alpha_table(run: Run) -> list[str]:
         rec = found["single"][c]
         score = rec["metrics"] or {}
         test = acc.get(f"searched/{c}", {})
-        lines.append(f"| {c} | {rec['alphas'][c]:g} | {_pct(score.get('ra', {}).get(c))} | {_pct(score.get('ta'))} | "
-                     f"{_pct(test.get(c))} | {_pct(test.get('clean'))} | "
+        lines.append(f"| {c} | {rec['alphas'][c]:g} | {pct(score.get('ra', {}).get(c))} | {pct(score.get('ta'))} | "
+                     f"{pct(test.get(c))} | {pct(test.get('clean'))} | "
                      + " | ".join(f"{rec_m['alphas'][c]:g}" for rec_m in found["set"].values()) + " |")
     return lines
 
@@ -220,16 +217,16 @@ def _transfer_table(run: Run) -> list[str]:
                   "| corruption | standard RA | + RWS RA | robust (trained on it) RA | standard TA | + RWS TA |",
                   "|---|---|---|---|---|---|"]
         for c in cs:
-            lines.append(f"| {c} | {_pct(acc['transfer/standard'].get(c))} | {_pct(acc[f'transfer/patched/{c}'][c])} | "
-                         f"{_pct(acc[f'transfer/robust/{c}'][c])} | {_pct(acc['transfer/standard']['clean'])} | "
-                         f"{_pct(acc[f'transfer/patched/{c}']['clean'])} |")
+            lines.append(f"| {c} | {pct(acc['transfer/standard'].get(c))} | {pct(acc[f'transfer/patched/{c}'][c])} | "
+                         f"{pct(acc[f'transfer/robust/{c}'][c])} | {pct(acc['transfer/standard']['clean'])} | "
+                         f"{pct(acc[f'transfer/patched/{c}']['clean'])} |")
         lines.append("")
     if "updated/standard" in acc:
         lines += ["**Updated backbone** (θ_init trained further, then a new θ_std; RWSs from the old θ_init)", "",
                   "| corruption | standard RA | + RWS RA | standard TA | + RWS TA |", "|---|---|---|---|---|"]
         for c in cs:
-            lines.append(f"| {c} | {_pct(acc['updated/standard'].get(c))} | {_pct(acc[f'updated/patched/{c}'][c])} | "
-                         f"{_pct(acc['updated/standard']['clean'])} | {_pct(acc[f'updated/patched/{c}']['clean'])} |")
+            lines.append(f"| {c} | {pct(acc['updated/standard'].get(c))} | {pct(acc[f'updated/patched/{c}'][c])} | "
+                         f"{pct(acc['updated/standard']['clean'])} | {pct(acc[f'updated/patched/{c}']['clean'])} |")
     return lines
 
 

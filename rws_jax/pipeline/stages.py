@@ -256,16 +256,15 @@ class Run:
         kind = c.init_kind
         if kind == "supervised":
             return self.model, self.halves[0], self.data.val, self.train_config("pretrain")
+        pre = split_disjoint(self._full_data.train, 2, seed=c.seed)[0]  # the pre-training half, every class
         if kind == "classes":
             cls = tuple(int(k) for k in c.init["classes"])
-            pre = restrict_classes(split_disjoint(self._full_data.train, 2, seed=c.seed)[0], cls)
             model = get_model(c.model, len(cls), **c.model_kwargs)
-            return (model, pre.head(c.pretrain_examples), restrict_classes(self._full_data.val, cls),
-                    self.train_config("pretrain"))
+            return (model, restrict_classes(pre, cls).head(c.pretrain_examples),
+                    restrict_classes(self._full_data.val, cls), self.train_config("pretrain"))
         # rotation prediction (also the torch kind's task for an updated backbone): no labels
-        pre = split_disjoint(self._full_data.train, 2, seed=c.seed)[0].head(c.pretrain_examples)
         model = get_model(c.model, ROTATIONS, **c.model_kwargs)
-        return (model, rotation_task(pre), rotation_task(self._full_data.val),
+        return (model, rotation_task(pre.head(c.pretrain_examples)), rotation_task(self._full_data.val),
                 self.train_config("pretrain", flip=False))
 
     def _for_task(self, variables: dict, model) -> dict:
@@ -559,7 +558,7 @@ def mechanism(run: Run, order: list[str]) -> dict:
     for c in run.cfg.corruptions:
         d = rws.projection_diagnostics(run.theta_init, std, run.robust(c), collections=run.cfg.collections)
         out["corruptions"][c] = {k: [d.get(u, {}).get(k) for u in order] for k in ("cos", "removed", "robust_change")}
-        out["clean_change"] = [d.get(u, {}).get("clean_change") for u in order]
+        out.setdefault("clean_change", [d.get(u, {}).get("clean_change") for u in order])  # a: the same for every c
     return out
 
 

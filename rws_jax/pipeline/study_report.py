@@ -28,7 +28,8 @@ from rws_jax.pipeline.autopatch_report import autopatch_markdown  # noqa: E402
 from rws_jax.pipeline.claims import claim_verdicts  # noqa: E402
 from rws_jax.pipeline.config import Study  # noqa: E402
 from rws_jax.pipeline.run_metrics import RunMetrics, seed_mean  # noqa: E402
-from rws_jax.pipeline.tables import claims_table, mechanism_tables, transfer_by_corruption  # noqa: E402
+from rws_jax.pipeline.tables import (claims_table, fixed, kept_mean, mechanism_tables, pct,  # noqa: E402
+                                    second_rule_cell, transfer_by_corruption)
 
 MAIN_ROWS = (("θ_std", "standard"), ("θ_rob,c", "robust/{c}"), ("θ_std + RWS_c", "patched/{c}/alpha=1"))
 
@@ -79,9 +80,7 @@ def mean_std(values: list) -> tuple[float | None, float | None]:
 
 def fmt(m: float | None, s: float | None = None) -> str:
     """``m ± s`` in percent with one decimal (``–`` when missing)."""
-    if m is None:
-        return "–"
-    return f"{100 * m:.1f}" + ("" if s is None else f" ± {100 * s:.1f}")
+    return pct(m) + ("" if m is None or s is None else f" ± {100 * s:.1f}")
 
 
 # Claims whose every number is measured by each seed are judged on the seed means; the
@@ -190,12 +189,9 @@ def transfer_table(mean_run: RunMetrics) -> list[str]:
     return lines
 
 
-def _kept_mean(m: RunMetrics, c: str, key: str) -> float | None:
+def _kept_removed(m: RunMetrics, c: str) -> float | None:
     mech = m.load_metrics("mechanism")
-    if not mech or c not in mech["corruptions"]:
-        return None
-    v = [x for u, x in zip(mech["units"], mech["corruptions"][c][key]) if u in mech["kept"] and x is not None]
-    return float(np.mean(v)) if v else None
+    return kept_mean(mech, c, "removed") if mech else None
 
 
 def init_comparison_table(runs: dict[str, RunMetrics]) -> list[str]:
@@ -221,7 +217,7 @@ def init_comparison_table(runs: dict[str, RunMetrics]) -> list[str]:
             f"{fmt(mean(m.ta(f'patched/{c}/alpha=1') for c in shared))} | "
             f"{fmt(mean(m.ra('standard', c) for c in shared))} | {fmt(mean(m.ra(f'robust/{c}', c) for c in shared))} | "
             f"{fmt(mean(m.ra(f'patched/{c}/alpha=1', c) for c in shared))} | "
-            f"{(lambda x: '–' if x is None else f'{x:.3f}')(mean(_kept_mean(m, c, 'removed') for c in shared))} | "
+            f"{fixed(mean(_kept_removed(m, c) for c in shared))} | "
             f"{c3['verdict']} / {c3['second_verdict']} |")
     return lines
 
@@ -293,7 +289,8 @@ def study_summary_markdown(study: Study, out: str | Path, previous: str | Path |
     rows = study_verdicts(out, runs, same)
     prev = None
     sibling = out.with_name(out.name + "_previous")
-    previous = previous if previous is not None else (sibling if (sibling / "vgg16_seed0").exists() else None)
+    if previous is None and (sibling / study.seed_group[0] / "config.yaml").exists():
+        previous = sibling
     if previous is not None:
         prev_runs = _seed_runs(study, Path(previous))
         prev = study_verdicts(Path(previous), prev_runs, _open(Path(previous), study.same_domain))
@@ -302,8 +299,7 @@ def study_summary_markdown(study: Study, out: str | Path, previous: str | Path |
         head.insert(3, f"the same rules on the previous design ({Path(previous).name})")
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in enumerate(rows):
-        second = f"{r['second_rule']}: **{r['second_verdict']}**" if r.get("second_rule") else "–"
-        cells = [r["claim"], f"**{r['verdict']}**", second, r["basis"], r["evidence"]]
+        cells = [r["claim"], f"**{r['verdict']}**", second_rule_cell(r), r["basis"], r["evidence"]]
         if prev is not None:
             p = prev[i]
             cells.insert(3, p["verdict"] + (f" / {p['second_verdict']}" if p.get("second_rule") else ""))

@@ -10,7 +10,28 @@ from rws_jax.pipeline.run_metrics import RunMetrics
 
 
 def pct(x) -> str:
+    """An accuracy in percent with one decimal (``–`` when missing)."""
     return "–" if x is None else f"{100 * x:.1f}"
+
+
+def fixed(x, digits: int = 3) -> str:
+    """``x`` with ``digits`` decimals (``–`` when missing)."""
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def second_rule_cell(row: dict) -> str:
+    """A claim row's second rule and its verdict (``–`` for a claim without one)."""
+    return f"{row['second_rule']}: **{row['second_verdict']}**" if row.get("second_rule") else "–"
+
+
+def kept_mean(mech: dict, c: str, key: str) -> float | None:
+    """Mean of ``metrics/mechanism.json``'s per-unit ``key`` (``'cos'``, ``'removed'``,
+    ``'robust_change'``) of corruption ``c`` over the units the signatures keep."""
+    if c not in mech["corruptions"]:
+        return None
+    kept = set(mech["kept"])
+    v = [x for u, x in zip(mech["units"], mech["corruptions"][c][key]) if u in kept and x is not None]
+    return float(np.mean(v)) if v else None
 
 
 def claims_table(rows: list[dict], extra: dict[str, list[str]] | None = None) -> list[str]:
@@ -20,8 +41,7 @@ def claims_table(rows: list[dict], extra: dict[str, list[str]] | None = None) ->
     head = ["claim", "rule", "numbers", "verdict", "second rule: verdict", *extra]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in enumerate(rows):
-        second = f"{r['second_rule']}: **{r['second_verdict']}**" if r.get("second_rule") else "–"
-        cells = [r["claim"], r["rule"], r["evidence"], f"**{r['verdict']}**", second,
+        cells = [r["claim"], r["rule"], r["evidence"], f"**{r['verdict']}**", second_rule_cell(r),
                  *(col[i] for col in extra.values())]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -33,20 +53,15 @@ def mechanism_tables(m: RunMetrics) -> list[str]:
     if not mech:
         return []
     units, kept = mech["units"], set(mech["kept"])
-    idx = [i for i, u in enumerate(units) if u in kept]
     lines = ["Per corruption, over the units the signatures keep (mean over units): cos(Δ_c, a) with "
              "Δ_c = θ_rob,c − θ_init and a = θ_std − θ_init, and the share ‖proj‖/‖Δ_c‖ of Δ_c that the "
              "projection removes (0: RWS_c = Δ_c). Beside them, each patch's clean accuracy next to its robust "
              "model's: a patch that removes little of Δ_c carries θ_rob,c's TA with it.", "",
              "| corruption | mean cos(Δ_c, a) | share removed | ‖Δ_c‖/‖θ_init‖ | TA θ_std | TA θ_rob,c | "
              "TA θ_std + RWS_c |", "|---|---|---|---|---|---|---|"]
-    for c, d in mech["corruptions"].items():
-        def kept_mean(key, d=d):
-            v = [d[key][i] for i in idx if d[key][i] is not None]
-            return float(np.mean(v)) if v else None
-        cos, rem, ch = kept_mean("cos"), kept_mean("removed"), kept_mean("robust_change")
-        lines.append(f"| {c} | {'–' if cos is None else f'{cos:.3f}'} | {'–' if rem is None else f'{rem:.3f}'} | "
-                     f"{'–' if ch is None else f'{ch:.3f}'} | {pct(m.ta('standard'))} | {pct(m.ta(f'robust/{c}'))} | "
+    for c in mech["corruptions"]:
+        means = " | ".join(fixed(kept_mean(mech, c, key)) for key in ("cos", "removed", "robust_change"))
+        lines.append(f"| {c} | {means} | {pct(m.ta('standard'))} | {pct(m.ta(f'robust/{c}'))} | "
                      f"{pct(m.ta(f'patched/{c}/alpha=1'))} |")
     cs = list(mech["corruptions"])
     lines += ["", "Per unit (kept units marked *): ‖a‖/‖θ_init‖, then cos(Δ_c, a) / share removed per corruption.", "",
@@ -57,7 +72,7 @@ def mechanism_tables(m: RunMetrics) -> list[str]:
         for c in cs:
             cos, rem = mech["corruptions"][c]["cos"][i], mech["corruptions"][c]["removed"][i]
             cells.append("–" if cos is None else f"{cos:.2f} / {rem:.2f}")
-        lines.append(f"| {u}{' *' if u in kept else ''} | {'–' if a is None else f'{a:.3f}'} | " + " | ".join(cells) + " |")
+        lines.append(f"| {u}{' *' if u in kept else ''} | {fixed(a)} | " + " | ".join(cells) + " |")
     return lines
 
 
