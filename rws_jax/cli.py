@@ -1,15 +1,23 @@
 """Command line: ``rws-jax <command>`` or ``python -m rws_jax <command>``.
 
+The top level is the user's tasks::
+
+    rws-jax run        --preset NAME | --config FILE [--set key=value ...] [--out DIR]
+    rws-jax demo       (an alias of `run`; the offline preset is the default of both)
+    rws-jax reproduce  (an alias of `run --preset reproduce`, with --only RUN)
+    rws-jax report     [--summary [--splice FILE]] [--export DIR]
+    rws-jax autopatch  evaluate auto-patching on a run
+    rws-jax evaluate-patch --signature fog ...  patch a run's model and evaluate it
+    rws-jax stage NAME  one stage of the pipeline (`rws-jax stage --help` lists them)
+    rws-jax sig extract|info|verify|compose|patch   signature files on any checkpoint
+    rws-jax import-torch FILE --model NAME --out DIR
+    rws-jax presets | corruption-grid
+
 Every pipeline command takes ``--preset NAME`` or ``--config FILE`` (YAML or Python),
 ``--set key=value`` overrides and ``--out DIR`` (the run directory; default
-``results/<preset>``). Stages cache their outputs in the run directory, so rerunning
-a command skips what is done; ``demo``/``run`` runs every stage and writes the report.
-
-``import-torch FILE --model NAME --out DIR`` converts a PyTorch checkpoint of the
-reference code to Flax variables (needs the ``torch`` extra).
-
-``sig extract|info|verify|compose|patch`` work on signature files and any model
-checkpoint (orbax or Flax msgpack), see :mod:`rws_jax.sig_cli`.
+``results/<preset>``). Stages cache their outputs in the run directory, so rerunning a
+command skips what is done. The commands parse arguments and print; the work is the
+library's (:mod:`rws_jax.pipeline`, :mod:`rws_jax.sig_cli` for signature files).
 """
 
 from __future__ import annotations
@@ -18,6 +26,21 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+
+import numpy as np
+
+import rws_jax as rws
+from rws_jax.data import DatasetNotFoundError
+from rws_jax.errors import OutputExistsError, RWSError, one_line
+from rws_jax.corruptions import grid
+from rws_jax.models import TorchImportError, from_torch_state_dict, model_family, torch_load
+from rws_jax.pipeline import STUDIES, PRESETS, ConfigMismatchError, Run, RunMetrics, load_config, run_all, run_study
+from rws_jax.pipeline import autopatch_eval, autopatch_report, report, stages, study_report
+from rws_jax.pipeline.metrics_files import read_metrics
+from rws_jax.pipeline.patch_check import patch_and_evaluate
+from rws_jax.pipeline.stages import STAGES
+from rws_jax.pipeline.study import open_study_run
+from rws_jax.sig_cli import add_parser as add_sig_parser
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -31,31 +54,23 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _command_line() -> str:
+    return "rws-jax " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "\n"
+
+
 def _make_run(args, record: bool = True):
-    from rws_jax.pipeline import Run, load_config
 
     preset = args.preset or (None if args.config else "offline")
     cfg = load_config(args.config, preset_name=preset, overrides=args.overrides)
     out = Path(args.out or f"results/{cfg.name}")
     run = Run(cfg, out, progress=not args.quiet, force_config=args.force_config)
     if record:  # the command the report names as having produced the run
-        (out / "command.txt").write_text("rws-jax " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "\n")
+        (out / "command.txt").write_text(_command_line())
     return run
-
-
-def _cmd_presets(args) -> int:
-    from rws_jax.pipeline import PRESETS, STUDIES
-
-    for name, d in PRESETS.items():
-        print(f"{name:20s} {d.get('description', '')}")
-    for name, st in STUDIES.items():
-        print(f"{name:20s} (study of {len(st.runs)} runs) {st.description}")
-    return 0
 
 
 def _study_of(args):
     """The study named by ``--preset`` (None for a plain preset or a config file)."""
-    from rws_jax.pipeline import STUDIES
 
     if args.preset in STUDIES:
         if args.config or args.overrides or args.force_config:
@@ -65,99 +80,65 @@ def _study_of(args):
     return None
 
 
-def _cmd_run(args) -> int:
-    from rws_jax.pipeline import run_all
+def _study_dir(study, args) -> Path:
+    return Path(args.out or f"results/{study.name}")
 
-    study = _study_of(args)
-    if study is not None:
-        return _run_study(study, args)
-    run_all(_make_run(args))
+
+def _cmd_presets(args) -> int:
+
+    for name, d in PRESETS.items():
+        print(f"{name:20s} {d.get('description', '')}")
+    for name, st in STUDIES.items():
+        print(f"{name:20s} (study of {len(st.runs)} runs) {st.description}")
     return 0
 
 
-def _run_study(study, args) -> int:
-    from rws_jax.pipeline import run_study
+def _cmd_run(args) -> int:
 
-    out = Path(args.out or f"results/{study.name}")
+    study = _study_of(args)
+    if study is None:
+        run_all(_make_run(args))
+        return 0
+    out = _study_dir(study, args)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "command.txt").write_text("rws-jax " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "\n")
+    (out / "command.txt").write_text(_command_line())
     print(run_study(study, out, progress=not args.quiet, only=getattr(args, "only", None)))
     return 0
 
 
 def _cmd_reproduce(args) -> int:
-    from rws_jax.pipeline import STUDIES
+    args.preset, args.config, args.overrides, args.force_config = "reproduce", None, [], False
+    return _cmd_run(args)
 
-    return _run_study(STUDIES["reproduce"], args)
 
+def _cmd_stage(args) -> int:
 
-def _stage(name):
-    def cmd(args) -> int:
-        from rws_jax.pipeline import STAGES
-
-        run = _make_run(args)
-        if name == "finetune-robust" and args.corruption:
-            STAGES[name](run, args.corruption)
-        elif name == "quantize" and args.bits:
-            STAGES[name](run, args.bits)
-        else:
-            STAGES[name](run)
-        return 0
-
-    return cmd
+    run = _make_run(args)
+    if args.stage == "finetune-robust" and args.corruption:
+        stages.finetune_robust(run.models, args.corruption, replicates=run.cfg.robust_replicates, log=run.log)
+    elif args.stage == "quantize-signatures" and args.bits:
+        stages.quantize_signatures(run.signatures, list(run.cfg.corruptions), args.bits, log=run.log)
+    else:
+        stages.run_stage(run, args.stage)
+    return 0
 
 
 def _cmd_report(args) -> int:
-    from rws_jax.pipeline import summary_markdown, write_report
 
     study = _study_of(args)
-    if study is not None:
-        return _report_study(study, args)
-    run = _make_run(args, record=False)
-    if args.summary:
-        text = summary_markdown(run)
+    if study is None:
+        run_dir = _make_run(args, record=False).dir
+        if not args.summary:
+            print(report.write_report(run_dir))
+            return 0
+        text = report.summary_markdown(RunMetrics.from_dir(run_dir))
         if args.splice:
-            from rws_jax.pipeline.report import splice_summary
-
-            splice_summary(Path(args.splice), text)
+            report.splice_summary(Path(args.splice), text)
             print(f"wrote the summary tables into {args.splice}")
         else:
             print(text, end="")
         return 0
-    print(write_report(run))
-    return 0
-
-
-def _cmd_autopatch(args) -> int:
-    from rws_jax.pipeline.autopatch_eval import load_autopatch, stage_autopatch
-    from rws_jax.pipeline.autopatch_report import autopatch_markdown
-
-    study = _study_of(args)
-    if study is not None:
-        if not study.autopatch_runs:
-            raise ValueError(f"study {study.name} names no auto-patching run")
-        from rws_jax.pipeline.study import open_run
-
-        out = Path(args.out or f"results/{study.name}")
-        runs = [open_run(study, out, n, progress=not args.quiet) for n in study.autopatch_runs]
-    else:
-        runs = [_make_run(args, record=False)]
-    for run in runs:
-        m = None if args.redo else load_autopatch(run.dir)
-        if m is not None:
-            print(f"# {run.dir / 'metrics' / 'autopatch.json'} exists (--redo re-evaluates)")
-        else:
-            m = stage_autopatch(run, batch_sizes=tuple(args.batch_size or (1, 8, 64)), examples=args.examples,
-                                heldout=tuple(args.heldout) if args.heldout else ("zoom_blur", "brightness", "shot_noise"),
-                                threshold=args.threshold, step=args.step)
-        print("\n".join(autopatch_markdown(m)))
-    return 0
-
-
-def _report_study(study, args) -> int:
-    from rws_jax.pipeline import study_report
-
-    out = Path(args.out or f"results/{study.name}")
+    out = _study_dir(study, args)
     if args.summary:
         text = study_report.study_summary_markdown(study, out, previous=args.previous)
         auto = study_report.autopatch_summary_markdown(study, out)
@@ -166,53 +147,54 @@ def _report_study(study, args) -> int:
             print(f"wrote the {study.name} summary tables into {args.splice}")
         else:
             print(text + ("" if auto is None else "\n" + auto), end="")
-        return 0
-    if args.export:
+    elif args.export:
         print(study_report.export_study(study, out, args.export))
-        return 0
-    from rws_jax.pipeline.run import write_study_reports
-
-    print(write_study_reports(study, out))
+    else:
+        print(study_report.write_study_reports(study, out))
     return 0
 
 
-def _cmd_patch(args) -> int:
-    import rws_jax as rws
-    from rws_jax.training import evaluate
+def _cmd_autopatch(args) -> int:
+
+    study = _study_of(args)
+    if study is not None:
+        if not study.autopatch_runs:
+            raise ValueError(f"study {study.name} names no auto-patching run")
+        runs = [open_study_run(study, _study_dir(study, args), n, progress=not args.quiet) for n in study.autopatch_runs]
+    else:
+        runs = [_make_run(args, record=False)]
+    for run in runs:
+        m = None if args.redo else read_metrics(run.dir, "autopatch")
+        if m is not None:
+            print(f"# {run.dir / 'metrics' / 'autopatch.json'} exists (--redo re-evaluates)")
+        else:
+            m = autopatch_eval.evaluate_autopatching(
+                run, batch_sizes=tuple(args.batch_size or autopatch_eval.DEFAULT_BATCH_SIZES), examples=args.examples,
+                heldout=tuple(args.heldout) if args.heldout else autopatch_eval.DEFAULT_HELDOUT,
+                threshold=args.threshold, step=args.step)
+        print("\n".join(autopatch_report.autopatch_markdown(m)))
+    return 0
+
+
+def _cmd_evaluate_patch(args) -> int:
 
     run = _make_run(args, record=False)
-    sigs = [rws.load_signature(f) for f in args.signature_file] + [
-        run.quantized(c, args.bits) if args.bits else run.signature(c) for c in args.signature
-    ]
-    if not sigs:
-        print("name at least one --signature CORRUPTION or --signature-file PATH", file=sys.stderr)
+    try:
+        check = patch_and_evaluate(run, corruptions=args.signature, signature_files=args.signature_file,
+                                   alphas=args.alpha or [1.0], bits=args.bits, base=args.model)
+    except ValueError as e:
+        print(e, file=sys.stderr)
         return 2
-    base = {"standard": run.standard, "transfer": lambda: run.transfer(None),
-            "updated": run.standard_updated}[args.model]()
-    alphas = args.alpha if args.alpha else [1.0]
-    alpha = alphas if len(alphas) > 1 else alphas[0]
-    transfer = args.model == "transfer"
-    names = [s.name for s in sigs]
-    if run.bn_mode == "reference" and all(n in run.cfg.corruptions for n in names):
-        # BatchNorm model: the reference's scheme (BN <- robust models' mean, statistics re-estimated)
-        patched = run.patched(base, names, sigs, alpha, transfer=transfer)
-    else:
-        if run.bn_mode == "reference":
-            print("note: signatures from files are applied as a pure weight patch (no robust models to average "
-                  "BatchNorm over)")
-        patched = rws.patch(base, sigs, alpha, check_base=not transfer)
-    for name, variables in (("before", base), ("patched", patched)):
-        for t in ["clean", *{s.name for s in sigs if s.name in run.cfg.corruptions}]:
-            acc = evaluate(variables, run.model.apply, run.test_set(t, transfer=transfer), run.cfg.eval_batch_size,
-                           eval_step=run.eval_step)["accuracy"]
-            print(f"{name:8s} {t:20s} accuracy {100 * acc:.2f}%")
+    for note in check.notes:
+        print("note:", note)
+    for label, t, acc in check.rows:
+        print(f"{label:8s} {t:20s} accuracy {100 * acc:.2f}%")
     if args.save:
-        print("saved", rws.save_variables(args.save, patched, overwrite=args.overwrite))
+        print("saved", rws.save_variables(args.save, check.patched, overwrite=args.overwrite))
     return 0
 
 
 def _cmd_grid(args) -> int:
-    from rws_jax.corruptions import grid
 
     argv = ["--out", args.out or "results/corruption_grid.png", "--preset", args.corruption_preset,
             "--dataset", args.dataset]
@@ -228,8 +210,6 @@ def _cmd_import_torch(args) -> int:
     Every refusal (an existing ``--out``, an unknown model, PyTorch missing, a missing,
     unreadable or unfitting checkpoint: a library error, :class:`rws_jax.RWSError`) is one
     line ``rws-jax: error: ...`` on stderr with exit code 2, and nothing is written."""
-    from rws_jax.errors import RWSError, one_line
-
     try:
         return _import_torch(args)
     except RWSError as e:
@@ -238,22 +218,14 @@ def _cmd_import_torch(args) -> int:
 
 
 def _import_torch(args) -> int:
-    from rws_jax.errors import OutputExistsError
-    from rws_jax.models.torch_import import TorchImportError, model_family, torch_load
-
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
     model_family(args.model.lower())  # an unknown name fails before anything is loaded
     try:
-        import torch  # noqa: F401 - is it there? (torch_load imports it)
+        import torch  # noqa: F401, PLC0415 - is the optional extra there? (torch_load imports it)
     except ImportError:
         raise TorchImportError(TORCH_MISSING) from None
-    import numpy as np
-
-    import rws_jax as rws
-    from rws_jax.models import from_torch_state_dict
-
     path = Path(args.checkpoint)
     if not path.is_file():
         raise TorchImportError(f"{path}: no such checkpoint file")
@@ -274,34 +246,37 @@ def _import_torch(args) -> int:
     return 0
 
 
+def _add_stage_parser(sub) -> None:
+
+    p = sub.add_parser("stage", help="run one stage of the pipeline (each caches its output in the run directory)",
+                       description="One stage of the pipeline; `rws-jax run` runs them all in this order.")
+    stage_sub = p.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for name, stage in STAGES.items():
+        sp = stage_sub.add_parser(name, help=stage.help)
+        _add_run_args(sp)
+        if name == "finetune-robust":
+            sp.add_argument("--corruption", action="append", help="only these corruptions (repeatable; no mixture)")
+        if name == "quantize-signatures":
+            sp.add_argument("--bits", type=int, action="append", choices=(1, 2, 4, 8), help="bit widths (repeatable)")
+        sp.set_defaults(fn=_cmd_stage)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rws-jax", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("presets", help="list the named configs").set_defaults(fn=_cmd_presets)
-    for name in ("demo", "run"):
-        p = sub.add_parser(name, help="every stage, cached, then the report")
-        _add_run_args(p)
-        p.set_defaults(fn=_cmd_run)
-    helps = {
-        "pretrain": "train θ_init on the pre-training half",
-        "finetune-standard": "fine-tune θ_std from θ_init on clean data",
-        "finetune-robust": "fine-tune θ_rob,c from θ_init on corrupted data (and the mixture model)",
-        "transfer": "models of the transfer dataset and of an updated backbone",
-        "extract": "extract the signatures (RWS_c) into signatures/",
-        "quantize": "quantized copies of the signatures",
-        "analyse": "layer-wise weight change and signature similarity",
-        "evaluate": "TA/RA of standard, robust, patched, quantized, composed, mixture and transfer models",
-        "merge": "TIES/DARE merges of all signatures and α chosen on the validation split",
-        "storage": "bytes on disk of signatures vs. the full model",
-    }
-    for name, text in helps.items():
-        p = sub.add_parser(name, help=text)
-        _add_run_args(p)
-        if name == "finetune-robust":
-            p.add_argument("--corruption", action="append", help="only these corruptions (repeatable)")
-        if name == "quantize":
-            p.add_argument("--bits", type=int, action="append", choices=(1, 2, 4, 8), help="bit widths (repeatable)")
-        p.set_defaults(fn=_stage(name))
+    p = sub.add_parser("run", help="every stage of a run (or every run of a study), cached, then the report")
+    _add_run_args(p)
+    p.set_defaults(fn=_cmd_run)
+    p = sub.add_parser("demo", help="alias of `run` (whose default preset, offline, is the demo)")
+    _add_run_args(p)
+    p.set_defaults(fn=_cmd_run)
+    p = sub.add_parser("reproduce", help="alias of `run --preset reproduce`: every claim with seeds, severities 1-5, "
+                       "ResNet-20, two transfer pairs and auto-patching (sized for <= 2 h on 2 CPU cores; resumable)")
+    p.add_argument("--out", default=None, help="study directory (default results/reproduce)")
+    p.add_argument("--only", action="append", default=None, metavar="RUN",
+                   help="only this run of the study (repeatable), e.g. vgg16_seed0")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(fn=_cmd_reproduce)
     p = sub.add_parser("report", help="write report.md and figures/ from the stored metrics")
     _add_run_args(p)
     p.add_argument("--summary", action="store_true",
@@ -314,13 +289,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", metavar="DIR", default=None,
                    help="study presets: copy reports, figures, metrics and configs (no checkpoints) to DIR")
     p.set_defaults(fn=_cmd_report)
-    p = sub.add_parser("reproduce", help="the `reproduce` study: every claim with seeds, severities 1-5, "
-                       "ResNet-20, two transfer pairs and auto-patching (sized for <= 2 h on 2 CPU cores; resumable)")
-    p.add_argument("--out", default=None, help="study directory (default results/reproduce)")
-    p.add_argument("--only", action="append", default=None, metavar="RUN",
-                   help="only this run of the study (repeatable), e.g. vgg16_seed0")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(fn=_cmd_reproduce)
     p = sub.add_parser("autopatch", help="train the corruption detector (once) and evaluate auto-patching on a "
                        "mixed test stream -> metrics/autopatch.json")
     _add_run_args(p)
@@ -333,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=float, default=0.25, help="coefficients are rounded to multiples of this")
     p.add_argument("--redo", action="store_true", help="re-evaluate even when metrics/autopatch.json exists")
     p.set_defaults(fn=_cmd_autopatch)
-    p = sub.add_parser("patch", help="patch a model of the run with signatures, evaluate, optionally save it")
+    p = sub.add_parser("evaluate-patch", help="patch a model of a run with signatures and evaluate it before and "
+                       "after (optionally save it); `sig patch` patches any checkpoint file")
     _add_run_args(p)
     p.add_argument("--signature", action="append", default=[], help="corruption name of a run signature (repeatable)")
     p.add_argument("--signature-file", action="append", default=[], help="path of a signature file (repeatable)")
@@ -342,12 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=("standard", "transfer", "updated"), default="standard")
     p.add_argument("--save", help="save the patched variables to this directory")
     p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(fn=_cmd_patch)
-    p = sub.add_parser("corruption-grid", help="PNG grid of every corruption at every severity")
-    p.add_argument("--out", default=None)
-    p.add_argument("--corruption-preset", default="cifar10", choices=("cifar10", "imagenet"))
-    p.add_argument("--dataset", default="fashion_mnist", choices=("fashion_mnist", "synthetic"))
-    p.set_defaults(fn=_cmd_grid)
+    p.set_defaults(fn=_cmd_evaluate_patch)
+    _add_stage_parser(sub)
+    add_sig_parser(sub)  # `rws-jax sig extract|info|verify|compose|patch`: signatures on any checkpoint
     p = sub.add_parser("import-torch", help="convert a PyTorch checkpoint of the reference code to Flax variables")
     p.add_argument("checkpoint", help="a .pth file: a state dict or {'state_dict': ...}")
     p.add_argument("--model", required=True, help="model name, e.g. vgg16, resnet20, resnet50")
@@ -356,9 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=float, default=None, help="channel multiplier of a narrowed model")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(fn=_cmd_import_torch)
-    from rws_jax.sig_cli import add_parser as add_sig_parser
-
-    add_sig_parser(sub)  # `rws-jax sig extract|info|verify|compose|patch`: signatures on any checkpoint
+    sub.add_parser("presets", help="list the named configs and studies").set_defaults(fn=_cmd_presets)
+    p = sub.add_parser("corruption-grid", help="PNG grid of every corruption at every severity")
+    p.add_argument("--out", default=None)
+    p.add_argument("--corruption-preset", default="cifar10", choices=("cifar10", "imagenet"))
+    p.add_argument("--dataset", default="fashion_mnist", choices=("fashion_mnist", "synthetic"))
+    p.set_defaults(fn=_cmd_grid)
     return parser
 
 
@@ -375,9 +344,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.fn(args) or 0)
     except Exception as e:  # a clear one-line error for user mistakes, traceback for bugs
-        from rws_jax.data import DatasetNotFoundError
-        from rws_jax.errors import RWSError
-        from rws_jax.pipeline import ConfigMismatchError
 
         if isinstance(e, (RWSError, DatasetNotFoundError, ConfigMismatchError, FileNotFoundError, ValueError)):
             print(f"rws-jax: error: {e}", file=sys.stderr)

@@ -13,7 +13,8 @@ import rws_jax as rws
 from rws_jax import corruptions as C
 from rws_jax.cli import main as cli_main
 from rws_jax.pipeline import Run, preset, run_all
-from rws_jax.pipeline.autopatch_eval import detector_path, stage_autopatch, stage_detect
+from rws_jax.pipeline.model_store import train_config
+from rws_jax.pipeline.autopatch_eval import detector_path, evaluate_autopatching, train_run_detector
 from rws_jax.pipeline.autopatch_report import autopatch_markdown
 
 pytestmark = pytest.mark.slow
@@ -32,30 +33,30 @@ def auto_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("auto_run")
     run = Run(_cfg(), out, progress=False, log=lambda s: None)
     run_all(run)
-    stage_detect(run, examples=200)
+    train_run_detector(run, examples=200)
     return run
 
 
 @pytest.fixture(scope="module")
 def patcher(auto_run):
     run = auto_run
-    det = rws.load_detector(detector_path(run), signatures=[run.signature(c) for c in CS])
-    tc = run.train_config("finetune")
-    return rws.AutoPatcher(run.model, run.standard(), [run.signature(c) for c in CS], det, mean=tc.mean, std=tc.std)
+    det = rws.load_detector(detector_path(run), signatures=[run.signatures.signature(c) for c in CS])
+    tc = train_config(run.cfg, "finetune")
+    return rws.AutoPatcher(run.models.model, run.models.standard(), [run.signatures.signature(c) for c in CS], det, mean=tc.mean, std=tc.std)
 
 
 def _forward(run, variables, x):
-    tc = run.train_config("finetune")
+    tc = train_config(run.cfg, "finetune")
     from rws_jax.training.augment import normalize_images
 
-    return run.model.apply(variables, normalize_images(jax.numpy.asarray(x), tc.mean, tc.std), train=False)
+    return run.models.model.apply(variables, normalize_images(jax.numpy.asarray(x), tc.mean, tc.std), train=False)
 
 
 def test_detector_tells_clean_from_corrupted(auto_run):
     run = auto_run
     det = rws.load_detector(detector_path(run))
-    assert det.classes == ("clean", *CS) and det.image_shape == run.data.image_shape
-    x = run.data.test.images[:100]
+    assert det.classes == ("clean", *CS) and det.image_shape == run.data.main.image_shape
+    x = run.data.main.test.images[:100]
     p = np.asarray(det.probabilities(x))
     chex.assert_shape(p, (100, 3))
     np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-5)
@@ -69,7 +70,7 @@ def test_detector_tells_clean_from_corrupted(auto_run):
 
 def test_detector_file_round_trip_and_refusals(auto_run, tmp_path):
     run = auto_run
-    sigs = [run.signature(c) for c in CS]
+    sigs = [run.signatures.signature(c) for c in CS]
     det = rws.load_detector(detector_path(run), signatures=sigs)
     path = rws.save_detector(tmp_path / "det", det)
     again = rws.load_detector(path, signatures=sigs)
@@ -102,23 +103,23 @@ def test_detector_file_round_trip_and_refusals(auto_run, tmp_path):
 
 def test_clean_batch_runs_theta_std_unpatched(auto_run, patcher):
     run = auto_run
-    x = run.data.test.images[:64]
+    x = run.data.main.test.images[:64]
     a = patcher.coefficients(x)
     chex.assert_shape(a, (2,))
     assert not np.any(a)
     assert patcher.variables_for(a) is patcher._std_vars
-    np.testing.assert_allclose(np.asarray(patcher(x)), np.asarray(_forward(run, run.standard(), x)), rtol=1e-5,
+    np.testing.assert_allclose(np.asarray(patcher(x)), np.asarray(_forward(run, run.models.standard(), x)), rtol=1e-5,
                                atol=1e-5)
 
 
 def test_corrupted_batch_is_patched_once_then_reused(auto_run, patcher):
     run = auto_run
-    x = np.asarray(C.corrupt(run.data.test.images[:64], "contrast", 5, jax.random.key(3)))
+    x = np.asarray(C.corrupt(run.data.main.test.images[:64], "contrast", 5, jax.random.key(3)))
     a = patcher.coefficients(x)
     assert a[1] > 0 and a[1] % patcher.step == 0
     before = (patcher.patches_computed, patcher.patches_reused)
     logits = patcher(x)
-    expect = _forward(run, rws.patch(run.standard(), [run.signature(c) for c in CS], a), x)
+    expect = _forward(run, rws.patch(run.models.standard(), [run.signatures.signature(c) for c in CS], a), x)
     np.testing.assert_allclose(np.asarray(logits), np.asarray(expect), rtol=1e-5, atol=1e-5)
     patcher(x)
     after = (patcher.patches_computed, patcher.patches_reused)
@@ -127,37 +128,37 @@ def test_corrupted_batch_is_patched_once_then_reused(auto_run, patcher):
 
 def test_per_image_mode_patches_each_group(auto_run, patcher):
     run = auto_run
-    clean = run.data.test.images[:4]
-    cont = np.asarray(C.corrupt(run.data.test.images[4:8], "contrast", 5, jax.random.key(4)))
+    clean = run.data.main.test.images[:4]
+    cont = np.asarray(C.corrupt(run.data.main.test.images[4:8], "contrast", 5, jax.random.key(4)))
     x = np.concatenate([clean, cont])
     groups = patcher.assignments(x)
     logits = np.asarray(patcher(x, per_image=True))
-    sigs = [run.signature(c) for c in CS]
+    sigs = [run.signatures.signature(c) for c in CS]
     for i, g in enumerate(groups):
         alphas = np.zeros(2, np.float32)
         if g:
             alphas[g - 1] = 1.0
-        v = rws.patch(run.standard(), sigs, alphas) if g else run.standard()
+        v = rws.patch(run.models.standard(), sigs, alphas) if g else run.models.standard()
         np.testing.assert_allclose(logits[i], np.asarray(_forward(run, v, x[i:i + 1]))[0], rtol=1e-4, atol=1e-4)
 
 
 def test_autopatcher_refuses_a_foreign_detector_or_bad_settings(auto_run):
     run = auto_run
-    sigs = [run.signature(c) for c in CS]
+    sigs = [run.signatures.signature(c) for c in CS]
     det = rws.load_detector(detector_path(run))
     with pytest.raises(rws.RWSError, match="trained for the signatures"):
-        rws.AutoPatcher(run.model, run.standard(), sigs[:1], det)
+        rws.AutoPatcher(run.models.model, run.models.standard(), sigs[:1], det)
     with pytest.raises(rws.RWSError, match="threshold"):
-        rws.AutoPatcher(run.model, run.standard(), sigs, det, threshold=2.0)
+        rws.AutoPatcher(run.models.model, run.models.standard(), sigs, det, threshold=2.0)
     with pytest.raises(rws.RWSError, match="finite"):
-        rws.AutoPatcher(run.model, run.standard(), sigs, det, max_alpha=[1.0, float("nan")])
+        rws.AutoPatcher(run.models.model, run.models.standard(), sigs, det, max_alpha=[1.0, float("nan")])
     with pytest.raises(rws.RWSError, match="CorruptionDetector"):
-        rws.AutoPatcher(run.model, run.standard(), sigs, "detector")
+        rws.AutoPatcher(run.models.model, run.models.standard(), sigs, "detector")
 
 
 def test_mixed_stream_evaluation_and_cli(auto_run, capsys):
     run = auto_run
-    m = stage_autopatch(run, batch_sizes=(1, 8), examples=16, heldout=("brightness",), severities=(2, 5),
+    m = evaluate_autopatching(run, batch_sizes=(1, 8), examples=16, heldout=("brightness",), severities=(2, 5),
                         mixed_batch_sizes=(8,), mixed_examples=12)
     assert set(m["auto"]) == {"batch/1", "batch/8", "per_image/8"}
     # mixed batches at severities 2 and 5, detectors trained at 5 and at 2-5, against the per-image oracle
@@ -183,7 +184,7 @@ def test_mixed_stream_evaluation_and_cli(auto_run, capsys):
     assert "oracle patch" in text and "RA brightness (held out)" in text
     assert "Mixed batches" in text and "per-image oracle" in text and "worst severity" in text
     with pytest.raises(ValueError, match="unknown held-out"):
-        stage_autopatch(run, examples=4, heldout=("fgo",))
+        evaluate_autopatching(run, examples=4, heldout=("fgo",))
     # CLI: the stored metrics are printed without re-evaluating
     rc = cli_main(["autopatch", "--out", str(run.dir), "--preset", "tiny", "--quiet",
                    *sum((["--set", f"{k}={json.dumps(v)}"] for k, v in _cfg().to_dict().items()

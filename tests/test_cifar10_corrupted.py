@@ -17,7 +17,7 @@ from rws_jax.data import (
 )
 from rws_jax.pipeline.config import PipelineConfig
 from rws_jax.pipeline.presets import load_config, preset
-from rws_jax.pipeline.stages import Run
+from rws_jax.pipeline import Run
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
@@ -121,9 +121,9 @@ def test_run_test_set_uses_the_released_cifar10_c(tmp_path):
     run = Run(_cifar10_cfg(), tmp_path / "run", progress=False, log=logs.append)
     assert run.cfg.corrupted_test_mode == "official"
     with mock(20):
-        clean = run.test_set("clean")
-        fog = run.test_set("fog")
-        glass = run.test_set("glass_blur")
+        clean = run.data.test_set("clean")
+        fog = run.data.test_set("fog")
+        glass = run.data.test_set("glass_blur")
         want_fog = load_cifar10_corrupted("fog", 5, max_examples=7)
         want_glass = load_tfds_split("cifar10_corrupted/frosted_glass_blur_5", "test", max_examples=7)
     assert len(clean) == len(fog) == len(glass) == 7
@@ -131,7 +131,7 @@ def test_run_test_set_uses_the_released_cifar10_c(tmp_path):
     np.testing.assert_array_equal(fog.images, want_fog.images)
     np.testing.assert_array_equal(fog.labels, want_fog.labels)
     np.testing.assert_array_equal(glass.images, want_glass.images)
-    assert run.test_set("fog") is fog  # cached
+    assert run.data.test_set("fog") is fog  # cached
     # Mocked labels are random, so the sanity check (same images, same order) warns.
     if not np.array_equal(fog.labels, clean.labels):
         assert any("warning: CIFAR-10-C fog" in m for m in logs)
@@ -140,8 +140,8 @@ def test_run_test_set_uses_the_released_cifar10_c(tmp_path):
 def test_run_test_set_generated_option(tmp_path):
     run = Run(_cifar10_cfg(corrupted_test="generated"), tmp_path / "run", progress=False, log=lambda m: None)
     with mock(20):
-        clean = run.test_set("clean")
-        contrast = run.test_set("contrast")
+        clean = run.data.test_set("clean")
+        contrast = run.data.test_set("contrast")
         official = load_cifar10_corrupted("contrast", 5, max_examples=7)
     np.testing.assert_array_equal(contrast.labels, clean.labels)
     assert not np.array_equal(contrast.images, clean.images)
@@ -159,15 +159,15 @@ def test_run_with_unprepared_cifar10_c_fails_clearly(tmp_path):
     run = Run(_cifar10_cfg(data_dir=str(tmp_path / "tfds")), tmp_path / "run", progress=False, log=lambda m: None)
     rng = np.random.default_rng(0)
     split = ArraySplit(rng.integers(0, 256, (7, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 7))
-    run.__dict__["data"] = DatasetSplits(split, split, split, 10, "cifar10")  # the clean data, without TFDS
-    assert run.test_set("clean") is split
+    run.data.__dict__["main"] = DatasetSplits(split, split, split, 10, "cifar10")  # the clean data, without TFDS
+    assert run.data.test_set("clean") is split
     with pytest.raises(DatasetNotFoundError, match="corrupted_test=generated"):
-        run.test_set("fog")
+        run.data.test_set("fog")
     # The generated option needs no CIFAR-10-C.
     gen = Run(_cifar10_cfg(data_dir=str(tmp_path / "tfds"), corrupted_test="generated"), tmp_path / "gen",
               progress=False, log=lambda m: None)
-    gen.__dict__["data"] = run.data
-    assert len(gen.test_set("contrast")) == 7
+    gen.data.__dict__["main"] = run.data.main
+    assert len(gen.data.test_set("contrast")) == 7
 
 
 def test_run_all_checks_cifar10_c_before_training(tmp_path):

@@ -8,9 +8,9 @@ import pytest
 
 from rws_jax import cli
 from rws_jax.models import get_model
-from rws_jax.models.torch_import import vgg_feature_indices
+from rws_jax.models.torch_layout import vgg_feature_indices
 from rws_jax.pipeline import Run, preset
-from rws_jax.pipeline.stages import InitSourceError, check_init_source
+from rws_jax.pipeline.model_store import InitSourceError, check_init_source
 
 
 def test_init_config_is_checked():
@@ -64,9 +64,9 @@ def test_imported_theta_init_drops_the_head_and_sums_rgb_for_gray(tmp_path):
     cfg = preset("tiny", init={"kind": "torch", "path": str(path), "head": "drop"}, pretrain_examples=64,
                  finetune_examples=64)
     run = Run(cfg, tmp_path / "run", progress=False, log=lambda s: None)
-    v = run.theta_init
+    v = run.models.theta_init
     first = sd["features.0.weight"].sum(axis=1, keepdims=True)  # [O, 1, 3, 3]
     np.testing.assert_allclose(v["params"]["conv_0"]["kernel"], first.transpose(2, 3, 1, 0), rtol=1e-6)
     np.testing.assert_allclose(v["params"]["conv_5"]["kernel"], sd["features.12.weight"].transpose(2, 3, 1, 0))
     assert v["params"]["head"]["kernel"].shape[-1] == 10  # the task's head, not ImageNet's 1000
-    assert len(run.halves[1]) == 64 and not (run.dir / "checkpoints" / "init").exists()  # nothing pre-trained
+    assert len(run.data.halves[1]) == 64 and not (run.dir / "checkpoints" / "init").exists()  # nothing pre-trained

@@ -10,6 +10,7 @@ import pytest
 import rws_jax as rws
 from rws_jax import cli
 from rws_jax.pipeline import ConfigMismatchError, Run, load_config, preset, run_all
+from rws_jax.pipeline.model_store import train_config
 
 pytestmark = pytest.mark.slow
 
@@ -35,15 +36,15 @@ def test_pipeline_writes_report_figures_and_signatures(tiny_run):
         assert section in report
     assert "command:" in report and "gaussian_noise" in report
     for c in run.cfg.corruptions:
-        sig = rws.load_signature(run.signature_path(c), like=run.standard())
+        sig = rws.load_signature(run.signatures.path(c), like=run.models.standard())
         assert sig.name == c and len(sig.deltas) == 2 * run.cfg.keep_units  # kernel + bias per conv
         for b in run.cfg.quant_bits:
-            assert rws.load_signature(run.signature_path(c, b)).meta.quantization.endswith(f"/{b}")
+            assert rws.load_signature(run.signatures.path(c, b)).meta.quantization.endswith(f"/{b}")
     sim = json.loads((run.dir / "metrics" / "similarity.json").read_text())
     n = len(run.cfg.corruptions) * (run.cfg.robust_replicates + 1)  # seeds on the main dataset + transfer
     assert len(sim["names"]) == n and len(sim["cosine"]) == n
     assert all(abs(sim["cosine"][i][i] - 1.0) < 1e-5 for i in range(n))
-    assert rws.load_signature(run.signature_path(run.cfg.corruptions[0], replicate=1)).name == run.cfg.corruptions[0]
+    assert rws.load_signature(run.signatures.path(run.cfg.corruptions[0], replicate=1)).name == run.cfg.corruptions[0]
     acc = json.loads((run.dir / "metrics" / "accuracy.json").read_text())
     expected = {"standard", "mixture", "composed", "composed_q8_shared_range", "transfer/standard",
                 "updated/standard", *(f"patched/{c}/alpha={a:g}" for c in run.cfg.corruptions for a in run.cfg.alphas)}
@@ -68,12 +69,12 @@ def test_merge_stage_merges_and_searches_alpha_on_validation(tiny_run):
         assert rec["baseline"]["ta"] - rec["metrics"]["ta"] <= run.cfg.max_ta_drop + 1e-9
     assert set(found["set"]) == {"sum", *run.cfg.merge_methods}
     # the stored TIES row is recomputable through the public API
-    sigs = [rws.load_signature(run.signature_path(c)) for c in cs]
+    sigs = [rws.load_signature(run.signatures.path(c)) for c in cs]
     merged = rws.compose(sigs, 1.0, method="ties", density=run.cfg.ties_density)
     from rws_jax.training import evaluate
 
-    a = evaluate(rws.patch(run.standard(), merged, 1.0), run.model.apply, run.test_set(cs[0]),
-                 run.cfg.eval_batch_size, eval_step=run.eval_step)["accuracy"]
+    a = evaluate(rws.patch(run.models.standard(), merged, 1.0), run.models.model.apply, run.data.test_set(cs[0]),
+                 run.cfg.eval_batch_size, eval_step=run.evaluator.eval_step)["accuracy"]
     assert a == pytest.approx(acc["composed_ties"][cs[0]])
     report = (run.dir / "report.md").read_text()
     assert "Choosing α on the validation split" in report and "TIES merge" in report
@@ -85,9 +86,9 @@ def test_patched_accuracy_is_recomputable(tiny_run):
 
     run, _ = tiny_run
     c = run.cfg.corruptions[0]
-    patched = rws.patch(run.standard(), rws.load_signature(run.signature_path(c)), 1.0)
-    tc = run.train_config("finetune")  # the models were trained on standardised inputs
-    acc = evaluate(patched, run.model.apply, run.test_set(c), run.cfg.eval_batch_size, mean=tc.mean, std=tc.std)["accuracy"]
+    patched = rws.patch(run.models.standard(), rws.load_signature(run.signatures.path(c)), 1.0)
+    tc = train_config(run.cfg, "finetune")  # the models were trained on standardised inputs
+    acc = evaluate(patched, run.models.model.apply, run.data.test_set(c), run.cfg.eval_batch_size, mean=tc.mean, std=tc.std)["accuracy"]
     stored = json.loads((run.dir / "metrics" / "accuracy.json").read_text())[f"patched/{c}/alpha=1"][c]
     assert acc == pytest.approx(stored)
 
@@ -109,7 +110,7 @@ def test_other_config_in_same_dir_is_refused(tiny_run):
 def test_cli_patch_and_report(tiny_run, capsys, tmp_path):
     run, _ = tiny_run
     c = run.cfg.corruptions[0]
-    rc = cli.main(["patch", "--preset", "tiny", "--out", str(run.dir), "--signature", c, "--bits", "8",
+    rc = cli.main(["evaluate-patch", "--preset", "tiny", "--out", str(run.dir), "--signature", c, "--bits", "8",
                    "--save", str(tmp_path / "patched")])
     assert rc == 0
     out = capsys.readouterr().out

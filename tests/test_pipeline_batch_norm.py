@@ -10,6 +10,7 @@ import pytest
 
 import rws_jax as rws
 from rws_jax.pipeline import Run, preset, run_all
+from rws_jax.pipeline.model_store import train_config
 from rws_jax.training import evaluate
 
 pytestmark = pytest.mark.slow
@@ -30,7 +31,7 @@ def bn_run(tmp_path_factory):
 
 
 def test_bn_models_default_to_the_reference_scheme(bn_run):
-    assert bn_run.bn_mode == "reference"
+    assert bn_run.patcher.bn_mode == "reference"
     assert preset("tiny").bn_mode(False) == "patch" and preset("tiny", bn="patch").bn_mode(True) == "patch"
     with pytest.raises(ValueError, match="bn must be one of"):
         preset("tiny", bn="average")
@@ -39,22 +40,22 @@ def test_bn_models_default_to_the_reference_scheme(bn_run):
 
 def test_stored_patched_accuracy_is_the_reference_scheme(bn_run):
     run = bn_run
-    std, c = run.standard(), "fog"
-    sig = rws.load_signature(run.signature_path(c))
-    rob = run.robust(c)
+    std, c = run.models.standard(), "fog"
+    sig = rws.load_signature(run.signatures.path(c))
+    rob = run.models.robust(c)
     # statistics re-estimated on the fine-tuning split corrupted with c, in batches of the fine-tuning size
-    split = run.recalibration_split(c)
+    split = run.data.recalibration_split(c)
     bs = run.cfg.finetune["batch_size"]
-    tc = run.train_config("finetune")
+    tc = train_config(run.cfg, "finetune")
     batches = [split.images[i:i + bs] for i in range(0, len(split), bs)]
-    expect = rws.patch_batch_norm(std, sig, 0.5, bn="reference", robust=[rob], apply_fn=run.model.apply,
+    expect = rws.patch_batch_norm(std, sig, 0.5, bn="reference", robust=[rob], apply_fn=run.models.model.apply,
                                   batches=batches, preprocess=lambda x: rws_normalize(x, tc))
-    got = run.patched(std, [c], sig, 0.5)
+    got = run.patcher.patched(std, [c], sig, 0.5)
     chex.assert_trees_all_close(got, expect, rtol=1e-5, atol=1e-6)
     # BN/shortcut leaves come from the robust model (N = 1), not from θ_std + α·RWS
     f_got, f_rob = rws.tree_paths.flatten(got)[0], rws.tree_paths.flatten(rob)[0]
     np.testing.assert_array_equal(f_got["params/stem/bn/scale"], f_rob["params/stem/bn/scale"])
-    acc = evaluate(got, run.model.apply, run.test_set(c), run.cfg.eval_batch_size, eval_step=run.eval_step)
+    acc = evaluate(got, run.models.model.apply, run.data.test_set(c), run.cfg.eval_batch_size, eval_step=run.evaluator.eval_step)
     stored = json.loads((run.dir / "metrics" / "accuracy.json").read_text())["patched/fog/alpha=0.5"]
     assert acc["accuracy"] == pytest.approx(stored[c])
     assert {"composed", "composed_reference_mode", "patched_q8/contrast"} <= set(
@@ -63,9 +64,9 @@ def test_stored_patched_accuracy_is_the_reference_scheme(bn_run):
 
 def test_pure_patch_mode_differs_from_the_reference_scheme(bn_run):
     run = bn_run
-    sig = rws.load_signature(run.signature_path("contrast"))
-    pure = rws.patch_batch_norm(run.standard(), sig, 1.0, bn="patch")
-    ref = run.patched(run.standard(), ["contrast"], sig, 1.0)
+    sig = rws.load_signature(run.signatures.path("contrast"))
+    pure = rws.patch_batch_norm(run.models.standard(), sig, 1.0, bn="patch")
+    ref = run.patcher.patched(run.models.standard(), ["contrast"], sig, 1.0)
     diff = jax.tree_util.tree_map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))),
                                   pure["batch_stats"], ref["batch_stats"])
     assert max(jax.tree_util.tree_leaves(diff)) > 1e-4

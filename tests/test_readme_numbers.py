@@ -12,7 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-from rws_jax.pipeline import Run, load_config, summary_markdown
+from rws_jax.pipeline import Run, RunMetrics, load_config, summary_markdown
 from rws_jax.pipeline.report import summary_block
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,8 +22,8 @@ def test_readme_demo_tables_equal_the_committed_run(tmp_path):
     run_dir = ROOT / "docs" / "offline_run"
     shutil.copy(run_dir / "config.yaml", tmp_path / "config.yaml")
     shutil.copytree(run_dir / "metrics", tmp_path / "metrics")
-    run = Run(load_config(None, preset_name="offline"), tmp_path, progress=False, log=lambda *_: None)
-    expected = summary_markdown(run)
+    Run(load_config(None, preset_name="offline"), tmp_path, progress=False, log=lambda *_: None)  # config check
+    expected = summary_markdown(RunMetrics.from_dir(tmp_path))
     readme = summary_block((ROOT / "README.md").read_text())
     assert readme is not None, "README has no demo-summary markers"
     assert readme == expected
@@ -34,7 +34,8 @@ def test_summary_lists_every_model_and_corruption(tmp_path):
     shutil.copy(run_dir / "config.yaml", tmp_path / "config.yaml")
     shutil.copytree(run_dir / "metrics", tmp_path / "metrics")
     cfg = load_config(None, preset_name="offline")
-    text = summary_markdown(Run(cfg, tmp_path, progress=False, log=lambda *_: None))
+    Run(cfg, tmp_path, progress=False, log=lambda *_: None)  # the committed config is the preset's
+    text = summary_markdown(RunMetrics.from_dir(tmp_path))
     for c in cfg.corruptions:
         assert f"RA {c}" in text and f"| {c} |" in text
     assert "Standard θ_std" in text and "mean TA" in text

@@ -13,7 +13,7 @@ from rws_jax.data import ArraySplit, DatasetSplits, class_subset, restrict_class
 from rws_jax.models import with_fresh_head
 from rws_jax.pipeline import PRESETS, STUDIES, RunMetrics, Study, preset, run_study, seed_mean
 from rws_jax.pipeline import study_report
-from rws_jax.pipeline.study import open_run
+from rws_jax.pipeline.study import open_study_run
 
 _BASE = dict(PRESETS["tiny"], corruptions=["gaussian_noise", "contrast"], eval_severities=[2, 5], alphas=[1.0],
              quant_bits=[8], merge_methods=[], alpha_search=False, mixture=False, robust_replicates=1,
@@ -46,7 +46,7 @@ def _acc(out, name):
 
 @pytest.mark.slow
 def test_seeds_share_theta_init_and_data_but_not_training(study_dir):
-    runs = [open_run(TINY_STUDY, study_dir, n, progress=False) for n in ("s0", "s1")]
+    runs = [open_study_run(TINY_STUDY, study_dir, n, progress=False) for n in ("s0", "s1")]
     assert not (study_dir / "s1" / "checkpoints" / "init").exists()  # θ_init is s0's
     chex.assert_trees_all_equal(runs[0].theta_init, runs[1].theta_init)
     np.testing.assert_array_equal(runs[0].halves[1].labels, runs[1].halves[1].labels)
@@ -62,17 +62,17 @@ def test_seeds_share_theta_init_and_data_but_not_training(study_dir):
 
 @pytest.mark.slow
 def test_theta_init_never_saw_the_fine_tuning_labels(study_dir):
-    s0 = open_run(TINY_STUDY, study_dir, "s0", progress=False)
+    s0 = open_study_run(TINY_STUDY, study_dir, "s0", progress=False)
     # rotation prediction: θ_init's own head has 4 outputs (quarter turns), the task's a fresh 10-way one
-    assert s0.pretrained()["params"]["head"]["kernel"].shape[-1] == 4
-    assert s0.theta_init["params"]["head"]["kernel"].shape[-1] == 10
-    chex.assert_trees_all_equal(s0.pretrained()["params"]["conv_0"], s0.theta_init["params"]["conv_0"])
-    other = open_run(TINY_STUDY, study_dir, "init_classes", progress=False)
-    assert other.pretrained()["params"]["head"]["kernel"].shape[-1] == 5  # classes 5-9, its own head
-    assert not np.allclose(other.pretrained()["params"]["head"]["kernel"], other.theta_init["params"]["head"]["kernel"])
+    assert s0.models.pretrained()["params"]["head"]["kernel"].shape[-1] == 4
+    assert s0.models.theta_init["params"]["head"]["kernel"].shape[-1] == 10
+    chex.assert_trees_all_equal(s0.models.pretrained()["params"]["conv_0"], s0.models.theta_init["params"]["conv_0"])
+    other = open_study_run(TINY_STUDY, study_dir, "init_classes", progress=False)
+    assert other.models.pretrained()["params"]["head"]["kernel"].shape[-1] == 5  # classes 5-9, its own head
+    assert not np.allclose(other.models.pretrained()["params"]["head"]["kernel"], other.models.theta_init["params"]["head"]["kernel"])
     # the mechanism diagnostics: per unit, for every corruption, what the projection removes
     mech = json.loads((study_dir / "s0" / "metrics" / "mechanism.json").read_text())
-    assert mech["kept"] == list(s0.selection.units(s0.standard())[: s0.cfg.keep_units])
+    assert mech["kept"] == list(s0.signatures.selection.units(s0.models.standard())[: s0.cfg.keep_units])
     for c in s0.cfg.corruptions:
         d = mech["corruptions"][c]
         assert len(d["cos"]) == len(mech["units"]) and all(-1 <= x <= 1 for x in d["cos"])
@@ -84,16 +84,16 @@ def test_theta_init_never_saw_the_fine_tuning_labels(study_dir):
 
 @pytest.mark.slow
 def test_same_domain_pair_has_disjoint_classes_and_own_heads(study_dir):
-    run = open_run(TINY_STUDY, study_dir, "classes", progress=False)
-    s0 = open_run(TINY_STUDY, study_dir, "s0", progress=False)
-    assert run.data.num_classes == 5 and run.transfer_data.num_classes == 5
-    assert run.theta_init["params"]["head"]["kernel"].shape[-1] == 5
-    assert s0.theta_init["params"]["head"]["kernel"].shape[-1] == 10
-    chex.assert_trees_all_equal(run.theta_init["params"]["conv_0"], s0.theta_init["params"]["conv_0"])
+    run = open_study_run(TINY_STUDY, study_dir, "classes", progress=False)
+    s0 = open_study_run(TINY_STUDY, study_dir, "s0", progress=False)
+    assert run.data.main.num_classes == 5 and run.data.transfer.num_classes == 5
+    assert run.models.theta_init["params"]["head"]["kernel"].shape[-1] == 5
+    assert s0.models.theta_init["params"]["head"]["kernel"].shape[-1] == 10
+    chex.assert_trees_all_equal(run.models.theta_init["params"]["conv_0"], s0.models.theta_init["params"]["conv_0"])
     # the transfer side trains on the fine-tuning half only: none of its images is in θ_init's half
-    pre = {im.tobytes() for im in s0.halves[0].images}
-    assert not any(im.tobytes() in pre for im in run.transfer_data.train.images)
-    assert set(np.unique(run.transfer_data.test.labels)) <= set(range(5))
+    pre = {im.tobytes() for im in s0.data.halves[0].images}
+    assert not any(im.tobytes() in pre for im in run.data.transfer.train.images)
+    assert set(np.unique(run.data.transfer.test.labels)) <= set(range(5))
     acc = _acc(study_dir, "classes")
     assert {"transfer/standard", "transfer/patched/contrast", "transfer/robust/contrast",
             "reverse/patched/contrast"} <= set(acc)  # both directions of the pair

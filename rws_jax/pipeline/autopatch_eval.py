@@ -1,10 +1,10 @@
 """The auto-patching stages of a run: train the corruption detector, and evaluate
 :class:`rws_jax.AutoPatcher` on a mixed test stream.
 
-``stage_detect`` trains the detector on the fine-tuning split (clean + each corruption of
+``train_run_detector`` trains the detector on the fine-tuning split (clean + each corruption of
 the run at its severity) and saves it with orbax beside the signatures
 (``signatures/detector``); a saved one is reloaded and refused when it does not match the
-signature set. ``stage_autopatch`` writes ``metrics/autopatch.json``: on the first
+signature set. ``evaluate_autopatching`` writes ``metrics/autopatch.json``: on the first
 ``examples`` test images of every source (clean, each corruption with a signature, and
 held-out corruptions without one), cut into batches of each size and shuffled into one
 stream, the accuracy of the auto-patched model (batch and per-image mode) next to θ_std,
@@ -18,7 +18,6 @@ report's tables come from :mod:`rws_jax.pipeline.autopatch_report`.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -26,8 +25,12 @@ import jax
 import numpy as np
 
 import rws_jax as rws
+from rws_jax.corruptions import CORRUPTIONS
+from rws_jax.pipeline.autopatch_targets import autopatch_targets, mixed_targets
+from rws_jax.pipeline.metrics_files import write_metrics
+from rws_jax.pipeline.model_store import train_config
 from rws_jax.pipeline.presets import SEEDS
-from rws_jax.pipeline.stages import Run
+from rws_jax.pipeline.run import Run
 from rws_jax.training import evaluate
 from rws_jax.training.augment import normalize_images
 
@@ -48,10 +51,10 @@ def detector_path(run: Run, severities: tuple | None = None) -> Path:
     return run.dir / "signatures" / f"detector{suffix}"
 
 
-def stage_detect(run: Run, examples: int = DETECTOR_EXAMPLES, severities: tuple | None = None) -> rws.CorruptionDetector:
+def train_run_detector(run: Run, examples: int = DETECTOR_EXAMPLES, severities: tuple | None = None) -> rws.CorruptionDetector:
     """Trains (once) and saves the run's detector (on ``severities``, default the run's
     severity); returns it, checked against the signatures."""
-    sigs = [run.signature(c) for c in run.cfg.corruptions]
+    sigs = [run.signatures.signature(c) for c in run.cfg.corruptions]
     sev = tuple(severities or (run.cfg.severity,))
     path = detector_path(run, sev)
     if path.exists():
@@ -59,7 +62,7 @@ def stage_detect(run: Run, examples: int = DETECTOR_EXAMPLES, severities: tuple 
     run.log(f"[detect] corruption detector on {examples} fine-tuning images x {len(sigs) + 1} classes, "
             f"severities {list(sev)}")
     t0 = time.time()
-    images = run.halves[1].images[:examples]
+    images = run.data.halves[1].images[:examples]
     det = rws.train_detector(images, sigs, severity=sev if len(sev) > 1 else sev[0],
                              key=jax.random.key(run.cfg.seed + SEEDS.detector),
                              corruption_preset=run.cfg.corruption_preset)
@@ -71,19 +74,19 @@ def stage_detect(run: Run, examples: int = DETECTOR_EXAMPLES, severities: tuple 
 def reference_batch_norm(run: Run) -> rws.ReferenceBatchNorm | None:
     """The reference BN scheme of the run's signatures, precomputed once (BatchNorm models
     patched with ``bn='reference'``); None for the pure weight patch."""
-    if run.bn_mode != "reference":
+    if run.patcher.bn_mode != "reference":
         return None
     cs = list(run.cfg.corruptions)
     run.log(f"[autopatch] precomputing the reference BatchNorm trees of {len(cs)} signatures")
     bs = int(run.cfg.finetune.get("batch_size", 128))
 
     def batches_of(k):
-        images = run.recalibration_split(cs[k]).images
+        images = run.data.recalibration_split(cs[k]).images
         return [images[i:i + bs] for i in range(0, len(images), bs)]
 
-    tc = run.train_config("finetune")
-    return rws.precompute_reference_bn(run.standard(), [run.signature(c) for c in cs], [run.robust(c) for c in cs],
-                                       apply_fn=run.model.apply, batches_of=batches_of,
+    tc = train_config(run.cfg, "finetune")
+    return rws.precompute_reference_bn(run.models.standard(), [run.signatures.signature(c) for c in cs], [run.models.robust(c) for c in cs],
+                                       apply_fn=run.models.model.apply, batches_of=batches_of,
                                        preprocess=lambda x: normalize_images(x, tc.mean, tc.std))
 
 
@@ -91,7 +94,7 @@ def _accuracy(logits, labels) -> int:
     return int(np.sum(np.argmax(np.asarray(logits), -1) == np.asarray(labels)))
 
 
-def stage_autopatch(run: Run, *, batch_sizes=DEFAULT_BATCH_SIZES, examples: int = 2000,
+def evaluate_autopatching(run: Run, *, batch_sizes=DEFAULT_BATCH_SIZES, examples: int = 2000,
                     heldout=DEFAULT_HELDOUT, threshold: float = 0.25, step: float = 0.25,
                     severities=DEFAULT_SEVERITIES, mixed_batch_sizes=MIXED_BATCH_SIZES,
                     mixed_examples: int = MIXED_EXAMPLES) -> dict:
@@ -103,8 +106,6 @@ def stage_autopatch(run: Run, *, batch_sizes=DEFAULT_BATCH_SIZES, examples: int 
     the detector trained at the run's severity and one trained at ``severities``, against the
     per-image oracle (each image patched with its own corruption's RWS). BatchNorm models
     (``bn='reference'``) are auto-patched with the reference BN scheme, precomputed."""
-    from rws_jax.corruptions import CORRUPTIONS  # noqa: PLC0415
-
     cfg = run.cfg
     cs = list(cfg.corruptions)
     unknown = [h for h in heldout if h not in CORRUPTIONS]
@@ -113,26 +114,26 @@ def stage_autopatch(run: Run, *, batch_sizes=DEFAULT_BATCH_SIZES, examples: int 
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes) or int(examples) < 1:
         raise ValueError(f"batch sizes and examples must be >= 1, got {list(batch_sizes)} and {examples}")
     heldout = [h for h in heldout if h not in cs]
-    det = stage_detect(run)
-    sigs = [run.signature(c) for c in cs]
-    std = run.standard()
-    tc = run.train_config("finetune")
+    det = train_run_detector(run)
+    sigs = [run.signatures.signature(c) for c in cs]
+    std = run.models.standard()
+    tc = train_config(run.cfg, "finetune")
     sources = ["clean", *cs, *heldout]
-    data = {s: run.test_set(s).head(examples) for s in sources}
+    data = {s: run.data.test_set(s).head(examples) for s in sources}
     run.log(f"[autopatch] mixed stream: {len(sources)} sources x {examples} test images, batch sizes "
             f"{list(batch_sizes)}")
 
     def acc_of(variables, split):
-        return evaluate(variables, run.model.apply, split, cfg.eval_batch_size, eval_step=run.eval_step)["accuracy"]
+        return evaluate(variables, run.models.model.apply, split, cfg.eval_batch_size, eval_step=run.evaluator.eval_step)["accuracy"]
 
     bn_ref = reference_batch_norm(run)
-    oracle = {c: run.patched(std, [c], sig, 1.0) for c, sig in zip(cs, sigs)}
-    average = run.patched(std, cs, sigs, 1.0 / len(sigs))
+    oracle = {c: run.patcher.patched(std, [c], sig, 1.0) for c, sig in zip(cs, sigs)}
+    average = run.patcher.patched(std, cs, sigs, 1.0 / len(sigs))
     baselines = {"standard": {s: acc_of(std, data[s]) for s in sources},
                  "oracle": {s: acc_of(oracle.get(s, std), data[s]) for s in sources},
                  "average": {s: acc_of(average, data[s]) for s in sources}}
     if cfg.mixture:
-        mix = run.mixture()
+        mix = run.models.mixture()
         baselines["mixture"] = {s: acc_of(mix, data[s]) for s in sources}
 
     auto, detection, patches, coefficient_log = {}, {}, {}, {}
@@ -140,7 +141,7 @@ def stage_autopatch(run: Run, *, batch_sizes=DEFAULT_BATCH_SIZES, examples: int 
         stream = [(s, i) for s in sources for i in range(0, len(data[s]), bs)]
         order = np.random.default_rng(cfg.seed + SEEDS.stream_order + bs).permutation(len(stream))
         for mode in ("batch", "per_image") if bs > 1 else ("batch",):
-            patcher = rws.AutoPatcher(run.model, std, sigs, det, threshold=threshold, step=step,
+            patcher = rws.AutoPatcher(run.models.model, std, sigs, det, threshold=threshold, step=step,
                                       mean=tc.mean, std=tc.std, batch_norm=bn_ref)
             correct = {s: 0 for s in sources}
             hit_batch = {s: 0 for s in sources}
@@ -181,12 +182,12 @@ def stage_autopatch(run: Run, *, batch_sizes=DEFAULT_BATCH_SIZES, examples: int 
     out["bn"] = "reference (precomputed)" if bn_ref is not None else "none (pure weight patch)"
     detectors = {f"sev{cfg.severity}": det}
     if tuple(severities) != (cfg.severity,):
-        detectors[f"sev{min(severities)}-{max(severities)}"] = stage_detect(run, severities=tuple(severities))
+        detectors[f"sev{min(severities)}-{max(severities)}"] = train_run_detector(run, severities=tuple(severities))
     out["mixed"] = _mixed_streams(run, sources, cs, oracle, std, detectors, bn_ref, severities=tuple(severities),
                                   batch_sizes=tuple(mixed_batch_sizes), examples=mixed_examples,
                                   threshold=threshold, step=step, acc_of=acc_of)
     out["mixed_targets"] = mixed_targets(out["mixed"])
-    run.save_metrics("autopatch", out)
+    write_metrics(run.dir, "autopatch", out)
     return out
 
 
@@ -197,14 +198,14 @@ def _mixed_streams(run: Run, sources, cs, oracle, std, detectors, bn_ref, *, sev
     corruptions. Per source: θ_std, the per-image oracle and each auto-patcher (detector x
     mode x batch size)."""
     cfg = run.cfg
-    tc = run.train_config("finetune")
-    sigs = [run.signature(c) for c in cs]
+    tc = train_config(run.cfg, "finetune")
+    sigs = [run.signatures.signature(c) for c in cs]
     res = {"severities": list(severities), "batch_sizes": list(batch_sizes), "examples": examples,
            "detectors": {k: {"severities": list(d.trained_severities),
                              "train_accuracy": d.train_accuracy} for k, d in detectors.items()},
            "standard": {}, "oracle": {}, "auto": {}}
     for sev in severities:
-        data = {s: run.test_set(s if s == "clean" or sev == cfg.severity else f"{s}@{sev}").head(examples)
+        data = {s: run.data.test_set(s if s == "clean" or sev == cfg.severity else f"{s}@{sev}").head(examples)
                 for s in sources}
         key = f"sev{sev}"
         res["standard"][key] = {s: acc_of(std, data[s]) for s in sources}
@@ -217,7 +218,7 @@ def _mixed_streams(run: Run, sources, cs, oracle, std, detectors, bn_ref, *, sev
             order = np.random.default_rng([cfg.seed + SEEDS.stream_order, int(bs), int(sev)]).permutation(len(images))
             for dname, det in detectors.items():
                 for mode in ("batch", "per_image"):
-                    patcher = rws.AutoPatcher(run.model, std, sigs, det, threshold=threshold, step=step,
+                    patcher = rws.AutoPatcher(run.models.model, std, sigs, det, threshold=threshold, step=step,
                                               mean=tc.mean, std=tc.std, batch_norm=bn_ref)
                     correct = np.zeros(len(sources))
                     for i in range(0, len(order), bs):
@@ -232,46 +233,3 @@ def _mixed_streams(run: Run, sources, cs, oracle, std, detectors, bn_ref, *, sev
                         s: float(correct[i] / len(data[s])) for i, s in enumerate(sources)}
     res["corruptions"], res["sources"] = list(cs), list(sources)
     return res
-
-
-def mixed_targets(m: dict) -> list[dict]:
-    """The targets on the mixed stream, per auto-patcher (means over the stream): mean RA over
-    the corruptions with a signature within 2 pp of the per-image oracle, clean TA within 0.5 pp
-    of θ_std, and at no severity a mean accuracy over all sources more than 1 pp below θ_std's."""
-    cs, srcs, sevs = m["corruptions"], m["sources"], [f"sev{s}" for s in m["severities"]]
-    rows = []
-    for key, by_sev in m["auto"].items():
-        ra_gap = float(np.mean([mean_over(by_sev[s], cs) - mean_over(m["oracle"][s], cs) for s in sevs]))
-        ta_gap = float(np.mean([by_sev[s]["clean"] - m["standard"][s]["clean"] for s in sevs]))
-        sev_gaps = {s: mean_over(by_sev[s], srcs) - mean_over(m["standard"][s], srcs) for s in sevs}
-        worst = min(sev_gaps, key=sev_gaps.get)
-        rows.append({"stream": key, "mean_ra_minus_oracle": ra_gap, "ta_minus_standard": ta_gap,
-                     "worst_severity": worst, "worst_severity_minus_standard": sev_gaps[worst],
-                     "met": {"ra": ra_gap >= -0.02, "ta": ta_gap >= -0.005, "severity": sev_gaps[worst] >= -0.01}})
-    return rows
-
-
-def mean_over(d: dict, keys) -> float:
-    """Mean of ``d[k]`` over ``keys`` (accuracies of a stream over its corruptions)."""
-    return float(np.mean([d[k] for k in keys]))
-
-
-def autopatch_targets(m: dict) -> list[dict]:
-    """The issue's targets per batch size and mode: mean RA within 2 pp of the oracle patch,
-    TA on clean batches within 0.5 pp of θ_std, held-out RA not below θ_std by > 1 pp."""
-    cs, held = m["corruptions"], m["heldout"]
-    std, oracle = m["baselines"]["standard"], m["baselines"]["oracle"]
-    rows = []
-    for key, acc in m["auto"].items():
-        ra_gap = mean_over(acc, cs) - mean_over(oracle, cs)
-        ta_gap = acc["clean"] - std["clean"]
-        held_gap = min((acc[h] - std[h] for h in held), default=0.0)
-        rows.append({"stream": key, "mean_ra_minus_oracle": ra_gap, "ta_minus_standard": ta_gap,
-                     "worst_heldout_minus_standard": held_gap,
-                     "met": {"ra": ra_gap >= -0.02, "ta": ta_gap >= -0.005, "heldout": held_gap >= -0.01}})
-    return rows
-
-
-def load_autopatch(run_dir: Path) -> dict | None:
-    f = Path(run_dir) / "metrics" / "autopatch.json"
-    return json.loads(f.read_text()) if f.exists() else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rws_jax.pipeline.autopatch_eval import mean_over
+from rws_jax.pipeline.autopatch_targets import mean_over
 from rws_jax.pipeline.tables import pct
 
 

@@ -1,30 +1,28 @@
 """The run's Markdown report and PNG figures, one per claim of the paper.
 
-Everything is read from the run directory's ``metrics/`` (written by the stages), so
-the report can be regenerated (``rws-jax report``) without recomputing anything.
+Everything is read from the run directory's ``config.yaml`` and ``metrics/`` (written by
+the stages) through :class:`RunMetrics`, so the report can be regenerated (``rws-jax
+report``) without a dataset, a checkpoint or any computing module.
 """
 
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import platform
 import sys
 from pathlib import Path
 
-import jax
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rws_jax.models import uses_batch_norm  # noqa: E402
 from rws_jax.markdown_blocks import read_block, write_block  # noqa: E402
-from rws_jax.pipeline.autopatch_eval import load_autopatch  # noqa: E402
 from rws_jax.pipeline.autopatch_report import autopatch_markdown  # noqa: E402
 from rws_jax.pipeline.claims import claim_verdicts  # noqa: E402
 from rws_jax.pipeline.run_metrics import RunMetrics  # noqa: E402
-from rws_jax.pipeline.stages import Run  # noqa: E402
 from rws_jax.pipeline.tables import (alpha_search_note, claims_table, mechanism_tables, pct,  # noqa: E402
                                     transfer_by_corruption)
 
@@ -36,7 +34,7 @@ def _save(fig, path: Path) -> str:
     return f"figures/{path.name}"
 
 
-def fig_layer_change(run: Run, out: Path) -> str | None:
+def fig_layer_change(run: RunMetrics, out: Path) -> str | None:
     d = run.load_metrics("layer_change")
     if d is None:
         return None
@@ -54,7 +52,7 @@ def fig_layer_change(run: Run, out: Path) -> str | None:
     return _save(fig, out / "layer_change.png")
 
 
-def fig_similarity(run: Run, out: Path) -> str | None:
+def fig_similarity(run: RunMetrics, out: Path) -> str | None:
     d = run.load_metrics("similarity")
     if d is None:
         return None
@@ -73,7 +71,7 @@ def fig_similarity(run: Run, out: Path) -> str | None:
     return _save(fig, out / "similarity.png")
 
 
-def fig_alpha(run: Run, out: Path) -> str | None:
+def fig_alpha(run: RunMetrics, out: Path) -> str | None:
     acc = run.accuracies
     cs = run.cfg.corruptions
     fig, axes = plt.subplots(1, len(cs), figsize=(3.0 * len(cs), 3.0), squeeze=False)
@@ -95,7 +93,7 @@ def fig_alpha(run: Run, out: Path) -> str | None:
     return _save(fig, out / "alpha.png")
 
 
-def fig_transfer(run: Run, out: Path) -> str | None:
+def fig_transfer(run: RunMetrics, out: Path) -> str | None:
     acc = run.accuracies
     cs = run.cfg.corruptions
     groups = []
@@ -124,7 +122,7 @@ def fig_transfer(run: Run, out: Path) -> str | None:
     return _save(fig, out / "transfer.png")
 
 
-def fig_storage(run: Run, out: Path) -> str | None:
+def fig_storage(run: RunMetrics, out: Path) -> str | None:
     d = run.load_metrics("storage")
     if d is None:
         return None
@@ -138,7 +136,7 @@ def fig_storage(run: Run, out: Path) -> str | None:
     return _save(fig, out / "storage.png")
 
 
-def _accuracy_table(run: Run) -> list[str]:
+def _accuracy_table(run: RunMetrics) -> list[str]:
     acc = run.accuracies
     cs = run.cfg.corruptions
     rows = [("Standard θ_std", lambda c: acc.get("standard", {}).get(c), lambda c: acc.get("standard", {}).get("clean")),
@@ -184,7 +182,7 @@ def _accuracy_table(run: Run) -> list[str]:
     return lines
 
 
-def _alpha_table(run: Run) -> list[str]:
+def _alpha_table(run: RunMetrics) -> list[str]:
     """The α chosen on the validation split, per corruption and for the set, with test results."""
     found = run.load_metrics("alpha_search")
     if not found:
@@ -207,7 +205,7 @@ def _alpha_table(run: Run) -> list[str]:
     return lines
 
 
-def _transfer_table(run: Run) -> list[str]:
+def _transfer_table(run: RunMetrics) -> list[str]:
     acc = run.accuracies
     cs = run.cfg.corruptions
     lines = []
@@ -240,9 +238,9 @@ def _corrupted_test_note(cfg) -> str:
     return f"RA measured on {own} (seeded)"
 
 
-def _bn_note(run: Run) -> str:
-    """How patching treated BatchNorm in this run."""
-    mode = run.bn_mode
+def _bn_note(facts: dict) -> str:
+    """How patching treated BatchNorm in this run (``facts``: metrics/run_facts.json)."""
+    mode = facts["bn_mode"]
     if mode == "reference":
         return ("BatchNorm, as the reference code: every BN γ/β/statistic and shortcut conv of a patched model is "
                 "the mean over the robust models of the signatures applied, and the running statistics are "
@@ -251,10 +249,10 @@ def _bn_note(run: Run) -> str:
     if mode == "none":
         return "BatchNorm leaves are left as in the patched model (`bn: none`); only the other kept tensors move"
     return ("patching is the pure weight patch θ + Σ α·RWS on the kept tensors"
-            + ("" if uses_batch_norm(run.model) else " (the model has no BatchNorm)"))
+            + ("" if facts["has_batch_norm"] else " (the model has no BatchNorm)"))
 
 
-def summary_markdown(run: Run) -> str:
+def summary_markdown(run: RunMetrics) -> str:
     """The Markdown tables README shows for a run: accuracies of every model (TA / RA per
     corruption, means) and, when the merge stage ran, the α chosen on validation.
     Printed by ``rws-jax report --summary``; ``tests/test_readme_numbers.py`` checks that
@@ -267,8 +265,8 @@ def summary_markdown(run: Run) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _claims_table(run: Run) -> list[str]:
-    rows = claim_verdicts(RunMetrics.from_dir(run.dir))
+def _claims_table(run: RunMetrics) -> list[str]:
+    rows = claim_verdicts(run)
     return ["The paper's claims, each judged by the rule beside it on this run (all cases pass: reproduced; at "
             "least half: partly; fewer: not reproduced):", "", *claims_table(rows)]
 
@@ -287,29 +285,41 @@ def splice_summary(doc: Path, summary: str) -> None:
     write_block(doc, SUMMARY_BEGIN, SUMMARY_END, "\n\n" + summary + "\n")
 
 
-def write_report(run: Run, command: str | None = None) -> Path:
-    """Writes ``report.md`` and ``figures/*.png`` into the run directory."""
-    figs = run.dir / "figures"
+def _setup_lines(cfg, facts: dict | None) -> list[str]:
+    """The report's data, model and BatchNorm lines, from metrics/run_facts.json."""
+    if facts is None:
+        return [f"- data: {cfg.dataset}; {_corrupted_test_note(cfg)} (split sizes, kept units and BatchNorm "
+                "handling not recorded: `rws-jax stage run-facts` records them)",
+                f"- model: {cfg.model} {cfg.model_kwargs or ''}; signatures keep the first {cfg.keep_units} units "
+                f"of {', '.join(cfg.collections)}"]
+    n = facts["data"]
+    return [f"- data: {cfg.dataset} (pre-training half for θ_init: {n['pretrain']} images, fine-tuning half: "
+            f"{n['finetune']}, validation {n['val']}, test {n['test']}); {_corrupted_test_note(cfg)}",
+            f"- model: {cfg.model} {cfg.model_kwargs or ''}; signatures keep the first {cfg.keep_units} units "
+            f"({', '.join(facts['units_kept'])}) of {', '.join(cfg.collections)}",
+            f"- {_bn_note(facts)}"]
+
+
+def write_report(run_dir: str | Path, command: str | None = None) -> Path:
+    """Writes ``report.md`` and ``figures/*.png`` into the run directory ``run_dir`` from its
+    ``config.yaml`` and ``metrics/``; returns the report's path."""
+    run_dir = Path(run_dir)
+    run = RunMetrics.from_dir(run_dir)
+    figs = run_dir / "figures"
     figs.mkdir(exist_ok=True)
     cfg = run.cfg
-    if command is None and (run.dir / "command.txt").exists():
-        command = (run.dir / "command.txt").read_text().strip()
+    if command is None and (run_dir / "command.txt").exists():
+        command = (run_dir / "command.txt").read_text().strip()
     lines = [
         f"# Robust Weight Signatures: run `{cfg.name}`",
         "",
         f"{cfg.description}",
         "",
         f"- generated {datetime.datetime.now().isoformat(timespec='seconds')} by rws_jax on "
-        f"{platform.node()} ({jax.default_backend()}, {jax.device_count()} device(s), Python {sys.version.split()[0]}, "
-        f"jax {jax.__version__})",
+        f"{platform.node()} (Python {sys.version.split()[0]}, jax {importlib.metadata.version('jax')})",
         f"- command: `{command or '(library call)'}`",
         f"- config: [`config.yaml`](config.yaml) (digest `{cfg.digest()}`), reproduced at the end",
-        f"- data: {cfg.dataset} (pre-training half for θ_init: {len(run.halves[0])} images, fine-tuning half: "
-        f"{len(run.halves[1])}, validation {len(run.data.val)}, test {len(run.data.test)}); "
-        f"{_corrupted_test_note(cfg)}",
-        f"- model: {cfg.model} {cfg.model_kwargs or ''}; signatures keep the first {cfg.keep_units} units "
-        f"({', '.join(run.selection.units(run.standard())[: cfg.keep_units])}) of {', '.join(cfg.collections)}",
-        f"- {_bn_note(run)}",
+        *_setup_lines(cfg, run.load_metrics("run_facts")),
         "- TA = clean test accuracy, RA = accuracy on the corrupted test set; checkpoints were selected on the "
         "validation split only.",
         "",
@@ -328,7 +338,7 @@ def write_report(run: Run, command: str | None = None) -> Path:
     lines += ["## 3. Patching, 5. composition, 7. quantization: TA/RA (%)", "", _corrupted_test_note(cfg) + ".", ""]
     lines += _accuracy_table(run) + [""]
     at = _alpha_table(run)
-    metrics = RunMetrics.from_dir(run.dir)
+    metrics = run
     if at:
         lines += ["### Choosing α on the validation split", ""] + at + [""]
         note = alpha_search_note(metrics)
@@ -357,11 +367,11 @@ def write_report(run: Run, command: str | None = None) -> Path:
         for r in st["rows"]:
             lines.append(f"| {r['bits']}-bit | {r['signature_bytes']:,.0f} | {r['model_bytes']:,} | {r['ratio']:.1f}× |")
         lines += ["", f"![storage]({f7})", ""]
-    m = load_autopatch(run.dir)
+    m = run.load_metrics("autopatch")
     if m:
         lines += ["## Auto-patching an unknown corruption", "", *autopatch_markdown(m), ""]
     lines += ["## Verdicts on the paper's claims", ""] + _claims_table(run) + [""]
     lines += ["## Config", "", "```yaml", cfg.to_yaml().rstrip(), "```", ""]
-    path = run.dir / "report.md"
+    path = run_dir / "report.md"
     path.write_text("\n".join(lines))
     return path

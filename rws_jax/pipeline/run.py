@@ -1,47 +1,51 @@
-"""Running a pipeline or a study end to end: compute every stage, then write the report.
+"""A run: one config, one run directory, and the parts that compute in it.
 
-The stages (:mod:`rws_jax.pipeline.stages`, :mod:`rws_jax.pipeline.study`) only compute
-and write metrics; the reports (:mod:`rws_jax.pipeline.report`,
-:mod:`rws_jax.pipeline.study_report`) only read them. This module is the one place that
-does both, in that order (the CLI's ``demo``/``run``/``reproduce`` call it).
+``Run`` only bundles the parts; each part does one job in its own module:
+
+- ``run.data`` (:class:`RunData`): the datasets, halves and corrupted copies;
+- ``run.models`` (:class:`ModelStore`): θ_init and every fine-tuned model, trained once;
+- ``run.signatures`` (:class:`SignatureStore`): RWS_c files, extracted once;
+- ``run.patcher`` (:class:`RunPatcher`): patches with the run's BatchNorm mode and merges;
+- ``run.evaluator`` (:class:`Evaluator`): accuracies, cached in ``metrics/accuracy.json``.
+
+The stages (:mod:`rws_jax.pipeline.stages`) take these parts and write metrics; the reports
+read the metrics only (:mod:`rws_jax.pipeline.report`).
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Callable
 
-from rws_jax.pipeline.config import Study
-from rws_jax.pipeline.report import write_report
-from rws_jax.pipeline.stages import Run, run_stages
-from rws_jax.pipeline.study import open_run, run_study_runs
-from rws_jax.pipeline.study_report import write_study_report
+from rws_jax.pipeline.config import PipelineConfig
+from rws_jax.pipeline.evaluation import Evaluator
+from rws_jax.pipeline.model_store import ModelStore
+from rws_jax.pipeline.run_data import RunData
+from rws_jax.pipeline.run_dir import open_run_dir
+from rws_jax.pipeline.run_patching import RunPatcher
+from rws_jax.pipeline.signature_store import SignatureStore
 
 
-def run_all(run: Run) -> Path:
-    """Every stage of ``run`` (each skips what is on disk), then its report; returns the report's path."""
-    t0 = time.time()
-    run_stages(run)
-    path = write_report(run)
-    run.log(f"[report] {path}  (total {time.time() - t0:.0f}s)")
-    return path
+class Run:
+    """The run directory ``out`` for ``cfg`` and its parts (data, models, signatures,
+    patcher, evaluator), each computing on first use and caching on disk.
 
+    Args:
+      cfg: the run's config; ``out/config.yaml`` must match it unless ``force_config``.
+      out: the run directory (made when missing).
+      progress: progress bars while training.
+      log: where progress lines go.
+      test_sets: a dict to keep the corrupted test and validation sets in, shared by runs
+        with the same data (a study's seeds); default: this run's own.
+    """
 
-def run_study(study: Study, out: str | Path, *, progress: bool = True,
-              log: Callable[[str], None] = print, only: list[str] | None = None) -> Path:
-    """Every run of ``study`` (or ``only`` these) and the study's metrics, then each run's
-    report and the study's; returns the study report's path."""
-    run_study_runs(study, out, progress=progress, log=log, only=only)
-    return write_study_reports(study, out, log=log, only=only)
-
-
-def write_study_reports(study: Study, out: str | Path, *, log: Callable[[str], None] = print,
-                        only: list[str] | None = None) -> Path:
-    """Each run's report (of the runs that are there) and the study's, from their metrics;
-    returns the study report's path."""
-    out = Path(out)
-    for name in study.run_names:
-        if (not only or name in only) and (out / name / "config.yaml").exists():
-            write_report(open_run(study, out, name, progress=False, log=log))
-    return write_study_report(study, out, log=log)
+    def __init__(self, cfg: PipelineConfig, out: str | Path, *, progress: bool = True,
+                 log: Callable[[str], None] = print, force_config: bool = False, test_sets: dict | None = None):
+        self.cfg = cfg
+        self.dir = open_run_dir(cfg, out, force_config=force_config)
+        self.log = log
+        self.data = RunData(cfg, corrupted_cache=test_sets, log=log)
+        self.models = ModelStore(cfg, self.dir, self.data, progress=progress, log=log)
+        self.signatures = SignatureStore(cfg, self.dir, self.models)
+        self.patcher = RunPatcher(cfg, self.models, self.data)
+        self.evaluator = Evaluator(cfg, self.dir, self.models, self.data)

@@ -11,15 +11,13 @@ targets its accuracies hold. :meth:`RunMetrics.from_dir` reads one from a run di
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 from rws_jax.pipeline.config import PipelineConfig, run_config_from_file
-
-ACCURACY = "accuracy"
+from rws_jax.pipeline.metrics_files import ACCURACY, read_all_metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +47,7 @@ class RunMetrics:
         """Reads ``<path>/config.yaml`` and ``<path>/metrics/*.json``."""
         path = Path(path)
         cfg = run_config_from_file(path / "config.yaml")
-        files = {f.stem: json.loads(f.read_text()) for f in sorted((path / "metrics").glob("*.json"))}
+        files = read_all_metrics(path)
         acc = files.pop(ACCURACY, {})
         return cls(cfg=cfg, accuracies=acc, metrics=files, transfer_targets=default_transfer_targets(cfg))
 

@@ -9,7 +9,6 @@ checkpoint, so it can be recomputed from the committed ``docs/reproduce``.
 from __future__ import annotations
 
 import datetime
-import json
 import platform
 import shutil
 import sys
@@ -23,10 +22,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rws_jax.markdown_blocks import write_block  # noqa: E402
-from rws_jax.pipeline.autopatch_eval import load_autopatch  # noqa: E402
 from rws_jax.pipeline.autopatch_report import autopatch_markdown  # noqa: E402
 from rws_jax.pipeline.claims import claim_verdicts  # noqa: E402
 from rws_jax.pipeline.config import Study  # noqa: E402
+from rws_jax.pipeline.metrics_files import read_metrics  # noqa: E402
+from rws_jax.pipeline.report import write_report  # noqa: E402
 from rws_jax.pipeline.run_metrics import RunMetrics, seed_mean  # noqa: E402
 from rws_jax.pipeline.tables import (claims_table, fixed, kept_mean, mechanism_tables, pct,  # noqa: E402
                                     second_rule_cell, transfer_by_corruption)
@@ -92,8 +92,7 @@ SEED_MEAN_CLAIMS = ("1.", "2.", "3.")
 
 def study_similarity(out: Path) -> dict | None:
     """The study's signature similarity (the seeds as replicates), or None."""
-    f = out / "metrics" / "similarity.json"
-    return json.loads(f.read_text()) if f.exists() else None
+    return read_metrics(out, "similarity")
 
 
 def study_verdicts(out: Path, runs: list[RunMetrics], same_domain: RunMetrics | None) -> list[dict]:
@@ -281,9 +280,8 @@ def study_summary_markdown(study: Study, out: str | Path, previous: str | Path |
                                                   for k in ("ta", "ra_mean", "ra5")) + " |")
     lines += ["", f"Seed spread over every cell of the per-corruption table: median std {fmt(sp['median'])} pp, "
                   f"largest {fmt(sp['max'])} pp.", ""]
-    timing_file = out / "metrics" / "timing.json"
-    if timing_file.exists():
-        timing = json.loads(timing_file.read_text())
+    timing = read_metrics(out, "timing")
+    if timing is not None:
         lines += [f"Wall time of the whole study on the 2-core CPU that made it: "
                   f"{sum(t['seconds'] for t in timing.values()) / 60:.0f} min (`metrics/timing.json`).", ""]
     rows = study_verdicts(out, runs, same)
@@ -321,7 +319,7 @@ def autopatch_summary_markdown(study: Study, out: str | Path) -> str | None:
     """README's auto-patching tables (each of the study's auto-patching runs), or None before they ran."""
     parts = []
     for name in study.autopatch_runs:
-        m = load_autopatch(Path(out) / name)
+        m = read_metrics(Path(out) / name, "autopatch")
         if m is None:
             continue
         parts.append(f"`{name}` of the `{study.name}` study (`rws-jax autopatch --preset {study.name}`; printed by "
@@ -382,8 +380,7 @@ def write_study_report(study: Study, out: str | Path, *, log: Callable[[str], No
     bn = _open(out, study.batch_norm)
     mean_run = seed_mean(runs, similarity=study_similarity(out), same_domain=same)
     cfg = runs[0].cfg
-    timing_file = out / "metrics" / "timing.json"
-    timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+    timing = read_metrics(out, "timing") or {}
     if command is None and (out / "command.txt").exists():
         command = (out / "command.txt").read_text().strip()
     sp = spread(runs)
@@ -446,7 +443,7 @@ def write_study_report(study: Study, out: str | Path, *, log: Callable[[str], No
         lines += [f"| {r['claim']} | **{r['verdict']}** | {r['evidence']} |" for r in rows if r["verdict"] != "not measured"]
         lines.append("")
     for name in study.autopatch_runs:
-        m = load_autopatch(out / name)
+        m = read_metrics(out / name, "autopatch")
         if m:
             lines += [f"## Auto-patching an unknown corruption ({name})", "", *autopatch_markdown(m), ""]
     lines += ["## Configs", ""] + [f"- [`{n}/config.yaml`]({n}/config.yaml)" for n in study.run_names
@@ -455,6 +452,17 @@ def write_study_report(study: Study, out: str | Path, *, log: Callable[[str], No
     path.write_text("\n".join(lines))
     log(f"[study report] {path}")
     return path
+
+
+def write_study_reports(study: Study, out: str | Path, *, log: Callable[[str], None] = print,
+                        only: list[str] | None = None) -> Path:
+    """Each run's report (of the runs that are there) and the study's, from their metrics;
+    returns the study report's path."""
+    out = Path(out)
+    for name in study.run_names:
+        if (not only or name in only) and (out / name / "config.yaml").exists():
+            write_report(out / name)
+    return write_study_report(study, out, log=log)
 
 
 def export_study(study: Study, out: str | Path, dest: str | Path) -> Path:
