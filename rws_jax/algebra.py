@@ -34,7 +34,7 @@ leaves, and :func:`unpatch` puts them back — bit-exact, unlike subtracting.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Literal, overload
 
 import jax
 import jax.numpy as jnp
@@ -46,12 +46,12 @@ from rws_jax.extraction import delta_dtype
 from rws_jax.kernels import combine, combine_donated, out_shardings
 from rws_jax.quantized_tensor import as_float
 from rws_jax.signature import Signature, SignatureMeta, is_marked_finite, mark_finite, signature_list
+from rws_jax.types import Alphas, SignatureLike, Variables
 
-PyTree = Any
 MODES = ("linear", "reference")
 
 
-def coefficients(alphas, num: int, mode: str = "linear") -> jax.Array:
+def coefficients(alphas: Alphas, num: int, mode: str = "linear") -> jax.Array:
     """``f32[num]`` coefficients applied to the signatures.
 
     Args:
@@ -70,7 +70,7 @@ def coefficients(alphas, num: int, mode: str = "linear") -> jax.Array:
     return jnp.asarray(host_coefficients(alphas, num, mode))
 
 
-def host_coefficients(alphas, num: int, mode: str = "linear") -> np.ndarray:
+def host_coefficients(alphas: Alphas, num: int, mode: str = "linear") -> np.ndarray:
     """:func:`coefficients` as a host ``f32[num]`` numpy array (same values, same
     errors): ``rws.patch_plan`` passes it to its jitted call with the other arguments
     instead of a separate ``jnp.asarray`` transfer."""
@@ -97,7 +97,7 @@ def _all_finite(deltas: tuple) -> jax.Array:
     return jnp.all(jnp.stack(leaves))
 
 
-def check_finite(signatures) -> None:
+def check_finite(signatures: SignatureLike) -> None:
     """Raises :class:`NonFiniteError` naming the first signature holding NaN/inf.
 
     One reduction over each signature's values, done once per signature object.
@@ -111,7 +111,8 @@ def check_finite(signatures) -> None:
         mark_finite(s)
 
 
-def check_compatible(signature: Signature, variables: PyTree, *, check_base: bool = True, flat=None) -> None:
+def check_compatible(signature: Signature, variables: Variables, *, check_base: bool = True,
+                     flat: dict[str, Any] | None = None) -> None:
     """Raises :class:`IncompatibleSignatureError` unless ``signature`` fits ``variables``.
 
     Every patched leaf must exist with the shape and dtype the signature was made
@@ -155,7 +156,7 @@ def check_compatible(signature: Signature, variables: PyTree, *, check_base: boo
 class Undo:
     """The original leaves a :func:`patch` overwrote: ``{path: array}``."""
 
-    originals: dict
+    originals: dict[str, Any]
     fingerprint: str
 
     @property
@@ -163,17 +164,59 @@ class Undo:
         return tuple(sorted(self.originals))
 
 
+@overload
 def patch(
-    variables: PyTree,
-    signatures: Signature | Sequence[Signature],
-    alphas=1.0,
+    variables: Variables,
+    signatures: SignatureLike,
+    alphas: Alphas = ...,
+    *,
+    mode: str = ...,
+    donate: bool = ...,
+    check_base: bool = ...,
+    check_values: bool = ...,
+    return_undo: Literal[False] = ...,
+) -> Variables: ...
+
+
+@overload
+def patch(
+    variables: Variables,
+    signatures: SignatureLike,
+    alphas: Alphas = ...,
+    *,
+    mode: str = ...,
+    donate: bool = ...,
+    check_base: bool = ...,
+    check_values: bool = ...,
+    return_undo: Literal[True],
+) -> tuple[Variables, Undo]: ...
+
+
+@overload
+def patch(
+    variables: Variables,
+    signatures: SignatureLike,
+    alphas: Alphas = ...,
+    *,
+    mode: str = ...,
+    donate: bool = ...,
+    check_base: bool = ...,
+    check_values: bool = ...,
+    return_undo: bool,
+) -> Variables | tuple[Variables, Undo]: ...
+
+
+def patch(
+    variables: Variables,
+    signatures: SignatureLike,
+    alphas: Alphas = 1.0,
     *,
     mode: str = "linear",
     donate: bool = False,
     check_base: bool = True,
     check_values: bool = True,
     return_undo: bool = False,
-):
+) -> Variables | tuple[Variables, Undo]:
     """``θ + Σ_k α_k · RWS_k`` on the signatures' leaves, in one jitted pass.
 
     Args:
@@ -215,7 +258,7 @@ def patch(
     return (patched, undo) if return_undo else patched
 
 
-def unpatch(patched: PyTree, undo: Undo) -> PyTree:
+def unpatch(patched: Variables, undo: Undo) -> Variables:
     """Restores the leaves a :func:`patch` changed, bit for bit."""
     flat, rebuild = tree_paths.flatten(patched)
     missing = [p for p in undo.originals if p not in flat]
@@ -227,15 +270,15 @@ def unpatch(patched: PyTree, undo: Undo) -> PyTree:
     return rebuild(dict(undo.originals))
 
 
-def subtract(variables: PyTree, signatures, alphas=1.0, **kwargs) -> PyTree:
+def subtract(variables: Variables, signatures: SignatureLike, alphas: Alphas = 1.0, **kwargs: Any) -> Variables:
     """Arithmetic removal ``θ − Σ α_k RWS_k`` (exact only up to float rounding;
     use :func:`unpatch` for a bit-exact restore)."""
     sigs = signature_list(signatures)
     return patch(variables, sigs, -np.asarray(coefficients(alphas, len(sigs), kwargs.pop("mode", "linear"))), **kwargs)
 
 
-def _merge_impl(deltas: tuple, alphas: jax.Array, key, method: str, density: float, drop_rate: float,
-                shardings: tuple | None = None) -> dict:
+def _merge_impl(deltas: tuple, alphas: jax.Array, key: jax.Array | None, method: str, density: float,
+                drop_rate: float, shardings: tuple | None = None) -> dict:
     """``{path: merge_k(α_k · RWS_k[path])}`` over the signatures holding each path
     (:func:`rws_jax.merging.merge_leaf`); quantized deltas are dequantized here."""
     paths = sorted({p for d in deltas for p in d})
@@ -253,15 +296,15 @@ _merge_jit = jax.jit(_merge_impl, static_argnames=("method", "density", "drop_ra
 
 
 def compose(
-    signatures: Sequence[Signature],
-    alphas=1.0,
+    signatures: SignatureLike,
+    alphas: Alphas = 1.0,
     *,
     method: str = "sum",
     mode: str = "linear",
     name: str | None = None,
     density: float = 0.2,
     drop_rate: float = 0.9,
-    key=None,
+    key: jax.Array | int | None = None,
     check_values: bool = True,
 ) -> Signature:
     """One signature merging K signatures leaf by leaf (union of the layer selections).

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -46,9 +46,8 @@ import numpy as np
 from rws_jax import tree_paths
 from rws_jax.algebra import patch
 from rws_jax.errors import IncompatibleSignatureError, NonFiniteError, RWSError
-from rws_jax.signature import Signature, signature_list
-
-PyTree = Any
+from rws_jax.signature import signature_list
+from rws_jax.types import Alphas, PyTree, SignatureLike, Variables
 
 # Substrings of a leaf path that the reference replaces by the robust models' mean:
 # the reference tests ``'bn' in key or 'downsample' in key``; ``proj_`` names our
@@ -58,7 +57,7 @@ BN_MODES = ("reference", "patch", "none")
 STATS_COLLECTION = "batch_stats"
 
 
-def batch_norm_paths(variables: PyTree, pattern: str = REFERENCE_BN_PATTERN) -> tuple[str, ...]:
+def batch_norm_paths(variables: Variables, pattern: str = REFERENCE_BN_PATTERN) -> tuple[str, ...]:
     """Floating leaf paths (any collection) that the reference's BN scheme replaces.
 
     With the default pattern: every BN scale/bias, every running mean/variance and every
@@ -77,7 +76,7 @@ def _mean_leaves(stacks: dict) -> dict:
             for p, xs in stacks.items()}
 
 
-def average_leaves(models: Sequence[PyTree], paths: Sequence[str]) -> dict[str, jax.Array]:
+def average_leaves(models: Sequence[Variables], paths: Sequence[str]) -> dict[str, jax.Array]:
     """``{path: mean over models}`` for each path (computed in float32, cast back).
 
     Every model must hold each path with the same shape and dtype as the first one.
@@ -105,7 +104,7 @@ def make_batch_stats_step(apply_fn: Callable, preprocess: Callable | None = None
     ``m · old + (1 − m) · batch`` for the ``batch_stats`` given in ``variables``.
     """
 
-    def step(variables, images):
+    def step(variables: Variables, images: jax.Array) -> PyTree:
         x = images if preprocess is None else preprocess(images)
         _, updates = apply_fn(variables, x, train=True, mutable=[STATS_COLLECTION])
         return updates[STATS_COLLECTION]
@@ -113,12 +112,12 @@ def make_batch_stats_step(apply_fn: Callable, preprocess: Callable | None = None
     return jax.jit(step)
 
 
-def _with_stats(variables: dict, stats) -> dict:
+def _with_stats(variables: dict, stats: PyTree) -> dict:
     return {**variables, STATS_COLLECTION: stats}
 
 
 def batch_statistics(apply_fn: Callable, variables: dict, batches: Iterable, *,
-                     preprocess: Callable | None = None, step: Callable | None = None):
+                     preprocess: Callable | None = None, step: Callable | None = None) -> PyTree:
     """BatchNorm statistics of ``variables`` re-estimated on ``batches``, as ``bn_update``.
 
     Like the reference (cumulative moving average with momentum ``b/(n+b)``): each BN
@@ -169,24 +168,24 @@ def batch_statistics(apply_fn: Callable, variables: dict, batches: Iterable, *,
 
 # The running sums of batch_statistics, one compiled call per batch (not one per BN leaf).
 @jax.jit
-def _difference(a, b):
+def _difference(a: PyTree, b: PyTree) -> PyTree:
     return jax.tree_util.tree_map(jnp.subtract, a, b)
 
 
 @jax.jit
-def _weighted(part, b):
+def _weighted(part: PyTree, b: jax.Array) -> PyTree:
     return jax.tree_util.tree_map(lambda s: s.astype(jnp.float32) * b, part)
 
 
 @jax.jit
-def _accumulate(total, part, b):
+def _accumulate(total: PyTree, part: PyTree, b: jax.Array) -> PyTree:
     return jax.tree_util.tree_map(lambda t, s: t + s.astype(jnp.float32) * b, total, part)
 
 
 @jax.jit
-def _finish(total, keep, old, n):
+def _finish(total: PyTree, keep: PyTree, old: PyTree, n: jax.Array) -> tuple[PyTree, jax.Array]:
     """(statistics = total / n / (1 − m), any layer with momentum m = 1)."""
-    def one(t, k, o):
+    def one(t: jax.Array, k: jax.Array, o: jax.Array) -> jax.Array:
         one_minus = 1.0 - k.astype(jnp.float32)
         return (t / n / jnp.where(one_minus > 0, one_minus, 1.0)).astype(o.dtype)
 
@@ -195,7 +194,7 @@ def _finish(total, keep, old, n):
 
 
 @jax.jit
-def _mix(old, new, mix):
+def _mix(old: PyTree, new: PyTree, mix: jax.Array) -> PyTree:
     return jax.tree_util.tree_map(lambda o, s: ((1.0 - mix) * o.astype(jnp.float32)
                                                 + mix * s.astype(jnp.float32)).astype(o.dtype), old, new)
 
@@ -223,7 +222,7 @@ def recalibrate_batch_stats(apply_fn: Callable, variables: dict, batches: Iterab
     return _with_stats(variables, stats)
 
 
-def reference_mix(alphas) -> float:
+def reference_mix(alphas: Alphas) -> float:
     """The reference's mixing weight: ``min(α, 1)`` for a scalar α (clipped at 0); 1 for
     per-signature weights (the reference then runs with ``--alpha 0`` and keeps the
     averaged statistics, ``mix = 0``; pass ``mix=0.0`` to reproduce that)."""
@@ -235,11 +234,11 @@ def reference_mix(alphas) -> float:
 
 def patch_batch_norm(
     variables: dict,
-    signatures: Signature | Sequence[Signature],
-    alphas=1.0,
+    signatures: SignatureLike,
+    alphas: Alphas = 1.0,
     *,
     bn: str = "reference",
-    robust: Sequence[PyTree] | None = None,
+    robust: Sequence[Variables] | None = None,
     apply_fn: Callable | None = None,
     batches: Iterable | None = None,
     preprocess: Callable | None = None,
@@ -327,7 +326,7 @@ class ReferenceBatchNorm:
 jax.tree_util.register_dataclass(ReferenceBatchNorm, data_fields=["robust", "recalibrated"], meta_fields=["names"])
 
 
-def precompute_reference_bn(variables: dict, signatures: Sequence[Signature], robust: Sequence[PyTree], *,
+def precompute_reference_bn(variables: dict, signatures: SignatureLike, robust: Sequence[Variables], *,
                             apply_fn: Callable, batches_of: Callable[[int], Iterable],
                             preprocess: Callable | None = None, step: Callable | None = None,
                             pattern: str = REFERENCE_BN_PATTERN) -> ReferenceBatchNorm:
@@ -346,7 +345,8 @@ def precompute_reference_bn(variables: dict, signatures: Sequence[Signature], ro
                        f"and {len(robust)} robust models")
     paths = sorted(batch_norm_paths(variables, pattern))
     stats = [p for p in paths if p.startswith(STATS_COLLECTION + "/")]
-    rob, rec = {p: [] for p in paths}, {p: [] for p in stats}
+    rob: dict[str, list[jax.Array]] = {p: [] for p in paths}
+    rec: dict[str, list[jax.Array]] = {p: [] for p in stats}
     for k, (sig, model) in enumerate(zip(sigs, robust)):
         patched = patch_batch_norm(variables, [sig], 1.0, bn="reference", robust=[model], apply_fn=apply_fn,
                                    batches=batches_of(k), preprocess=preprocess, step=step, pattern=pattern)
@@ -359,7 +359,7 @@ def precompute_reference_bn(variables: dict, signatures: Sequence[Signature], ro
                               recalibrated={p: jnp.stack(v) for p, v in rec.items()})
 
 
-def apply_reference_bn(patched: dict, bn: ReferenceBatchNorm, alphas) -> dict:
+def apply_reference_bn(patched: dict, bn: ReferenceBatchNorm, alphas: Alphas) -> dict:
     """``patched`` (θ_std + Σ α_k·RWS_k) with its BN/shortcut leaves set by the reference
     scheme from the precomputed trees (traceable: call it inside ``jit``).
 

@@ -13,7 +13,7 @@ When ``a`` is zero or tiny the projection is the identity, so no NaN can appear.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -23,11 +23,10 @@ from rws_jax import selection as selection_lib
 from rws_jax import tree_paths
 from rws_jax.errors import IncompatibleSignatureError, NonFiniteError
 from rws_jax.signature import Signature, SignatureMeta, leaf_specs_for, mark_finite
+from rws_jax.types import SelectionLike, Variables
 
-PyTree = Any
 
-
-def delta_dtype(dtype) -> jnp.dtype:
+def delta_dtype(dtype: Any) -> jnp.dtype:
     """Deltas are kept at least in float32 (bf16/fp16 deltas do not round-trip)."""
     return jnp.promote_types(dtype, jnp.float32)
 
@@ -52,7 +51,8 @@ def project_out(delta: jax.Array, direction: jax.Array, eps: float = 1e-12) -> j
 
 
 @jax.jit(static_argnames=("project", "eps", "shardings"))
-def _extract_leaves(init: dict, standard: dict, robust: dict, project: bool, eps: float, shardings: tuple | None = None):
+def _extract_leaves(init: dict, standard: dict, robust: dict, project: bool, eps: float,
+                    shardings: tuple | None = None) -> tuple[dict, jax.Array]:
     out, finite = {}, []
     sh = dict(shardings or ())
     for p in init:
@@ -66,10 +66,10 @@ def _extract_leaves(init: dict, standard: dict, robust: dict, project: bool, eps
 
 
 def extract(
-    init: PyTree,
-    standard: PyTree,
-    robust: PyTree,
-    select: Any = 7,
+    init: Variables,
+    standard: Variables,
+    robust: Variables,
+    select: SelectionLike = 7,
     *,
     project: bool = True,
     name: str = "",
@@ -139,7 +139,8 @@ def extract(
     return mark_finite(Signature(deltas=dict(deltas), meta=meta))
 
 
-def relative_change(init: PyTree, other: PyTree, *, collections=("params",)) -> dict[str, float]:
+def relative_change(init: Variables, other: Variables, *,
+                    collections: Sequence[str] | None = ("params",)) -> dict[str, float]:
     """Per-unit relative weight change ``‖θ_other − θ_init‖ / ‖θ_init‖``.
 
     Returns ``{unit_name: float}`` over every floating leaf of the chosen
@@ -175,8 +176,8 @@ def _dot_products(init: dict, standard: dict, robust: dict) -> dict:
     return out
 
 
-def projection_diagnostics(init: PyTree, standard: PyTree, robust: PyTree, *,
-                           collections=("params",)) -> dict[str, dict[str, float]]:
+def projection_diagnostics(init: Variables, standard: Variables, robust: Variables, *,
+                           collections: Sequence[str] | None = ("params",)) -> dict[str, dict[str, float]]:
     """How much of the robust fine-tuning direction the projection removes, per unit.
 
     For each unit (conv layer or residual block; the head included) with Δ = θ_rob − θ_init

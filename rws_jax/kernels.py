@@ -47,13 +47,13 @@ def combine_impl(leaves: dict | None, deltas: tuple, alphas: jax.Array, sharding
     sh = dict(shardings or ())
     out = {}
     for p in paths:
-        terms = [(k, d[p]) for k, d in enumerate(deltas) if p in d]
+        held = [(k, d[p]) for k, d in enumerate(deltas) if p in d]  # at least one
         base = None if leaves is None else leaves[p]
-        acc_dtype = delta_dtype(base.dtype if base is not None else as_float(terms[0][1]).dtype)
-        acc = None if base is None else base.astype(acc_dtype)
-        for k, v in terms:
-            term = alphas[k].astype(acc_dtype) * as_float(v).astype(acc_dtype)
-            acc = term if acc is None else acc + term
+        acc_dtype = delta_dtype(base.dtype if base is not None else as_float(held[0][1]).dtype)
+        terms = [alphas[k].astype(acc_dtype) * as_float(v).astype(acc_dtype) for k, v in held]
+        acc = terms[0] if base is None else base.astype(acc_dtype) + terms[0]
+        for term in terms[1:]:
+            acc = acc + term
         out[p] = tree_paths.constrain(acc if base is None else acc.astype(base.dtype), sh.get(p))
     return out
 

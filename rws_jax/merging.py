@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +52,7 @@ RANDOM_METHODS = ("dare", "dare_ties")
 TRIM_METHODS = ("ties", "dare_ties")
 
 
-def check_method(method: str, density: float, drop_rate: float, key) -> None:
+def check_method(method: str, density: float, drop_rate: float, key: object) -> None:
     """Raises :class:`RWSError` for an unknown method, a density outside ``(0, 1]``, a
     drop rate outside ``[0, 1)`` (checked for every method, used or not), or a missing
     key for DARE."""
@@ -68,7 +69,7 @@ def check_method(method: str, density: float, drop_rate: float, key) -> None:
             raise RWSError(f"method {method!r} is random: pass key=jax.random.key(seed)")
 
 
-def _as_float(value, what: str) -> float:
+def _as_float(value: Any, what: str) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -121,7 +122,7 @@ def kth_largest_bits(bits: jax.Array, k: int) -> jax.Array:
     element. 31 steps of one count each — elementwise work plus a scalar reduction, so a
     sharded tensor is never gathered on one device (a sort of it would be)."""
 
-    def step(_, lo_hi):
+    def step(_: jax.Array, lo_hi: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
         lo, hi = lo_hi
         mid = lo + (hi - lo) // 2
         ok = jnp.sum(bits >= mid, dtype=jnp.int32) >= k
@@ -183,7 +184,8 @@ def leaf_key(key: jax.Array, k: int, path: str) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(key, k), path_salt(path))
 
 
-def merge_leaf(terms: list, path: str, method: str, density: float, drop_rate: float, key) -> jax.Array:
+def merge_leaf(terms: list[tuple[int, jax.Array]], path: str, method: str, density: float, drop_rate: float,
+               key: jax.Array | None) -> jax.Array:
     """Merges one leaf: ``terms = [(k, α_k · RWS_k[path]), ...]`` over the signatures holding it.
 
     ``sum``: ``Σ``; ``mean``: ``Σ / len(terms)`` (over the signatures holding the leaf);
@@ -192,6 +194,8 @@ def merge_leaf(terms: list, path: str, method: str, density: float, drop_rate: f
     """
     values = [v for _, v in terms]
     if method in RANDOM_METHODS:
+        if key is None:
+            raise RWSError(f"method {method!r} is random: pass key=jax.random.key(seed)")
         values = [dare(v, leaf_key(key, k, path), drop_rate) for k, v in terms]
     if method in TRIM_METHODS:
         return ties_merge(jnp.stack(values), density)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 import jax
 
@@ -32,9 +32,8 @@ from rws_jax import tree_paths
 from rws_jax.algebra import MODES, check_compatible, check_finite, host_coefficients
 from rws_jax.errors import IncompatibleSignatureError, RWSError
 from rws_jax.kernels import combine_impl, out_shardings
-from rws_jax.signature import Signature, signature_list
-
-PyTree = Any
+from rws_jax.signature import signature_list
+from rws_jax.types import Alphas, SignatureLike, Variables
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -93,8 +92,20 @@ class PatchPlan:
 
     __slots__ = ("paths", "num_signatures", "mode", "fingerprint", "_treedef", "_indices", "_delta_leaves",
                  "_impl", "_copy", "_donated")
+    paths: tuple[str, ...]
+    num_signatures: int
+    mode: str
+    fingerprint: str
+    _treedef: jax.tree_util.PyTreeDef
+    _indices: tuple[int, ...]
+    _delta_leaves: list[Any]
+    _impl: Callable[[list, list, jax.Array], list]
+    _copy: Callable[[list, list, Any], list]
+    _donated: Callable[[list, list, Any], list]
 
-    def __init__(self, *, paths, num_signatures, mode, fingerprint, treedef, indices, delta_leaves, layout):
+    def __init__(self, *, paths: Sequence[str], num_signatures: int, mode: str, fingerprint: str,
+                 treedef: jax.tree_util.PyTreeDef, indices: Sequence[int], delta_leaves: Sequence[Any],
+                 layout: _Layout) -> None:
         set_ = functools.partial(object.__setattr__, self)
         set_("paths", tuple(paths))
         set_("num_signatures", int(num_signatures))
@@ -108,10 +119,10 @@ class PatchPlan:
         set_("_copy", jax.jit(fn))
         set_("_donated", jax.jit(fn, donate_argnums=0))
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> NoReturn:
         raise AttributeError("PatchPlan is immutable")
 
-    def __call__(self, variables: PyTree, alphas=1.0, *, donate: bool = False) -> PyTree:
+    def __call__(self, variables: Variables, alphas: Alphas = 1.0, *, donate: bool = False) -> Variables:
         """``variables`` with ``θ_p + Σ_k α_k · RWS_k[p]`` at the planned paths.
 
         Args:
@@ -141,7 +152,7 @@ class PatchPlan:
             leaves[i] = x
         return jax.tree_util.tree_unflatten(treedef, leaves)
 
-    def traced(self, variables: PyTree, alphas: jax.Array) -> PyTree:
+    def traced(self, variables: Variables, alphas: jax.Array) -> Variables:
         """The plan's patch as a traceable function, to fuse it into a caller's ``jax.jit``
         (e.g. patch + forward pass in one compiled call)::
 
@@ -168,8 +179,8 @@ class PatchPlan:
 
 
 def patch_plan(
-    variables: PyTree,
-    signatures: Signature | Sequence[Signature],
+    variables: Variables,
+    signatures: SignatureLike,
     *,
     mode: str = "linear",
     check_base: bool = True,

@@ -39,8 +39,7 @@ from rws_jax.algebra import check_compatible, check_finite, coefficients
 from rws_jax.errors import PatchStackError
 from rws_jax.kernels import combine, combine_donated
 from rws_jax.signature import Signature, signature_fingerprint
-
-PyTree = Any
+from rws_jax.types import Variables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +56,7 @@ class AppliedPatch:
         return (self.name, self.alpha, self.fingerprint)
 
 
-def _copy(x):
+def _copy(x: jax.Array) -> jax.Array:
     """An independent copy of a leaf, on the same devices with the same sharding."""
     y = jnp.array(x, copy=True)
     s = tree_paths.device_sharding(x)
@@ -85,7 +84,7 @@ class PatchStack:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def create(cls, variables: PyTree, *, check_base: bool = True) -> "PatchStack":
+    def create(cls, variables: Variables, *, check_base: bool = True) -> "PatchStack":
         """An empty stack for ``variables`` (nothing is copied until a patch touches it)."""
         return cls(model_fingerprint=tree_paths.fingerprint(variables), check_base=check_base)
 
@@ -113,7 +112,7 @@ class PatchStack:
         return f"PatchStack({', '.join(f'{n}×{a:g}' for n, a, _ in self.applied) or 'empty'})"
 
     # ------------------------------------------------------------------ operations
-    def _check_model(self, variables: PyTree) -> tuple[dict, Any]:
+    def _check_model(self, variables: Variables) -> tuple[dict, Any]:
         flat, rebuild = tree_paths.flatten(variables)
         fp = tree_paths.fingerprint(variables)
         if fp != self.model_fingerprint:
@@ -125,14 +124,14 @@ class PatchStack:
 
     def apply(
         self,
-        variables: PyTree,
+        variables: Variables,
         signature: Signature,
         alpha: float = 1.0,
         *,
         name: str | None = None,
         allow_duplicate: bool = False,
         donate: bool = False,
-    ) -> tuple["PatchStack", PyTree]:
+    ) -> tuple["PatchStack", Variables]:
         """Patches ``variables`` with ``alpha · signature`` and records it.
 
         Args:
@@ -185,7 +184,7 @@ class PatchStack:
         stack = dataclasses.replace(self, originals=originals, entries=self.entries + (entry,))
         return stack, rebuild(new)
 
-    def remove(self, variables: PyTree, name: str) -> tuple["PatchStack", PyTree]:
+    def remove(self, variables: Variables, name: str) -> tuple["PatchStack", Variables]:
         """Removes the patch called ``name`` (any position), bit-exactly.
 
         The leaves it touched are recomputed from the stored originals plus the other
@@ -217,7 +216,7 @@ class PatchStack:
         originals = {p: x for p, x in self.originals.items() if p in touched_by_rest}
         return dataclasses.replace(self, originals=originals, entries=remaining), rebuild(new)
 
-    def clear(self, variables: PyTree) -> tuple["PatchStack", PyTree]:
+    def clear(self, variables: Variables) -> tuple["PatchStack", Variables]:
         """Removes every patch: the original leaves, bit for bit, and an empty stack."""
         flat, rebuild = self._check_model(variables)
         restored = rebuild({p: _copy(x) for p, x in self.originals.items()})

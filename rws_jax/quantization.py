@@ -186,7 +186,8 @@ def code_space(x: jax.Array, scheme: str) -> tuple[jax.Array, jax.Array | None]:
     return xf, None
 
 
-def code_range(u: jax.Array, valid: jax.Array | None, axis=None, keepdims: bool = False):
+def code_range(u: jax.Array, valid: jax.Array | None, axis: int | tuple[int, ...] | None = None,
+               keepdims: bool = False) -> tuple[jax.Array, jax.Array]:
     """``(min, max)`` of ``u`` over ``axis`` among the ``valid`` elements
     (``(+inf, −inf)`` where there are none)."""
     if valid is None:
@@ -247,6 +248,7 @@ def quantize_tensor(
         else:
             lo, hi = (jnp.asarray(v, jnp.float32) for v in value_range)
         if scheme == "log2":
+            assert valid is not None  # code_space's mask of the nonzero values, for 'log2'
             levels = 1 << (bits - 1)  # one bit holds the sign
             empty = ~(lo <= hi)  # no nonzero value
             m = linear_codes(jnp.clip(u, lo, hi), lo, hi, levels)  # the reference clamps here
@@ -289,7 +291,7 @@ def describe(bits: int, scheme: str, per_channel: bool, shared: bool = False) ->
 
 @jax.jit(static_argnames=("bits", "scheme", "axis", "packs", "shardings"))
 def _quantize_all_jit(deltas: dict, bits: int, scheme: str, axis: int | None, ranges: dict | None = None,
-                      packs: tuple | None = None, shardings: tuple | None = None):
+                      packs: tuple | None = None, shardings: tuple | None = None) -> dict[str, QuantizedTensor]:
     pack_of = dict(packs or ())
     sh = dict(shardings or ())
     out = {}
@@ -308,7 +310,8 @@ def _quantize_all_jit(deltas: dict, bits: int, scheme: str, axis: int | None, ra
     return out
 
 
-def _quantize_all(deltas: dict, bits: int, scheme: str, axis: int | None, ranges: dict | None = None):
+def _quantize_all(deltas: dict, bits: int, scheme: str, axis: int | None,
+                  ranges: dict | None = None) -> dict[str, QuantizedTensor]:
     """Quantizes every delta; sharded deltas stay sharded (codes packed per shard)."""
     packs, shardings = [], {}
     for p, x in deltas.items():

@@ -29,6 +29,8 @@ whatever the layout in memory.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,6 +75,9 @@ class QuantizedTensor:
     bits: int = struct.field(pytree_node=False, default=8)
     scheme: str = struct.field(pytree_node=False, default="asymmetric")
     axis: int | None = struct.field(pytree_node=False, default=None)
+
+    if TYPE_CHECKING:  # added by ``flax.struct.dataclass``; declared for type checkers
+        def replace(self, **updates: Any) -> QuantizedTensor: ...
 
     def dequantize(self) -> jax.Array:
         return dequantize_tensor(self)
@@ -278,12 +283,12 @@ def largest_magnitude(scheme: str, bits: int, scale: np.ndarray, offset: np.ndar
     return m if np.isfinite(m) else float("inf")
 
 
-def as_float(value) -> jax.Array:
+def as_float(value: Any) -> jax.Array:
     """A delta as a float array, dequantizing a ``QuantizedTensor`` (traceable)."""
     return dequantize_tensor(value) if isinstance(value, QuantizedTensor) else value
 
 
-def delta_sharding(value):
+def delta_sharding(value: Any) -> jax.sharding.Sharding | None:
     """The sharding a delta (float or quantized) has, as the sharding of its float value."""
     if isinstance(value, QuantizedTensor):
         s = tree_paths.device_sharding(value.data)

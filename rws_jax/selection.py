@@ -26,13 +26,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import jax.numpy as jnp
 import numpy as np
 
 from rws_jax import tree_paths
 from rws_jax.errors import RWSError
+
+if TYPE_CHECKING:  # rws_jax.types imports this module
+    from rws_jax.types import SelectionLike
 
 DEFAULT_HEAD_PATTERN = r"(?i)^(head|classifier|fc|logits|linear|output|out|dense_?\d*)$"
 _STEM_NAMES = ("stem", "conv_init", "conv1", "bn_init", "bn1")
@@ -75,12 +78,16 @@ class Selection:
         flat, colls = _flat_with_collections(variables)
         eligible = [p for p in flat if self._eligible(p, flat[p], colls[p])]
         if self.mode == "paths":
+            if self.paths is None:
+                raise SelectionError("a 'paths' selection needs its paths")
             missing = [p for p in self.paths if p not in flat]
             if missing:
                 raise SelectionError(f"selected paths not in the tree: {missing[:5]}")
             chosen = set(self.paths)
             result = tuple(p for p in flat if p in chosen)
         elif self.mode == "pattern":
+            if self.pattern is None:
+                raise SelectionError("a 'pattern' selection needs its pattern")
             rx = re.compile(self.pattern)
             result = tuple(p for p in eligible if rx.search(p))
         elif self.mode == "first_k":
@@ -118,7 +125,7 @@ class Selection:
     def _is_head(self, unit: str) -> bool:
         return bool(re.search(self.head_pattern, unit))
 
-    def _eligible(self, path: str, leaf, collection: str | None) -> bool:
+    def _eligible(self, path: str, leaf: Any, collection: str | None) -> bool:
         if self.collections is not None and collection is not None and collection not in self.collections:
             return False
         if self.floating_only and not jnp.issubdtype(leaf.dtype, jnp.floating):
@@ -132,7 +139,7 @@ class Selection:
             return f"first_k({self.k})"
         if self.mode == "pattern":
             return f"by_pattern({self.pattern!r})"
-        return f"by_paths({len(self.paths)} paths)"
+        return f"by_paths({len(self.paths or ())} paths)"
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -202,7 +209,7 @@ def by_paths(paths: Sequence[str]) -> Selection:
     return Selection(mode="paths", paths=tuple(paths), collections=None, exclude_head=False, floating_only=False)
 
 
-def as_selection(select: Any) -> Selection:
+def as_selection(select: SelectionLike) -> Selection:
     """Accepts a ``Selection``, an int (first k), a regex string, or a list of paths."""
     if isinstance(select, Selection):
         return select

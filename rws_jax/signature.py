@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import jax
 import numpy as np
@@ -27,6 +27,9 @@ from flax import struct
 
 from rws_jax.errors import RWSError
 from rws_jax.quantized_tensor import QuantizedTensor, to_flat_packed
+
+if TYPE_CHECKING:
+    from rws_jax.types import SignatureLike
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +76,9 @@ class Signature:
     deltas: dict[str, Any]
     meta: SignatureMeta = struct.field(pytree_node=False)
 
+    if TYPE_CHECKING:  # added by ``flax.struct.dataclass``; declared for type checkers
+        def replace(self, **updates: Any) -> Signature: ...
+
     @property
     def paths(self) -> tuple[str, ...]:
         return tuple(sorted(self.deltas))
@@ -85,7 +91,7 @@ class Signature:
     def is_quantized(self) -> bool:
         return bool(self.meta.quantization)
 
-    def relabel(self, **changes) -> "Signature":
+    def relabel(self, **changes: Any) -> Signature:
         """A copy with ``meta`` fields changed, e.g. ``sig.relabel(name='fog-v2')``."""
         return self.replace(meta=dataclasses.replace(self.meta, **changes))
 
@@ -105,7 +111,7 @@ class Signature:
         )
 
 
-def signature_list(signatures) -> list[Signature]:
+def signature_list(signatures: SignatureLike) -> list[Signature]:
     """``[sig]`` for one ``Signature``, else the signatures of a non-empty sequence as a
     list (the one-or-many argument of ``patch``, ``compose``, ``patch_plan``...).
 
@@ -138,7 +144,7 @@ def is_marked_finite(signature: Signature) -> bool:
     return bool(getattr(signature, _FINITE_FLAG, False))
 
 
-def leaf_specs_for(flat: Mapping[str, Any], paths) -> tuple:
+def leaf_specs_for(flat: Mapping[str, Any], paths: Iterable[str]) -> tuple:
     """``((path, shape, dtype), ...)`` for ``paths`` of a flattened model."""
     return tuple(
         (p, tuple(int(d) for d in np.shape(flat[p])), str(np.dtype(flat[p].dtype))) for p in sorted(paths)
@@ -163,7 +169,7 @@ def signature_fingerprint(sig: Signature) -> str:
     }
     h.update(json.dumps(head, sort_keys=True, separators=(",", ":")).encode())
 
-    def arr(a) -> None:
+    def arr(a: Any) -> None:
         a = np.ascontiguousarray(np.asarray(jax.device_get(a)))
         h.update(f"{a.dtype}{list(a.shape)}".encode())
         h.update(a.tobytes())

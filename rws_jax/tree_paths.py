@@ -13,12 +13,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import jax
 import numpy as np
 
-PyTree = Any
+if TYPE_CHECKING:  # rws_jax.types imports this module
+    from jax.sharding import NamedSharding, Sharding
+
+    from rws_jax.types import PyTree
 
 _NNX_VALUE_KEYS = ("value", "raw_value")
 
@@ -26,7 +29,7 @@ _NNX_VALUE_KEYS = ("value", "raw_value")
 _NNX_COLLECTIONS = {"Param": "params", "BatchStat": "batch_stats"}
 
 
-def _key_name(key) -> str:
+def _key_name(key: Any) -> str:
     if isinstance(key, jax.tree_util.DictKey):
         return str(key.key)
     if isinstance(key, jax.tree_util.GetAttrKey):
@@ -46,7 +49,7 @@ def path_to_str(key_path: tuple) -> str:
     return "/".join(names)
 
 
-def _unique_paths(key_paths) -> tuple[str, ...]:
+def _unique_paths(key_paths: Iterable[tuple]) -> tuple[str, ...]:
     paths = tuple(path_to_str(p) for p in key_paths)
     if len(set(paths)) != len(paths):
         raise ValueError("tree has two leaves with the same path string; rws_jax needs unique paths")
@@ -54,7 +57,7 @@ def _unique_paths(key_paths) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=512)
-def _paths_of(treedef) -> tuple[str, ...]:
+def _paths_of(treedef: jax.tree_util.PyTreeDef) -> tuple[str, ...]:
     """Leaf path strings of a tree structure (cached: patching in a loop reuses them)."""
     dummy = jax.tree_util.tree_unflatten(treedef, [np.zeros(()) for _ in range(treedef.num_leaves)])
     return _unique_paths(p for p, _ in jax.tree_util.tree_flatten_with_path(dummy)[0])
@@ -112,7 +115,7 @@ def _expand_value_paths(var_collections: dict[str, str | None], tree: PyTree) ->
     return {p: var_collections.get(p) for p in leaf_paths}
 
 
-def _nnx_variable_type():
+def _nnx_variable_type() -> type | None:
     try:
         from flax import nnx  # noqa: PLC0415
     except Exception:  # pragma: no cover - flax is a dependency
@@ -132,11 +135,11 @@ def unit_of(path: str, collection: str | None) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _dtype_name(dtype) -> str:
+def _dtype_name(dtype: Any) -> str:
     return str(np.dtype(dtype))
 
 
-def leaf_spec(leaf) -> tuple[tuple[int, ...], str]:
+def leaf_spec(leaf: Any) -> tuple[tuple[int, ...], str]:
     """``(shape, dtype name)`` of an array leaf."""
     shape, dtype = getattr(leaf, "shape", None), getattr(leaf, "dtype", None)
     if shape is None or dtype is None:
@@ -164,7 +167,7 @@ def _fingerprint_of(keys: tuple, specs: tuple) -> str:
     return hashlib.sha256(json.dumps(spec, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
-def natural_key(name: str):
+def natural_key(name: str) -> list[int | str]:
     """Sort key under which ``conv_2`` comes before ``conv_10``."""
     import re
 
@@ -182,7 +185,7 @@ def natural_key(name: str):
 # pin them with ``jax.lax.with_sharding_constraint``.
 
 
-def device_sharding(x):
+def device_sharding(x: Any) -> Sharding | None:
     """``x.sharding`` if ``x`` is a concrete ``jax.Array`` spread over several devices.
 
     ``None`` for numpy arrays, tracers and single-device arrays (nothing to preserve).
@@ -198,7 +201,7 @@ def device_sharding(x):
     return s
 
 
-def shard_shape(x) -> tuple[int, ...] | None:
+def shard_shape(x: Any) -> tuple[int, ...] | None:
     """Shape of one device's block of ``x`` (``None`` unless ``x`` is sharded)."""
     s = device_sharding(x)
     if s is None:
@@ -209,7 +212,7 @@ def shard_shape(x) -> tuple[int, ...] | None:
         return None
 
 
-def derived_sharding(sharding, ndim: int, keep_axes: Iterable[int] | None = None):
+def derived_sharding(sharding: Any, ndim: int, keep_axes: Iterable[int] | None = None) -> NamedSharding | None:
     """A ``NamedSharding`` on the same mesh for an array derived from a leaf.
 
     The derived array has ``ndim`` dimensions aligned with the leaf's; dimension ``i``
@@ -225,7 +228,7 @@ def derived_sharding(sharding, ndim: int, keep_axes: Iterable[int] | None = None
     return NamedSharding(sharding.mesh, PartitionSpec(*(spec[i] if i in keep else None for i in range(ndim))))
 
 
-def constrain(x, sharding):
+def constrain(x: Any, sharding: Any) -> Any:
     """``jax.lax.with_sharding_constraint(x, sharding)``, or ``x`` if ``sharding`` is None."""
     return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding)
 
