@@ -64,12 +64,12 @@ from rws_jax.quantization import (
     quantize_reference,
     quantize_tensor,
 )
-from rws_jax.model_files import load_model, model_format, save_model
+from rws_jax.files import load_model, model_format, save_model
 from rws_jax.selection import Selection, SelectionError, by_paths, by_pattern, first_k
 from rws_jax.patch_plan import PatchPlan, patch_plan
 from rws_jax.patch_stack import AppliedPatch, PatchStack
 from rws_jax.signature import Signature, SignatureMeta, signature_fingerprint
-from rws_jax.storage import (
+from rws_jax.files import (
     bytes_on_disk,
     load_signature,
     load_variables,

@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from rws_jax.errors import RWSError, SignatureFileError, one_line
+from rws_jax.files.checked_dirs import read_checked_dir, write_checked_dir
 from rws_jax.signature import Signature, signature_fingerprint
 
 FORMAT = "rws_jax.detector/1"
@@ -283,9 +284,7 @@ def train_detector(images, signatures: Sequence[Signature], *, severity: int | S
 
 def save_detector(path: str | os.PathLike, detector: CorruptionDetector, *, overwrite: bool = False) -> Path:
     """Writes ``detector`` to the directory ``path`` with orbax (atomically; checksummed:
-    :func:`rws_jax.storage.write_checked_dir`)."""
-    from rws_jax.storage import write_checked_dir  # noqa: PLC0415
-
+    :func:`rws_jax.files.checked_dirs.write_checked_dir`)."""
     arrays = {k: np.asarray(v, np.float32) for k, v in detector.params.items()}
     if not all(np.isfinite(a).all() for a in arrays.values()):
         raise RWSError("the detector holds NaN/inf parameters; not saved")
@@ -303,11 +302,9 @@ def load_detector(path: str | os.PathLike, *, signatures: Sequence[Signature] | 
 
     Raises:
       SignatureFileError: missing, truncated or tampered directory (checksum mismatch:
-        :func:`rws_jax.storage.read_checked_dir`), or malformed metadata.
+        :func:`rws_jax.files.checked_dirs.read_checked_dir`), or malformed metadata.
       RWSError: ``signatures`` given and not the detector's.
     """
-    from rws_jax.storage import read_checked_dir  # noqa: PLC0415
-
     meta, arrays = read_checked_dir(path, format=FORMAT, what="detector")
     try:
         det = CorruptionDetector(classes=tuple(meta["classes"]), params={k: jnp.asarray(v) for k, v in arrays.items()},

@@ -94,7 +94,7 @@ def _alphas(alphas: list[float] | None, n: int):
 
 def _check_is_signature(path: str) -> None:
     """Refuses an existing file or directory that is not a signature, saying what it is."""
-    from rws_jax import model_files  # noqa: PLC0415
+    from rws_jax.files import model_files  # noqa: PLC0415
 
     kind = model_files.file_kind(path)
     if kind not in ("signature", "rws_jax-dir", "directory", "missing"):  # those: storage says what is wrong

@@ -425,12 +425,12 @@ def test_unknown_extra_argument_is_one_line_exit_2(capsys):
 def _rewrite_meta(sig_dir: Path, edit) -> None:
     """Applies ``edit`` to a signature file's metadata and recomputes its checksum, as anyone
     can (a checksum is no signature): only the type checks stand between it and the loader."""
-    from rws_jax import storage
+    from rws_jax import files
 
     f = sig_dir / "meta" / "metadata"
     meta = json.loads(f.read_text())
     edit(meta)
-    meta["checksum"] = storage.checksum(meta, storage.read_arrays(sig_dir / "arrays"))
+    meta["checksum"] = files.checksum(meta, files.read_arrays(sig_dir / "arrays"))
     f.write_text(json.dumps(meta))
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import rws_jax as rws
-from rws_jax import storage
+from rws_jax import files
+from rws_jax.files import signature_files
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def test_roundtrip_float_is_exact(tmp_path, sig, tiny_models):
     assert back.meta == sig.meta and back.meta.leaf_specs == sig.meta.leaf_specs
     assert back.name == "fog" and back.meta.severity == 5 and json.loads(back.meta.selection)["k"] == 3
     info = rws.read_signature_info(tmp_path / "fog.rws")
-    assert info["num_tensors"] == len(sig.deltas) and info["format_version"] == storage.FORMAT_VERSION == 2
+    assert info["num_tensors"] == len(sig.deltas) and info["format_version"] == files.FORMAT_VERSION == 2
 
 
 @pytest.mark.parametrize("bits,per_channel,scheme", [(8, False, "asymmetric"), (4, True, "symmetric"), (2, False, "symmetric")])
@@ -66,7 +67,7 @@ def test_roundtrip_one_bit(tmp_path, sig, tiny_models, per_channel):
     meta = json.loads((p / "meta" / "metadata").read_text())
     assert meta["format_version"] == 2
     # on disk every tensor's codes take ceil(n/8) bytes: 8 signs a byte
-    arrays = storage._restore_arrays(p, meta)
+    arrays = signature_files.read_declared_arrays(p, meta)
     for t in meta["tensors"]:
         n = int(np.prod(t["shape"]))
         assert t["quant"] == {"bits": 1, "scheme": "sign", "axis": q.deltas[t["path"]].axis}
@@ -266,22 +267,22 @@ def test_format_v1_fixture_still_loads(tmp_path):
 
 def test_checked_dir_round_trip_and_refusals(tmp_path):
     arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.zeros(3, np.float16)}
-    p = storage.write_checked_dir(tmp_path / "x", arrays, {"format": "test/1", "note": "hi"})
-    meta, back = storage.read_checked_dir(p, format="test/1", what="test")
-    assert meta["note"] == "hi" and meta["checksum"] == storage.checksum(meta, arrays) and list(meta)[-1] == "checksum"
+    p = files.write_checked_dir(tmp_path / "x", arrays, {"format": "test/1", "note": "hi"})
+    meta, back = files.read_checked_dir(p, format="test/1", what="test")
+    assert meta["note"] == "hi" and meta["checksum"] == files.checksum(meta, arrays) and list(meta)[-1] == "checksum"
     assert sorted(back) == ["b", "w"] and all(back[k].dtype == arrays[k].dtype for k in arrays)
     np.testing.assert_array_equal(back["w"], arrays["w"])
     with pytest.raises(rws.OutputExistsError) as e:  # also a FileExistsError, and a library error (a refusal)
-        storage.write_checked_dir(p, arrays, {"format": "test/1"})
+        files.write_checked_dir(p, arrays, {"format": "test/1"})
     assert isinstance(e.value, FileExistsError) and isinstance(e.value, rws.RWSError)
     with pytest.raises(rws.SignatureFileError, match="format 'test/1' is not 'other/1'"):
-        storage.read_checked_dir(p, format="other/1", what="other")
+        files.read_checked_dir(p, format="other/1", what="other")
     with pytest.raises(rws.SignatureFileError, match="no such test file"):
-        storage.read_checked_dir(tmp_path / "nope", format="test/1", what="test")
+        files.read_checked_dir(tmp_path / "nope", format="test/1", what="test")
     meta_file = p / "meta" / "metadata"
     meta_file.write_text(meta_file.read_text().replace('"hi"', '"ho"'))
     with pytest.raises(rws.SignatureFileError, match="checksum mismatch"):
-        storage.read_checked_dir(p, format="test/1", what="test")
+        files.read_checked_dir(p, format="test/1", what="test")
 
 
 def test_damaged_arrays_are_one_short_error(tmp_path, big_sig, tiny_models):
@@ -307,7 +308,7 @@ def test_wrong_type_fields_and_unchecked_info(tmp_path, sig):
     p = rws.save_signature(tmp_path / "fog.rws", sig)
     meta = json.loads((p / "meta" / "metadata").read_text())
     meta["severity"] = "high"
-    meta["checksum"] = storage.checksum(meta, storage.read_arrays(p / "arrays"))
+    meta["checksum"] = files.checksum(meta, files.read_arrays(p / "arrays"))
     (p / "meta" / "metadata").write_text(json.dumps(meta))
     for read in (rws.load_signature, rws.read_signature_info):
         with pytest.raises(rws.SignatureFileError, match="metadata field 'severity' must be an integer or null, got str"):

@@ -15,7 +15,7 @@ Anything else is refused with a :class:`~rws_jax.errors.ModelFileError` saying w
 (:func:`file_kind`, :func:`describe`): signature and detector files, Python pickles
 (never unpickled), zip archives (PyTorch checkpoints: see ``rws-jax import-torch``), empty
 or unknown files. Arrays of orbax directories are read with tensorstore, without orbax's
-event loop (see :func:`rws_jax.storage.read_arrays`), so a damaged file is one short error.
+event loop (see :func:`rws_jax.files.array_reading.read_arrays`), so a damaged file is one short error.
 """
 
 from __future__ import annotations
@@ -29,9 +29,15 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
+from flax import serialization
 
-from rws_jax import storage, tree_paths
+from rws_jax import tree_paths
 from rws_jax.errors import FileWriteError, ModelFileError, OutputExistsError, one_line
+from rws_jax.files.array_reading import read_arrays
+from rws_jax.files.checked_dirs import ARRAYS, META
+from rws_jax.files.signature_format import FORMAT
+from rws_jax.files.variables_files import VARIABLES_FORMAT, save_variables, variables_arrays
 
 FORMATS = ("orbax", "orbax-pytree", "msgpack")
 _ORBAX_MARKERS = ("_METADATA", "manifest.ocdbt", "_CHECKPOINT_METADATA")
@@ -75,13 +81,13 @@ def file_kind(path: str | os.PathLike) -> str:
     if not path.exists():
         return "missing"
     if path.is_dir():
-        meta_file = path / storage.META / "metadata"
+        meta_file = path / META / "metadata"
         if meta_file.is_file():
             try:
                 fmt = json.loads(meta_file.read_text()).get("format")
             except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
                 fmt = None
-            kinds = {storage.VARIABLES_FORMAT: "orbax", storage.FORMAT: "signature"}
+            kinds = {VARIABLES_FORMAT: "orbax", FORMAT: "signature"}
             return kinds.get(fmt, "detector" if str(fmt).startswith("rws_jax.detector") else "rws_jax-dir")
         return "orbax-pytree" if any((path / n).exists() for n in _ORBAX_MARKERS) else "directory"
     try:
@@ -127,8 +133,6 @@ def load_model(path: str | os.PathLike) -> dict:
         return _restore_variables(path)
     if fmt == "orbax-pytree":
         return _restore_pytree(path)
-    from flax import serialization  # noqa: PLC0415
-
     try:
         tree = serialization.msgpack_restore(path.read_bytes())
     except Exception as e:  # noqa: BLE001 - msgpack raises many types for broken input
@@ -146,9 +150,7 @@ def save_model(path: str | os.PathLike, variables: Any, *, overwrite: bool = Fal
     :class:`~rws_jax.errors.FileWriteError` where the OS refuses."""
     path = Path(path).absolute()
     if path.suffix != ".msgpack":
-        return storage.save_variables(path, variables, overwrite=overwrite)
-    from flax import serialization  # noqa: PLC0415
-
+        return save_variables(path, variables, overwrite=overwrite)
     if path.exists() and (not overwrite or path.is_dir()):
         raise OutputExistsError(f"{path} exists; " + ("a directory is not replaced by a msgpack file" if overwrite
                                                       else "pass overwrite=True to replace it"))
@@ -190,14 +192,14 @@ def _nest(path: Path, leaves) -> dict:
 def _restore_variables(path: Path) -> dict:
     """Variables written by ``rws_jax.save_variables``, without a template tree."""
     try:
-        meta = json.loads((path / storage.META / "metadata").read_text())
+        meta = json.loads((path / META / "metadata").read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelFileError(f"{path}: unreadable model metadata (truncated or corrupt): {one_line(e)}") from None
     paths = meta.get("paths") if isinstance(meta, dict) else None
     if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
         raise ModelFileError(f"{path}: model metadata lists no valid leaf paths")
-    arrays = storage.read_arrays(path / storage.ARRAYS, error=ModelFileError, label=path)
-    leaves = storage.variables_arrays(path, paths, arrays, error=ModelFileError)
+    arrays = read_arrays(path / ARRAYS, error=ModelFileError, label=path)
+    leaves = variables_arrays(path, paths, arrays, error=ModelFileError)
     variables = _to_jax(_nest(path, [(p.split("/"), a) for p, a in leaves.items()]))
     fp = meta.get("fingerprint")
     if fp is not None and fp != tree_paths.fingerprint(variables):
@@ -217,13 +219,11 @@ def _restore_pytree(path: Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
         simple = False  # another layout (an older orbax, scalars, lists...): orbax restores it
     if simple:
-        arrays = storage.read_arrays(path, error=ModelFileError, label=path)
+        arrays = read_arrays(path, error=ModelFileError, label=path)
         if set(arrays) != {".".join(keys) for keys in leaves}:
             raise ModelFileError(f"{path}: orbax's metadata lists {len(leaves)} arrays, the checkpoint holds "
                                  f"{len(arrays)}")
         return _to_jax(_check_tree(path, _nest(path, [(keys, arrays[".".join(keys)]) for keys in leaves])))
-    import orbax.checkpoint as ocp  # noqa: PLC0415
-
     ckptr = ocp.PyTreeCheckpointer()
     try:
         with warnings.catch_warnings():  # "Sharding info not provided": expected without a template
