@@ -26,7 +26,7 @@ from rws_jax.models import (
     get_model,
     load_torch_checkpoint,
 )
-from rws_jax.models.torch_import import vgg_feature_indices
+from rws_jax.models.torch_layout import vgg_feature_indices
 
 REL_TOL = 1e-5
 # The reference's cfgs (models/vgg.py): no trailing 'M'.

@@ -8,23 +8,9 @@ model of the same name in :mod:`rws_jax.models`::
     logits = imported.model.apply(imported.variables, x_nhwc_normalised)
     imported.normalization                                  # Normalization(mean, std) or None
 
-Layouts (keys after stripping a ``module.`` prefix; ``num_batches_tracked`` is ignored):
-
-* ``vgg11/13/16/19`` - the reference's ``models/vgg.py`` without BatchNorm:
-  ``features.{N}.weight/bias`` with ``N`` the index in its ``nn.Sequential`` (conv, ReLU
-  and MaxPool take one index each), ``classifier.weight/bias`` (a single Linear).
-* ``resnet18/34/50/101/152`` - torchvision / the reference's ``models/resnet.py``:
-  ``conv1, bn1, layer{1-4}.{i}.conv1/bn1/conv2/bn2[/conv3/bn3]``,
-  ``layer{s}.{i}.downsample.0`` (1x1 conv) / ``.1`` (BN), ``fc``. The stem is read off
-  ``conv1.weight``: a 7x7 kernel is the ImageNet stem, a 3x3 one ``small_input=True``.
-* ``resnet20/32/44/56/110`` - the CIFAR ResNets of akamaster's pytorch_resnet_cifar10:
-  ``conv1, bn1, layer{1-3}.{i}.conv1/bn1/conv2/bn2``, classifier ``linear`` (or ``fc``);
-  the option-A shortcut has no parameters (``shortcut='pad'``); ``shortcut.0/.1`` (or
-  ``downsample.0/.1``) keys select ``shortcut='projection'``.
-
-Tensors are converted as: conv ``[O, I, kH, kW]`` -> ``kernel [kH, kW, I, O]``; Linear
-``[out, in]`` -> ``kernel [in, out]``; BN ``weight -> scale``, ``bias -> bias``,
-``running_mean -> batch_stats mean``, ``running_var -> batch_stats var``; all float32.
+The PyTorch key names of each model (VGG, torchvision ResNets, akamaster's CIFAR
+ResNets) and the tensor layouts are those of :mod:`rws_jax.models.torch_layout`; checkpoint
+files are read by :func:`~rws_jax.models.torch_checkpoint.load_torch_checkpoint`.
 
 The reference model holds a ``normalize`` layer (``NormalizeByChannelMeanStd``) whose
 buffers ``normalize.mean`` / ``normalize.std`` are in its state dict. Our models take
@@ -42,19 +28,16 @@ is the model's own initialisation) and, for grayscale data, ``first_conv='gray'`
     theta_init = from_torch_state_dict("vgg16", sd, head="drop", num_classes=10,
                                        first_conv="gray")  # for 1-channel images
 
-Every mismatch raises :class:`TorchImportError` (a ``ValueError``) naming the problem:
-unknown model name, missing or unexpected keys, a shape that disagrees with the model
-(key and both shapes, in PyTorch layout); a NaN/inf raises
-:class:`~rws_jax.errors.NonFiniteError`. This module imports torch only in
-:func:`load_torch_checkpoint`, for a ``.pth``/``.pt``/``.tar`` file.
+Every mismatch raises :class:`~rws_jax.models.torch_checkpoint.TorchImportError` (a
+``ValueError``) naming the problem: unknown model name, missing or unexpected keys, a
+shape that disagrees with the model (key and both shapes, in PyTorch layout); a NaN/inf
+raises :class:`~rws_jax.errors.NonFiniteError`. torch is imported only to read a
+``.pth``/``.pt``/``.tar`` file (:mod:`rws_jax.models.torch_checkpoint`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
-from pathlib import Path
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -63,20 +46,27 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from rws_jax.errors import NonFiniteError, RWSError
+from rws_jax.errors import NonFiniteError
+from rws_jax.models.registry import get_model
+from rws_jax.models.torch_checkpoint import TorchImportError, unwrap_state_dict
+from rws_jax.models.torch_layout import (
+    classifier_name,
+    first_conv_key,
+    head_prefixes,
+    infer_num_classes,
+    infer_stem_and_shortcut,
+    model_family,
+    shortcut_module,
+    to_flax_layout,
+    torch_key,
+    torch_shape,
+    vgg_feature_indices,
+)
 
-VGG_NAMES = ("vgg11", "vgg13", "vgg16", "vgg19")
-CIFAR_RESNET_NAMES = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
-RESNET_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 NORMALIZE_KEYS = ("normalize.mean", "normalize.std")
 HEAD_MODES = ("keep", "drop")
 FIRST_CONV_MODES = ("keep", "gray")
-TORCH_SUFFIXES = (".pth", ".pt", ".tar")
 _SHOW = 5  # keys listed in an error message
-
-
-class TorchImportError(RWSError):
-    """A PyTorch state dict does not fit the named model (keys, shapes, values, name)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,110 +112,6 @@ class ImportedModel:
         return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(self.variables.get("params", {})))
 
 
-# --------------------------------------------------------------------------- input
-
-
-def _to_numpy(key: str, value: Any) -> np.ndarray:
-    """A torch tensor or array-like -> numpy array (no torch import)."""
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch.Tensor
-        t = value.detach().cpu()
-        if str(getattr(t, "dtype", "")) == "torch.bfloat16":  # numpy has no bfloat16
-            t = t.float()
-        return np.asarray(t.numpy())
-    try:
-        arr = np.asarray(value)
-    except Exception as e:  # noqa: BLE001 - report any unconvertible value by key
-        raise TorchImportError(f"{key}: cannot convert a {type(value).__name__} to an array ({e})") from None
-    if arr.dtype == object:
-        raise TorchImportError(f"{key}: expected a tensor or array, got a {type(value).__name__}")
-    return arr
-
-
-def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Flat ``{key: numpy array}`` from a state dict or a checkpoint holding one.
-
-    Accepts a bare state dict or ``{'state_dict': state_dict, ...}`` (as the reference
-    saves trained models); strips a ``module.`` prefix (``nn.DataParallel``) and drops
-    ``*.num_batches_tracked``.
-    """
-    if not isinstance(checkpoint, Mapping):
-        raise TorchImportError(f"expected a state dict (a mapping of names to tensors), got {type(checkpoint).__name__}")
-    sd = checkpoint.get("state_dict", checkpoint)
-    if not isinstance(sd, Mapping):
-        raise TorchImportError(f"checkpoint['state_dict'] is a {type(sd).__name__}, not a state dict")
-    out: dict[str, np.ndarray] = {}
-    for key, value in sd.items():
-        if not isinstance(key, str):
-            raise TorchImportError(f"state dict keys must be strings, got {key!r}")
-        name = key[len("module."):] if key.startswith("module.") else key
-        if name.endswith("num_batches_tracked"):
-            continue
-        if name in out:
-            raise TorchImportError(f"key {name!r} appears twice (with and without the 'module.' prefix)")
-        out[name] = _to_numpy(key, value)
-    if not out:
-        raise TorchImportError("the state dict holds no tensors")
-    return out
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-def torch_load(path: str | os.PathLike) -> Any:
-    """``torch.load(path, map_location="cpu", weights_only=True)``, whatever the file's suffix;
-    torch is imported here (the ``torch`` extra). Raises :class:`TorchImportError` (one
-    line) when torch is missing or the file cannot be loaded."""
-    try:
-        import torch  # noqa: PLC0415 - optional dependency
-    except ImportError:
-        raise TorchImportError(f"reading {path} needs PyTorch: pip install -e '.[torch]', or convert it to "
-                               ".npz with numpy.savez(path, **state_dict)") from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - unreadable or not a weights-only checkpoint
-        raise TorchImportError(f"cannot load {path} with torch.load(weights_only=True): {_first_line(e)}") from None
-
-
-def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Reads a PyTorch checkpoint file into a flat ``{key: numpy array}`` state dict.
-
-    * ``.pth`` / ``.pt`` / ``.tar`` (e.g. ``model_best.pth.tar``, ``vgg16-397923af.pth``):
-      ``torch.load(path, map_location="cpu", weights_only=True)``; torch is imported here
-      only (the ``torch`` extra).
-    * ``.npz``: read with numpy (no torch needed), one array per state-dict key, as
-      written by ``numpy.savez(path, **{k: v.numpy() for k, v in state_dict.items()})``.
-
-    The result is :func:`unwrap_state_dict` of the file's content: a checkpoint
-    ``{'state_dict': ..., ...}`` is unwrapped, a ``module.`` prefix stripped and
-    ``num_batches_tracked`` dropped; other keys (``normalize.*`` included) are kept as
-    they are. Pass it to :func:`from_torch_state_dict`.
-
-    Raises:
-      TorchImportError: a missing file (named), another suffix, torch missing for a
-        ``.pth``/``.pt``/``.tar`` file (install torch or convert the file to ``.npz``), or
-        a file that cannot be read (one line each).
-    """
-    path = Path(path)
-    if not path.is_file():
-        what = "is a directory, not a checkpoint file" if path.is_dir() else "no such checkpoint file"
-        raise TorchImportError(f"{path}: {what}")
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                content = {k: np.asarray(npz[k]) for k in npz.files}
-        except Exception as e:  # noqa: BLE001 - corrupt or pickled (object) arrays
-            raise TorchImportError(f"cannot read {path} with numpy.load: {_first_line(e)}") from None
-    elif suffix in TORCH_SUFFIXES:
-        content = torch_load(path)
-    else:
-        raise TorchImportError(f"{path}: unknown checkpoint suffix {path.suffix!r}; expected "
-                               f"{', '.join(TORCH_SUFFIXES)} (torch.load) or .npz (numpy)")
-    return unwrap_state_dict(content)
-
-
 def _normalization(sd: dict[str, np.ndarray]) -> Normalization | None:
     present = [k for k in NORMALIZE_KEYS if k in sd]
     if not present:
@@ -242,141 +128,6 @@ def _normalization(sd: dict[str, np.ndarray]) -> Normalization | None:
     if np.any(std <= 0):
         raise TorchImportError(f"normalize.std must be positive, got {std.tolist()}")
     return Normalization(mean=mean, std=std)
-
-
-# ------------------------------------------------------------------ name mapping
-
-
-def vgg_feature_indices(cfg) -> list[int]:
-    """Index in the reference's ``features`` Sequential of each conv of ``cfg``.
-
-    Conv, ReLU and MaxPool take one index each, so VGG-16 gives 0, 2, 5, 7, 10, ...
-    """
-    out, i = [], 0
-    for v in cfg:
-        if v == "M":
-            i += 1
-        else:
-            out.append(i)
-            i += 2
-    return out
-
-
-def model_family(name: str) -> str:
-    """'vgg', 'resnet_cifar' or 'resnet' for a model name; TorchImportError for another name."""
-    if name in VGG_NAMES:
-        return "vgg"
-    if name in CIFAR_RESNET_NAMES:
-        return "resnet_cifar"
-    if name in RESNET_NAMES:
-        return "resnet"
-    valid = ", ".join(VGG_NAMES + CIFAR_RESNET_NAMES + RESNET_NAMES)
-    raise TorchImportError(f"unknown model {name!r}; valid names: {valid}")
-
-
-def _classifier(family: str, sd: Mapping[str, Any]) -> str:
-    if family == "vgg":
-        return "classifier"
-    if family == "resnet_cifar":
-        return "fc" if "fc.weight" in sd and "linear.weight" not in sd else "linear"
-    return "fc"
-
-
-def _head_prefixes(family: str) -> tuple[str, ...]:
-    """Key prefixes of every classifier key ignored by ``head='drop'``.
-
-    VGG: ``classifier.`` (the reference's single Linear and torchvision's 4096-wide
-    ``classifier.0/3/6``); ResNets: ``fc.`` and ``linear.``.
-    """
-    return ("classifier.",) if family == "vgg" else ("fc.", "linear.")
-
-
-def _first_conv(family: str) -> str:
-    return "features.0.weight" if family == "vgg" else "conv1.weight"
-
-
-_BLOCK_RE = re.compile(r"block_(\d+)_(\d+)")
-_PROJ_RE = re.compile(r"layer\d+\.\d+\.(shortcut|downsample)\.0\.weight")
-
-
-def _module_key(family: str, modules: tuple[str, ...], *, vgg_indices: list[int], head: str,
-                shortcut_name: str) -> str:
-    """Torch module name of a Flax module path, e.g. ('block_1_0', 'conv_0') -> 'layer2.0.conv1'."""
-    if modules == ("head",):
-        return head
-    if family == "vgg":
-        (unit,) = modules
-        return f"features.{vgg_indices[int(unit.split('_')[1])]}"
-    if modules == ("stem", "conv"):
-        return "conv1"
-    if modules == ("stem", "bn"):
-        return "bn1"
-    unit, layer = modules
-    m = _BLOCK_RE.fullmatch(unit)
-    if m is None:
-        raise AssertionError(f"unexpected module path {modules}")
-    prefix = f"layer{int(m[1]) + 1}.{m[2]}"
-    if layer == "proj_conv":
-        return f"{prefix}.{shortcut_name}.0"
-    if layer == "proj_bn":
-        return f"{prefix}.{shortcut_name}.1"
-    kind, k = layer.split("_")  # conv_0 -> conv1, bn_2 -> bn3
-    return f"{prefix}.{kind}{int(k) + 1}"
-
-
-_LEAF = {("params", "kernel"): "weight", ("params", "bias"): "bias", ("params", "scale"): "weight",
-         ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
-
-
-def to_flax_layout(value: np.ndarray, flax_ndim: int) -> np.ndarray:
-    """Torch layout -> Flax: conv OIHW -> HWIO, Linear [out, in] -> [in, out], else as is."""
-    if flax_ndim == 4 and value.ndim == 4:
-        return value.transpose(2, 3, 1, 0)
-    if flax_ndim == 2 and value.ndim == 2:
-        return value.T
-    return value
-
-
-def torch_shape(flax_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Flax shape -> the PyTorch shape of the same tensor (inverse of :func:`to_flax_layout`)."""
-    if len(flax_shape) == 4:
-        h, w, i, o = flax_shape
-        return (o, i, h, w)
-    if len(flax_shape) == 2:
-        return tuple(reversed(flax_shape))
-    return tuple(flax_shape)
-
-
-# ----------------------------------------------------------------------- import
-
-
-def _infer_num_classes(family: str, sd: dict[str, np.ndarray]) -> int | None:
-    """Rows of the classifier weight; None when the state dict has no classifier."""
-    head = _classifier(family, sd)
-    w = sd.get(f"{head}.weight")
-    if w is None:
-        return None
-    if w.ndim != 2:
-        raise TorchImportError(f"{head}.weight has shape {tuple(w.shape)}; expected [num_classes, features]")
-    return int(w.shape[0])
-
-
-def _infer_stem_and_shortcut(name: str, family: str, sd: dict[str, np.ndarray], kwargs: dict) -> dict:
-    """``small_input`` (torchvision ResNets) and ``shortcut`` (CIFAR ResNets) unless given."""
-    if family == "resnet" and "small_input" not in kwargs and "conv1.weight" in sd:
-        # (without conv1.weight the key check reports it missing)
-        w = sd["conv1.weight"]
-        kernel = tuple(w.shape[2:])
-        if kernel == (7, 7):
-            kwargs["small_input"] = False
-        elif kernel == (3, 3):
-            kwargs["small_input"] = True
-        else:
-            raise TorchImportError(f"conv1.weight has a {kernel} kernel (shape {tuple(w.shape)}); {name} has a "
-                                   "7x7 stride-2 stem (ImageNet) or a 3x3 stride-1 stem (small_input=True)")
-    if family == "resnet_cifar" and "shortcut" not in kwargs:
-        kwargs["shortcut"] = "projection" if any(_PROJ_RE.fullmatch(k) for k in sd) else "pad"
-    return kwargs
 
 
 def _expected_variables(model: nn.Module, in_channels: int) -> dict:
@@ -430,7 +181,7 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, Any], *, num_class
         56/110, resnet18/34/50/101/152), case-insensitive.
       state_dict: ``{key: tensor or array}``, or a checkpoint ``{'state_dict': ..., ...}``;
         keys may carry a ``module.`` prefix. Values: torch tensors or numpy arrays (e.g.
-        from :func:`load_torch_checkpoint`).
+        from :func:`~rws_jax.models.load_torch_checkpoint`).
       num_classes: number of logits; default (``head='keep'``): read off the classifier
         weight. Required with ``head='drop'``.
       head: ``'keep'`` (default): the classifier is imported like every other layer and
@@ -475,8 +226,6 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, Any], *, num_class
         dtype.
       NonFiniteError: a NaN or inf value.
     """
-    from rws_jax.models import get_model
-
     name = str(name).lower()
     family = model_family(name)
     if head not in HEAD_MODES:
@@ -491,29 +240,26 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, Any], *, num_class
     normalization = _normalization(sd)
     sd = {k: v for k, v in sd.items() if k not in NORMALIZE_KEYS}
     if head == "drop":
-        sd = {k: v for k, v in sd.items() if not k.startswith(_head_prefixes(family))}
+        sd = {k: v for k, v in sd.items() if not k.startswith(head_prefixes(family))}
     if first_conv == "gray":
-        _gray_first_conv(_first_conv(family), sd)
+        _gray_first_conv(first_conv_key(family), sd)
         normalization = _gray_normalization(normalization)
-    kwargs = _infer_stem_and_shortcut(name, family, sd, dict(model_kwargs))
+    kwargs = infer_stem_and_shortcut(name, family, sd, dict(model_kwargs))
     if num_classes is None:
-        num_classes = _infer_num_classes(family, sd)
+        num_classes = infer_num_classes(family, sd)
     # Without a classifier (num_classes None) one class is a placeholder: the key check
     # below then reports the classifier's keys missing.
     model = get_model(name, 1 if num_classes is None else num_classes, **kwargs)
-    first = sd.get(_first_conv(family))
+    first = sd.get(first_conv_key(family))
     in_channels = int(first.shape[1]) if first is not None and first.ndim == 4 else (1 if first_conv == "gray" else 3)
     expected = _expected_variables(model, in_channels)
     flat_expected = traverse_util.flatten_dict(expected)
     what = _describe(name, num_classes, kwargs)
 
-    head_name = _classifier(family, sd)
-    shortcut_name = "downsample" if family == "resnet" or any(
-        ".downsample." in k for k in sd) else "shortcut"
+    head_name, shortcuts = classifier_name(family, sd), shortcut_module(family, sd)
     indices = vgg_feature_indices(model.cfg) if family == "vgg" else []
     is_head = (lambda path: path[1:-1] == ("head",)) if head == "drop" else (lambda path: False)
-    key_of = {path: _module_key(family, path[1:-1], vgg_indices=indices, head=head_name,
-                                shortcut_name=shortcut_name) + "." + _LEAF[(path[0], path[-1])]
+    key_of = {path: torch_key(family, path, vgg_indices=indices, head=head_name, shortcut_name=shortcuts)
               for path in flat_expected if not is_head(path)}
 
     missing = [k for k in key_of.values() if k not in sd]
@@ -535,7 +281,7 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, Any], *, num_class
         (key, got, want), rest = wrong[0], wrong[1:_SHOW]
         more = "".join(f"; {k} has shape {g}, expected {w}" for k, g, w in rest)
         more += f"; ... ({len(wrong) - _SHOW} more)" if len(wrong) > _SHOW else ""
-        gray = " after first_conv='gray'" if first_conv == "gray" and key == _first_conv(family) else ""
+        gray = " after first_conv='gray'" if first_conv == "gray" and key == first_conv_key(family) else ""
         raise TorchImportError(f"{key} has shape {got}{gray} but {what} expects {want} "
                                f"(torch layout; {len(wrong)} shape mismatch(es){more})")
 
