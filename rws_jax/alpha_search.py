@@ -172,11 +172,12 @@ def search_alphas(
             raise RWSError(f"score_fn must return a dict of metrics, got {type(metrics).__name__}")
         value = float(objective(metrics))
         drop = None
+        feasible = math.isfinite(value)
         if max_ta_drop is not None:
             if "ta" not in metrics:
                 raise RWSError("score_fn must return 'ta' (clean validation accuracy) when max_ta_drop is set")
             drop = float(baseline["ta"]) - float(metrics["ta"]) if baseline else 0.0
-        feasible = math.isfinite(value) and (drop is None or drop <= max_ta_drop + 1e-12)
+            feasible = feasible and drop <= max_ta_drop + 1e-12
         e = Evaluation(alphas=alphas, metrics=metrics, objective=value, ta_drop=drop, feasible=feasible)
         cache[k] = e
         order.append(e)
@@ -205,6 +206,7 @@ def search_alphas(
                 local = e
             if better(e, best):
                 best = e
+        assert local is not None  # the grid is not empty (checked above)
         return local
 
     try:

@@ -40,15 +40,17 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from rws_jax.batch_norm import ReferenceBatchNorm, apply_reference_bn
 from rws_jax.detector import CorruptionDetector
 from rws_jax.errors import RWSError
 from rws_jax.patch_plan import patch_plan
 from rws_jax.signature import Signature
+from rws_jax.types import Alphas, Variables
 
 
-def _forward_fn(model: Any, mean, std) -> Callable:
+def _forward_fn(model: Any, mean: Sequence[float] | None, std: Sequence[float] | None) -> Callable:
     """``(variables, images u8[N,H,W,C]) -> logits`` (not jitted) for a Flax module (called
     with ``train=False`` when it takes ``train``) or an ``apply(variables, x)`` callable."""
     from rws_jax.training.augment import normalize_images  # noqa: PLC0415
@@ -61,7 +63,7 @@ def _forward_fn(model: Any, mean, std) -> Callable:
     else:
         raise RWSError(f"model must be a Flax module or an apply(variables, x) callable, got {type(model).__name__}")
 
-    def forward(variables, images):
+    def forward(variables: Variables, images: jax.Array) -> jax.Array:
         out = apply(variables, normalize_images(images, mean, std))
         return out[0] if isinstance(out, tuple) else out
 
@@ -88,10 +90,10 @@ class AutoPatcher:
         patch then applies the reference's BatchNorm scheme; None: the pure weight patch.
     """
 
-    def __init__(self, model: Any, standard_variables: Any, signatures: Sequence[Signature],
-                 detector: CorruptionDetector, *, max_alpha=1.0, threshold: float = 0.25, step: float = 0.25,
-                 mean=None, std=None, cache_size: int = 8, check_base: bool = True,
-                 batch_norm: ReferenceBatchNorm | None = None):
+    def __init__(self, model: Any, standard_variables: Variables, signatures: Sequence[Signature],
+                 detector: CorruptionDetector, *, max_alpha: Alphas = 1.0, threshold: float = 0.25,
+                 step: float = 0.25, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 cache_size: int = 8, check_base: bool = True, batch_norm: ReferenceBatchNorm | None = None) -> None:
         sigs = list(signatures)
         if not isinstance(detector, CorruptionDetector):
             raise RWSError(f"detector must be a CorruptionDetector, got {type(detector).__name__}")
@@ -117,18 +119,19 @@ class AutoPatcher:
         self._forward = jax.jit(forward)
         plan = self._plan
 
-        def patch_only(variables, bn, alphas):
+        def patch_only(variables: Variables, bn: ReferenceBatchNorm | None, alphas: jax.Array) -> Variables:
             patched = plan.traced(variables, alphas)
             return patched if bn is None else apply_reference_bn(patched, bn, alphas)
 
-        def patch_and_forward(variables, bn, alphas, images):
+        def patch_and_forward(variables: Variables, bn: ReferenceBatchNorm | None, alphas: jax.Array,
+                              images: jax.Array) -> tuple[jax.Array, Variables]:
             patched = patch_only(variables, bn, alphas)
             return forward(patched, images), patched
 
         # new coefficients: patch + forward in one compiled call; the patched tree is cached
         self._patch_only = jax.jit(patch_only)
         self._patch_and_forward = jax.jit(patch_and_forward)
-        self._cache: collections.OrderedDict = collections.OrderedDict()
+        self._cache: collections.OrderedDict[tuple[float, ...], Variables] = collections.OrderedDict()
         self._cache_size = int(cache_size)
         self.patches_computed = 0
         self.patches_reused = 0
@@ -144,20 +147,20 @@ class AutoPatcher:
             a = np.round(a / self.step) * self.step
         return (a * self.max_alpha).astype(np.float32)
 
-    def _probabilities(self, images) -> np.ndarray:
+    def _probabilities(self, images: ArrayLike) -> np.ndarray:
         """Detector probabilities ``[N, K+1]``; an image out of the detector's distribution
         (a corruption it never saw) counts as clean."""
-        p, ind = self.detector.scores(images)
-        p, ind = np.array(p), np.asarray(ind)
+        probs, in_dist = self.detector.scores(images)
+        p, ind = np.array(probs), np.asarray(in_dist)
         p[~ind] = 0.0
         p[~ind, 0] = 1.0
         return p
 
-    def coefficients(self, images) -> np.ndarray:
+    def coefficients(self, images: ArrayLike) -> np.ndarray:
         """``f32[K]``: the α_c batch mode applies to ``images`` (``u8[N, H, W, C]``)."""
         return self._round(self._probabilities(images).mean(0)[1:])
 
-    def assignments(self, images) -> np.ndarray:
+    def assignments(self, images: ArrayLike) -> np.ndarray:
         """``i32[N]``: per-image mode's class of each image (0 = clean, k = signature k-1)."""
         p = self._probabilities(images)
         best = np.argmax(p[:, 1:], axis=1)
@@ -165,7 +168,7 @@ class AutoPatcher:
         return np.where((conf >= self.threshold) & (conf >= p[:, 0]), best + 1, 0).astype(np.int32)
 
     # ------------------------------------------------------------------ variables
-    def _cached(self, a: np.ndarray):
+    def _cached(self, a: np.ndarray) -> Variables | None:
         """The cached variables for coefficients ``a`` (θ_std for all zero), or None."""
         if not np.any(a):
             return self._std_vars
@@ -176,13 +179,13 @@ class AutoPatcher:
             return self._cache[key]
         return None
 
-    def _store(self, a: np.ndarray, variables) -> None:
+    def _store(self, a: np.ndarray, variables: Variables) -> None:
         self.patches_computed += 1
         self._cache[tuple(float(x) for x in a)] = variables
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
-    def variables_for(self, alphas) -> Any:
+    def variables_for(self, alphas: Alphas) -> Variables:
         """θ_std + Σ_c α_c·RWS_c (θ_std itself for all-zero α), cached by ``alphas``."""
         a = np.asarray(alphas, np.float32).reshape(self.num_signatures)
         v = self._cached(a)
@@ -191,28 +194,30 @@ class AutoPatcher:
             self._store(a, v)
         return v
 
-    def apply_coefficients(self, alphas, images) -> jax.Array:
+    def apply_coefficients(self, alphas: Alphas, images: ArrayLike) -> jax.Array:
         """Logits of ``images`` under θ_std + Σ α·RWS (``alphas`` f32[K], e.g. from
         :meth:`coefficients`): cached variables, or one fused patch + forward call whose
         patched variables are then cached."""
-        alphas = np.asarray(alphas, np.float32).reshape(self.num_signatures)
-        images = jnp.asarray(images)
-        v = self._cached(alphas)
+        a = np.asarray(alphas, np.float32).reshape(self.num_signatures)
+        x = jnp.asarray(images)
+        v = self._cached(a)
         if v is not None:
-            return self._forward(v, images)
-        logits, v = self._patch_and_forward(self._std_vars, self.batch_norm, alphas, images)
-        self._store(alphas, v)
+            return self._forward(v, x)
+        logits, v = self._patch_and_forward(self._std_vars, self.batch_norm, a, x)
+        self._store(a, v)
         return logits
 
     # ------------------------------------------------------------------ forward
-    def __call__(self, images, *, per_image: bool = False) -> jax.Array:
+    def __call__(self, images: ArrayLike, *, per_image: bool = False) -> jax.Array:
         """Logits ``f32[N, classes]`` of ``images`` (``u8[N, H, W, C]``) through the
         auto-patched model (batch mode, or ``per_image``)."""
-        images = jnp.asarray(images)
+        x = jnp.asarray(images)
         if not per_image:
-            return self.apply_coefficients(self.coefficients(images), images)
-        groups = self.assignments(images)
-        n = images.shape[0]
+            return self.apply_coefficients(self.coefficients(x), x)
+        n = x.shape[0]
+        if n == 0:  # no image to group: θ_std's (empty) logits, as batch mode gives them
+            return self.apply_coefficients(np.zeros(self.num_signatures, np.float32), x)
+        groups = self.assignments(x)
         out = None
         for k in np.unique(groups):
             idx = np.nonzero(groups == k)[0]
@@ -220,9 +225,10 @@ class AutoPatcher:
             if k > 0:
                 alphas[k - 1] = self.max_alpha[k - 1]
             pad = np.concatenate([idx, np.full(n - len(idx), idx[0])]) if len(idx) < n else idx
-            logits = self.apply_coefficients(alphas, images[pad])[: len(idx)]
+            logits = self.apply_coefficients(alphas, x[pad])[: len(idx)]
             out = jnp.zeros((n, logits.shape[-1]), logits.dtype) if out is None else out
             out = out.at[idx].set(logits)
+        assert out is not None  # n > 0 images: at least one group
         return out
 
     def __repr__(self) -> str:
