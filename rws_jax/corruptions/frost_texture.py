@@ -138,7 +138,7 @@ def _base_field() -> np.ndarray:
     return procedural_field(20230701, BASE_SIZE, BASE_SIZE)
 
 
-def _target_std(stds, size: int) -> float:
+def _target_std(stds, size: float) -> float:
     """Crop std of a reference photograph for a crop of ``size`` pixels: linear in
     log(size) between the measured sizes, constant outside them."""
     logs = [math.log(s) for s in CROP_SIZES]

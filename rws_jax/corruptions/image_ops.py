@@ -444,4 +444,5 @@ def box_downsample(x, n_out: int, axis: int = 0):
         if not mask[t].all():
             term = term * jnp.asarray(mask[t], x.dtype).reshape(shape)
         acc = term if acc is None else acc + term
+    assert acc is not None  # box_taps gives every output pixel at least one tap
     return acc / jnp.asarray(count, x.dtype).reshape(shape)

@@ -38,7 +38,7 @@ class ArraySplit:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """(H, W, C)."""
-        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+        return tuple(self.images.shape[1:])
 
     def take(self, indices) -> "ArraySplit":
         """A new split with the rows ``indices`` (copies)."""

@@ -9,7 +9,7 @@ import numpy as np
 from rws_jax.data.core import ArraySplit, DatasetSplits, pad_images, split_train_val
 from rws_jax.data.digits import split_digits
 from rws_jax.data.idx import load_fashion_mnist_idx
-from rws_jax.data.tfds_source import TFDS_NUM_CLASSES, load_tfds_split
+from rws_jax.data.tfds_source import load_tfds_split
 
 DATASET_NAMES = ("fashion_mnist", "digits", "cifar10", "cifar100")
 NUM_CLASSES = {"fashion_mnist": 10, "digits": 10, "cifar10": 10, "cifar100": 100}
@@ -77,4 +77,4 @@ def load_dataset(name: str, *, val_size: int | None = None, seed: int = 0,
     if not (test.images.flags.writeable and test.labels.flags.writeable):
         test = ArraySplit(np.array(test.images), np.array(test.labels))  # un-share the cache
     return DatasetSplits(train=train, val=val, test=test,
-                         num_classes=NUM_CLASSES.get(key, TFDS_NUM_CLASSES.get(key)), name=key)
+                         num_classes=NUM_CLASSES[key], name=key)

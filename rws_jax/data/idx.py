@@ -112,12 +112,13 @@ def load_fashion_mnist_idx(split: str, data_dir: str | os.PathLike | None = None
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     directory = fashion_mnist_dir(data_dir)
     paths = [_find(directory, stem) for stem in FASHION_MNIST_FILES[split]]
-    if any(p is None for p in paths):
+    found = [p for p in paths if p is not None]
+    if len(found) < len(paths):
         missing = [stem + ".gz" for stem, p in zip(FASHION_MNIST_FILES[split], paths) if p is None]
         raise DatasetNotFoundError(
             f"Fashion-MNIST {split} files not found in {directory} (missing: "
             f"{', '.join(missing)}).\n{INSTALL_HINT}")
-    stats = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
+    stats = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in found)
     return _load_cached(stats)
 
 

@@ -118,7 +118,7 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
     if config.schedule == "constant":
         main = optax.constant_schedule(config.lr)
     elif config.schedule == "step":
-        bounds = {}
+        bounds: dict[int, float] = {}
         for m in config.milestones:  # epochs, possibly fractional (2.4 = 40% into the third)
             b = int(round(float(m) * spe)) - warmup
             if b > 0:

@@ -240,8 +240,9 @@ def fit(model, split_train, split_val, config: TrainConfig, *, init_variables: O
             for step in list(ck.best_mgr.all_steps()):
                 if step > last_state:
                     ck.best_mgr.delete(step)
-        if ck is not None and ck.latest_epoch() is not None:
-            last = int(ck.latest_epoch())
+        last_epoch = ck.latest_epoch() if ck is not None else None
+        if ck is not None and last_epoch is not None:
+            last = int(last_epoch)
             meta = ck.restore_meta(last)
             diff = _config_mismatch(meta.get("config", {}), config)
             if diff:
@@ -308,7 +309,7 @@ def fit(model, split_train, split_val, config: TrainConfig, *, init_variables: O
             if ck is not None:
                 meta = {"epoch": epoch + 1, "finished": is_last, "history": history,
                         "config": _jsonable(config.to_dict())}
-                if improved:
+                if improved and best_variables is not None:  # improved: just copied
                     ck.save_best(epoch + 1, best_variables,
                                  {"epoch": epoch + 1, "val_accuracy": best_acc})
                 ck.save(epoch + 1, state, meta)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import flax
 import jax
@@ -22,6 +22,9 @@ class TrainState:
     opt_state: PyTree
     apply_fn: Callable = flax.struct.field(pytree_node=False)
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+    if TYPE_CHECKING:  # added by ``flax.struct.dataclass``; declared for type checkers
+        def replace(self, **updates: Any) -> TrainState: ...
 
     @property
     def variables(self) -> dict:
