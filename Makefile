@@ -8,7 +8,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PRESET ?= offline
 OUT    ?= results/$(PRESET)
 
-.PHONY: venv venv-all data demo test test-all test-fast test-count bench bench-quick bench-docs bench-train grid reproduce reproduce-docs clean
+.PHONY: venv venv-all data demo typecheck test test-all test-fast test-count bench bench-quick bench-docs bench-train grid reproduce reproduce-docs clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,13 +52,18 @@ reproduce-docs: reproduce
 	$(PY) -m rws_jax report --preset reproduce --out results/reproduce --export docs/reproduce
 	$(PY) -m rws_jax report --preset reproduce --out docs/reproduce --summary --splice README.md
 
+# Static types: mypy over rws_jax/ (configured in pyproject.toml's [tool.mypy]); `make test`
+# (so CI) runs it first. Seconds: mypy keeps its results in .mypy_cache between runs.
+typecheck: venv
+	$(PY) -m mypy
+
 # The default suite (what .ci/run runs): both cores (pytest-xdist; a test module stays on one
 # worker, so its module-scoped fixtures are built once), one XLA compilation cache per session
 # (tests/conftest.py). JOBS=1 runs it in one process.
 JOBS ?= 2
 PYTEST_JOBS = $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist loadfile)
 
-test: venv data
+test: venv data typecheck
 	$(PY) -m pytest -q $(PYTEST_JOBS) --durations=15 tests
 
 # The default suite plus what needs the extras: the torch import and training-throughput
