@@ -40,7 +40,7 @@ data:
 	fi
 
 demo: venv data
-	$(PY) -m rws_jax demo --preset $(PRESET) --out $(OUT)
+	$(PY) -m rws_jax run --preset $(PRESET) --out $(OUT)
 
 # The reproduction study (sized for <= 2.5 h on 2 CPU cores, resumable): results/reproduce/report.md
 reproduce: venv data

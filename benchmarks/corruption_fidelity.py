@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rws_jax.markdown_blocks import write_block
+from rws_jax.pipeline.markdown_blocks import write_block
 
 TOLERANCE_DB = 1.5
 

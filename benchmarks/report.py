@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from rws_jax.markdown_blocks import read_block, write_block
+from rws_jax.pipeline.markdown_blocks import read_block, write_block
 
 
 def _ms(s):

@@ -11,9 +11,29 @@ Patching adds ``α · RWS`` to a model's weights::
     plan = rws.patch_plan(theta_std, sig)          # validate once (P leaves, f32[...] each)
     theta = plan(theta_std, 1.0, donate=True)      # then one jitted call per patch
     rws.save_signature("fog.rws", rws.quantize(sig, 8))
-    theta = rws.load_model("theta.msgpack")       # any checkpoint format: rws_jax.model_files
+    theta = rws.load_model("theta.msgpack")       # any checkpoint format: rws_jax.files.model_files
+
+The names below are grouped by concept; each group's module holds the details. The pipeline
+that trains models and reproduces the paper is :mod:`rws_jax.pipeline`; the command line,
+:mod:`rws_jax.cli`.
 """
 
+# Type aliases of the public argument types.
+from rws_jax.types import Alphas, PyTree, Variables
+from rws_jax.selection import SelectionLike
+from rws_jax.signature import SignatureLike
+
+# Signatures: the pytree of kept deltas and its static description.
+from rws_jax.signature import Signature, SignatureMeta, signature_fingerprint
+from rws_jax.tree_paths import fingerprint
+
+# Which tensors a signature keeps.
+from rws_jax.selection import Selection, SelectionError, by_paths, by_pattern, first_k
+
+# Extracting signatures from θ_init, θ_std and θ_rob,c.
+from rws_jax.extraction import extract, project_out, projection_diagnostics, relative_change
+
+# Signature arithmetic and patching.
 from rws_jax.algebra import (
     Undo,
     add,
@@ -27,10 +47,25 @@ from rws_jax.algebra import (
     subtract,
     unpatch,
 )
-from rws_jax.alpha_search import AlphaSearchResult, search_alphas
-from rws_jax.autopatch import AutoPatcher
-from rws_jax.detector import CorruptionDetector, image_features, load_detector, save_detector, train_detector
+
+# Merging several signatures beyond the sum.
 from rws_jax.merging import dare, ties_merge
+
+# Patching fast: a validated plan, and a stack of removable patches.
+from rws_jax.patch_plan import PatchPlan, patch_plan
+from rws_jax.patch_stack import AppliedPatch, PatchStack
+
+# Quantized signatures.
+from rws_jax.quantization import (
+    QuantizedTensor,
+    dequantize,
+    dequantize_tensor,
+    quantize,
+    quantize_reference,
+    quantize_tensor,
+)
+
+# BatchNorm models: the pure patch, the reference's scheme, statistics.
 from rws_jax.batch_norm import (
     BN_MODES,
     REFERENCE_BN_PATTERN,
@@ -45,6 +80,35 @@ from rws_jax.batch_norm import (
     recalibrate_batch_stats,
     reference_mix,
 )
+
+# Choosing α on validation data.
+from rws_jax.alpha_search import AlphaSearchResult, search_alphas
+
+# Files: signatures, variables and model checkpoints on disk.
+from rws_jax.files import (
+    bytes_on_disk,
+    load_model,
+    load_signature,
+    load_variables,
+    model_format,
+    read_signature_info,
+    save_model,
+    save_signature,
+    save_variables,
+    storage_ratio,
+)
+
+# Test-time auto-patching of an unknown corruption.
+from rws_jax.autopatching import (
+    AutoPatcher,
+    CorruptionDetector,
+    image_features,
+    load_detector,
+    save_detector,
+    train_detector,
+)
+
+# Errors: every refusal of the library is an RWSError.
 from rws_jax.errors import (
     FileWriteError,
     IncompatibleSignatureError,
@@ -55,106 +119,100 @@ from rws_jax.errors import (
     RWSError,
     SignatureFileError,
 )
-from rws_jax.extraction import extract, project_out, projection_diagnostics, relative_change
-from rws_jax.quantization import (
-    QuantizedTensor,
-    dequantize,
-    dequantize_tensor,
-    quantize,
-    quantize_reference,
-    quantize_tensor,
-)
-from rws_jax.files import load_model, model_format, save_model
-from rws_jax.selection import Selection, SelectionError, by_paths, by_pattern, first_k
-from rws_jax.patch_plan import PatchPlan, patch_plan
-from rws_jax.patch_stack import AppliedPatch, PatchStack
-from rws_jax.signature import Signature, SignatureMeta, signature_fingerprint
-from rws_jax.files import (
-    bytes_on_disk,
-    load_signature,
-    load_variables,
-    read_signature_info,
-    save_signature,
-    save_variables,
-    storage_ratio,
-)
-from rws_jax.tree_paths import fingerprint
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AlphaSearchResult",
-    "search_alphas",
-    "AutoPatcher",
-    "CorruptionDetector",
-    "image_features",
-    "load_detector",
-    "save_detector",
-    "train_detector",
+__all__ = (
+    # Type aliases
+    "Alphas",
+    "PyTree",
+    "SelectionLike",
+    "SignatureLike",
+    "Variables",
+    # Signatures
+    "Signature",
+    "SignatureMeta",
+    "fingerprint",
+    "signature_fingerprint",
+    # Selecting tensors
+    "Selection",
+    "SelectionError",
+    "by_paths",
+    "by_pattern",
+    "first_k",
+    # Extracting
+    "extract",
+    "project_out",
+    "projection_diagnostics",
+    "relative_change",
+    # Arithmetic and patching
+    "Undo",
+    "add",
+    "check_compatible",
+    "check_finite",
+    "coefficients",
+    "compose",
+    "negate",
+    "patch",
+    "scale",
+    "subtract",
+    "unpatch",
+    # Merging
     "dare",
     "ties_merge",
+    # Patching fast
+    "AppliedPatch",
+    "PatchPlan",
+    "PatchStack",
+    "patch_plan",
+    # Quantization
+    "QuantizedTensor",
+    "dequantize",
+    "dequantize_tensor",
+    "quantize",
+    "quantize_reference",
+    "quantize_tensor",
+    # BatchNorm models
     "BN_MODES",
     "REFERENCE_BN_PATTERN",
+    "ReferenceBatchNorm",
+    "apply_reference_bn",
     "average_leaves",
     "batch_norm_paths",
     "batch_statistics",
     "make_batch_stats_step",
     "patch_batch_norm",
     "precompute_reference_bn",
-    "apply_reference_bn",
-    "ReferenceBatchNorm",
     "recalibrate_batch_stats",
     "reference_mix",
-    "AppliedPatch",
-    "FileWriteError",
-    "IncompatibleSignatureError",
-    "ModelFileError",
-    "OutputExistsError",
-    "NonFiniteError",
-    "PatchPlan",
-    "PatchStack",
-    "PatchStackError",
-    "QuantizedTensor",
-    "RWSError",
-    "Selection",
-    "SelectionError",
-    "Signature",
-    "SignatureFileError",
-    "SignatureMeta",
-    "Undo",
-    "add",
-    "by_paths",
-    "by_pattern",
+    # Choosing α
+    "AlphaSearchResult",
+    "search_alphas",
+    # Files
     "bytes_on_disk",
-    "check_compatible",
-    "check_finite",
-    "coefficients",
-    "compose",
-    "dequantize",
-    "dequantize_tensor",
-    "extract",
-    "fingerprint",
-    "first_k",
     "load_model",
     "load_signature",
     "load_variables",
-    "negate",
-    "patch",
-    "patch_plan",
-    "project_out",
-    "quantize",
-    "quantize_reference",
-    "quantize_tensor",
-    "read_signature_info",
-    "relative_change",
-    "projection_diagnostics",
     "model_format",
+    "read_signature_info",
     "save_model",
     "save_signature",
     "save_variables",
-    "scale",
-    "signature_fingerprint",
     "storage_ratio",
-    "subtract",
-    "unpatch",
-]
+    # Auto-patching
+    "AutoPatcher",
+    "CorruptionDetector",
+    "image_features",
+    "load_detector",
+    "save_detector",
+    "train_detector",
+    # Errors
+    "FileWriteError",
+    "IncompatibleSignatureError",
+    "ModelFileError",
+    "NonFiniteError",
+    "OutputExistsError",
+    "PatchStackError",
+    "RWSError",
+    "SignatureFileError",
+)

@@ -45,8 +45,9 @@ from rws_jax.errors import IncompatibleSignatureError, NonFiniteError, RWSError
 from rws_jax.extraction import delta_dtype
 from rws_jax.kernels import combine, combine_donated, out_shardings
 from rws_jax.quantized_tensor import as_float
-from rws_jax.signature import Signature, SignatureMeta, is_marked_finite, mark_finite, signature_list
-from rws_jax.types import Alphas, SignatureLike, Variables
+from rws_jax.signature import (Signature, SignatureLike, SignatureMeta, is_marked_finite, mark_finite,
+                               signature_list)
+from rws_jax.types import Alphas, Variables
 
 MODES = ("linear", "reference")
 

@@ -46,8 +46,8 @@ import numpy as np
 from rws_jax import tree_paths
 from rws_jax.algebra import patch
 from rws_jax.errors import IncompatibleSignatureError, NonFiniteError, RWSError
-from rws_jax.signature import signature_list
-from rws_jax.types import Alphas, PyTree, SignatureLike, Variables
+from rws_jax.signature import SignatureLike, signature_list
+from rws_jax.types import Alphas, PyTree, Variables
 
 # Substrings of a leaf path that the reference replaces by the robust models' mean:
 # the reference tests ``'bn' in key or 'downsample' in key``; ``proj_`` names our

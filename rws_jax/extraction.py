@@ -23,7 +23,8 @@ from rws_jax import selection as selection_lib
 from rws_jax import tree_paths
 from rws_jax.errors import IncompatibleSignatureError, NonFiniteError
 from rws_jax.signature import Signature, SignatureMeta, leaf_specs_for, mark_finite
-from rws_jax.types import SelectionLike, Variables
+from rws_jax.types import Variables
+from rws_jax.selection import SelectionLike
 
 
 def delta_dtype(dtype: Any) -> jnp.dtype:

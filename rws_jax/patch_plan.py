@@ -32,8 +32,8 @@ from rws_jax import tree_paths
 from rws_jax.algebra import MODES, check_compatible, check_finite, host_coefficients
 from rws_jax.errors import IncompatibleSignatureError, RWSError
 from rws_jax.kernels import combine_impl, out_shardings
-from rws_jax.signature import signature_list
-from rws_jax.types import Alphas, SignatureLike, Variables
+from rws_jax.signature import SignatureLike, signature_list
+from rws_jax.types import Alphas, Variables
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

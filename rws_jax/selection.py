@@ -26,16 +26,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, TypeAlias, Union
 
 import jax.numpy as jnp
 import numpy as np
 
 from rws_jax import tree_paths
 from rws_jax.errors import RWSError
-
-if TYPE_CHECKING:  # rws_jax.types imports this module
-    from rws_jax.types import SelectionLike
 
 DEFAULT_HEAD_PATTERN = r"(?i)^(head|classifier|fc|logits|linear|output|out|dense_?\d*)$"
 _STEM_NAMES = ("stem", "conv_init", "conv1", "bn_init", "bn1")
@@ -207,6 +204,11 @@ def by_paths(paths: Sequence[str]) -> Selection:
     if not paths:
         raise SelectionError("by_paths needs at least one path")
     return Selection(mode="paths", paths=tuple(paths), collections=None, exclude_head=False, floating_only=False)
+
+
+#: A layer selection, or what :func:`as_selection` turns into one: a :class:`Selection`, an
+#: int k (the first k units), a regular expression, or a sequence of leaf paths.
+SelectionLike: TypeAlias = Union[Selection, int, str, Sequence[str]]
 
 
 def as_selection(select: SelectionLike) -> Selection:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, TypeAlias, Union
 
 import jax
 import numpy as np
@@ -27,9 +27,6 @@ from flax import struct
 
 from rws_jax.errors import RWSError
 from rws_jax.quantized_tensor import QuantizedTensor, to_flat_packed
-
-if TYPE_CHECKING:
-    from rws_jax.types import SignatureLike
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +106,10 @@ class Signature:
             f"Signature(name={self.meta.name!r}{sev}, kind={self.meta.kind}, "
             f"tensors={len(self.deltas)}, elements={self.num_elements()}{q})"
         )
+
+
+#: One signature or a sequence of them (the one-or-many argument of ``patch``, ``compose``...).
+SignatureLike: TypeAlias = Union[Signature, Sequence[Signature]]
 
 
 def signature_list(signatures: SignatureLike) -> list[Signature]:

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 import jax
 import numpy as np
 
-if TYPE_CHECKING:  # rws_jax.types imports this module
-    from jax.sharding import NamedSharding, Sharding
+from rws_jax.types import PyTree
 
-    from rws_jax.types import PyTree
+if TYPE_CHECKING:
+    from jax.sharding import NamedSharding, Sharding
 
 _NNX_VALUE_KEYS = ("value", "raw_value")
 

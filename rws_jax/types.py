@@ -10,11 +10,12 @@ They name the argument types that many functions share, so that a signature read
 - :data:`Alphas`: the patch coefficients: one number (the same α for every signature)
   or one per signature (a sequence, a numpy or a JAX array); see
   :func:`rws_jax.coefficients`.
-- :data:`SignatureLike`: one :class:`~rws_jax.Signature` or a sequence of them (the
-  one-or-many argument of ``patch``, ``compose``, ``patch_plan``...).
-- :data:`SelectionLike`: a layer selection as :func:`rws_jax.selection.as_selection`
-  accepts it: a :class:`~rws_jax.selection.Selection`, an int k (the first k units),
-  a regular expression, or a sequence of leaf paths.
+
+Two more aliases live beside the types they are made of (so that this module imports no
+other module of the package): :data:`rws_jax.signature.SignatureLike` (one
+:class:`~rws_jax.Signature` or a sequence of them) and :data:`rws_jax.selection.SelectionLike`
+(a :class:`~rws_jax.Selection`, an int k, a regular expression or a sequence of leaf
+paths). All five are re-exported as ``rws_jax.<name>``.
 
 ``PyTree`` and ``Variables`` are ``Any`` to a type checker: pytrees have no common
 static type (Flax's own trees are typed ``Any``); the names document what is expected.
@@ -26,9 +27,6 @@ from typing import Any, Sequence, TypeAlias, Union
 
 from jax.typing import ArrayLike
 
-from rws_jax.selection import Selection
-from rws_jax.signature import Signature
-
 #: Any JAX pytree.
 PyTree: TypeAlias = Any
 
@@ -38,10 +36,4 @@ Variables: TypeAlias = PyTree
 #: Patch coefficients: one number for all signatures, or one per signature.
 Alphas: TypeAlias = Union[float, Sequence[float], ArrayLike]
 
-#: One signature or a sequence of them.
-SignatureLike: TypeAlias = Union[Signature, Sequence[Signature]]
-
-#: A layer selection, or what :func:`rws_jax.selection.as_selection` turns into one.
-SelectionLike: TypeAlias = Union[Selection, int, str, Sequence[str]]
-
-__all__ = ["Alphas", "PyTree", "SelectionLike", "SignatureLike", "Variables"]
+__all__ = ["Alphas", "PyTree", "Variables"]

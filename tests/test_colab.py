@@ -266,12 +266,12 @@ nb = nbformat.read(sys.argv[1], as_version=4)
 ns = {"__name__": "__main__"}
 for src in (c.source for c in nb.cells if c.cell_type == "code"):
     exec(compile(src, "cell", "exec"), ns)
-    if 'stage("pretrain")' in src:
+    if 'stage("pretrain-init")' in src:
         break
 else:
     raise SystemExit("no pretrain cell")
 assert jax.device_count() == 8, jax.devices()
-leaf = jax.tree_util.tree_leaves(ns["run"].theta_init)[0]
+leaf = jax.tree_util.tree_leaves(ns["run"].models.theta_init)[0]
 print("SHARDING", len(leaf.sharding.device_set), dict(leaf.sharding.mesh.shape))
 '''
 
@@ -289,7 +289,7 @@ def test_pipeline_notebook_trains_data_parallel_on_8_devices(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "training: data parallel over 8 devices (mesh {'data': 8})" in proc.stdout
     assert "SHARDING 8 {'data': 8}" in proc.stdout
-    assert "(pretrain:" in proc.stdout
+    assert "(pretrain-init:" in proc.stdout
 
 
 # ----------------------------------------------------------------------------- the Colab-sized preset

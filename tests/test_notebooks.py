@@ -103,8 +103,9 @@ def test_pipeline_notebook_runs_every_stage_and_writes_the_report(pipeline_run):
     nb, run_dir = pipeline_run
     out = text_of(nb)
     assert "using: tiny" in out and "devices:" in out
-    for stage in ("pretrain", "finetune-standard", "finetune-robust", "transfer", "extract", "quantize",
-                  "analyse", "evaluate", "storage"):
+    for stage in ("run-facts", "pretrain-init", "finetune-standard", "finetune-robust", "finetune-transfer",
+                  "extract-signatures", "quantize-signatures", "weight-statistics", "evaluate-accuracy",
+                  "measure-storage"):
         assert f"({stage}:" in out, stage
     assert (run_dir / "report.md").is_file()
     assert {p.name for p in (run_dir / "figures").glob("*.png")} >= {"layer_change.png", "alpha.png", "storage.png"}

@@ -45,7 +45,7 @@ def test_readme_expectations_equal_the_committed_reproduction(tmp_path):
     """README's "what to expect" block is `rws-jax report --preset reproduce --out
     docs/reproduce --summary` of the committed reproduction study (written by
     `make reproduce-docs`)."""
-    from rws_jax.markdown_blocks import read_block
+    from rws_jax.pipeline.markdown_blocks import read_block
     from rws_jax.pipeline import STUDIES
     from rws_jax.pipeline.study_report import SUMMARY_BEGIN, SUMMARY_END, study_summary_markdown
 
@@ -61,7 +61,7 @@ def test_readme_expectations_equal_the_committed_reproduction(tmp_path):
 
 
 def test_readme_autopatch_tables_equal_the_committed_reproduction(tmp_path):
-    from rws_jax.markdown_blocks import read_block
+    from rws_jax.pipeline.markdown_blocks import read_block
     from rws_jax.pipeline import STUDIES
     from rws_jax.pipeline.study_report import AUTOPATCH_BEGIN, AUTOPATCH_END, autopatch_summary_markdown
 

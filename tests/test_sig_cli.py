@@ -16,7 +16,7 @@ import pytest
 from flax import serialization
 
 import rws_jax as rws
-from rws_jax import sig_cli
+from rws_jax.cli import signature_commands as sig_cli
 from rws_jax.cli import main
 from rws_jax.selection import parse_selection
 

@@ -48,9 +48,9 @@ def _acc(out, name):
 def test_seeds_share_theta_init_and_data_but_not_training(study_dir):
     runs = [open_study_run(TINY_STUDY, study_dir, n, progress=False) for n in ("s0", "s1")]
     assert not (study_dir / "s1" / "checkpoints" / "init").exists()  # θ_init is s0's
-    chex.assert_trees_all_equal(runs[0].theta_init, runs[1].theta_init)
-    np.testing.assert_array_equal(runs[0].halves[1].labels, runs[1].halves[1].labels)
-    std0, std1 = runs[0].standard(), runs[1].standard()
+    chex.assert_trees_all_equal(runs[0].models.theta_init, runs[1].models.theta_init)
+    np.testing.assert_array_equal(runs[0].data.halves[1].labels, runs[1].data.halves[1].labels)
+    std0, std1 = runs[0].models.standard(), runs[1].models.standard()
     assert not np.allclose(std0["params"]["conv_0"]["kernel"], std1["params"]["conv_0"]["kernel"])
     a0, a1 = _acc(study_dir, "s0"), _acc(study_dir, "s1")
     # main rows at every severity, on the same test images

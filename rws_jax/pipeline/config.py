@@ -9,11 +9,14 @@ The values (named presets, the ``reproduce`` study, seed offsets) live apart, in
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from rws_jax.corruptions import CORRUPTIONS, PRESETS
 
 # Merge methods of the "merge" stage beyond the linear rows of "evaluate" (rws.compose methods).
 MERGE_METHODS = ("ties", "dare")
@@ -160,8 +163,6 @@ class PipelineConfig:
                      or set(self.classes) & set(self.transfer_classes))):
             raise ValueError("a transfer dataset equal to the main dataset needs disjoint classes and "
                              "transfer_classes (same domain, other classes)")
-        from rws_jax.corruptions import CORRUPTIONS, PRESETS  # noqa: PLC0415
-
         unknown = [c for c in self.corruptions if c not in CORRUPTIONS]
         if unknown:
             raise ValueError(f"unknown corruption(s) {unknown}; valid: {', '.join(CORRUPTIONS)}")
@@ -256,8 +257,6 @@ class PipelineConfig:
         return dataclasses.replace(self, **changes)
 
     def digest(self) -> str:
-        import hashlib  # noqa: PLC0415
-
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 

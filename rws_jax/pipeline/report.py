@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rws_jax.markdown_blocks import read_block, write_block  # noqa: E402
+from rws_jax.pipeline.markdown_blocks import read_block, write_block  # noqa: E402
 from rws_jax.pipeline.autopatch_report import autopatch_markdown  # noqa: E402
 from rws_jax.pipeline.claims import claim_verdicts  # noqa: E402
 from rws_jax.pipeline.run_metrics import RunMetrics  # noqa: E402

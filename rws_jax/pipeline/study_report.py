@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rws_jax.markdown_blocks import write_block  # noqa: E402
+from rws_jax.pipeline.markdown_blocks import write_block  # noqa: E402
 from rws_jax.pipeline.autopatch_report import autopatch_markdown  # noqa: E402
 from rws_jax.pipeline.claims import claim_verdicts  # noqa: E402
 from rws_jax.pipeline.config import Study  # noqa: E402

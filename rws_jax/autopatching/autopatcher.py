@@ -43,7 +43,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from rws_jax.batch_norm import ReferenceBatchNorm, apply_reference_bn
-from rws_jax.detector import CorruptionDetector
+from rws_jax.autopatching.detector import CorruptionDetector
 from rws_jax.errors import RWSError
 from rws_jax.patch_plan import patch_plan
 from rws_jax.signature import Signature

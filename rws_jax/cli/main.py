@@ -17,7 +17,7 @@ Every pipeline command takes ``--preset NAME`` or ``--config FILE`` (YAML or Pyt
 ``--set key=value`` overrides and ``--out DIR`` (the run directory; default
 ``results/<preset>``). Stages cache their outputs in the run directory, so rerunning a
 command skips what is done. The commands parse arguments and print; the work is the
-library's (:mod:`rws_jax.pipeline`, :mod:`rws_jax.sig_cli` for signature files).
+library's (:mod:`rws_jax.pipeline`, :mod:`rws_jax.cli.signature_commands` for signature files).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from rws_jax.pipeline.metrics_files import read_metrics
 from rws_jax.pipeline.patch_check import patch_and_evaluate
 from rws_jax.pipeline.stages import STAGES
 from rws_jax.pipeline.study import open_study_run
-from rws_jax.sig_cli import add_parser as add_sig_parser
+from rws_jax.cli.signature_commands import add_parser as add_sig_parser
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
