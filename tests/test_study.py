@@ -137,10 +137,10 @@ def test_init_from_a_missing_or_other_run_is_refused(study_dir, tmp_path):
 
     cfg = preset("tiny", name="x", init_from="nowhere")
     with pytest.raises(FileNotFoundError, match="not a run directory"):
-        _ = Run(cfg, tmp_path / "x", progress=False).theta_init
+        _ = Run(cfg, tmp_path / "x", progress=False).models.theta_init
     other = preset("tiny", name="y", init_from=str(study_dir / "s0"), model_kwargs={"width": 0.125})
     with pytest.raises(ConfigMismatchError, match="model_kwargs"):
-        _ = Run(other, tmp_path / "y", progress=False).theta_init
+        _ = Run(other, tmp_path / "y", progress=False).models.theta_init
 
 
 @pytest.mark.parametrize("bad", [dict(classes=[1]), dict(classes=[1, 1]), dict(eval_severities=[0]),
