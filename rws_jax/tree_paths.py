@@ -13,15 +13,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from rws_jax.types import PyTree
 
 if TYPE_CHECKING:
-    from jax.sharding import NamedSharding, Sharding
+    from jax.sharding import Sharding
 
 _NNX_VALUE_KEYS = ("value", "raw_value")
 
@@ -117,7 +119,7 @@ def _expand_value_paths(var_collections: dict[str, str | None], tree: PyTree) ->
 
 def _nnx_variable_type() -> type | None:
     try:
-        from flax import nnx  # noqa: PLC0415
+        from flax import nnx  # noqa: PLC0415 - flax.nnx costs ~0.4 s to import; only NNX states need it
     except Exception:  # pragma: no cover - flax is a dependency
         return None
     return getattr(nnx, "Variable", None)
@@ -169,8 +171,6 @@ def _fingerprint_of(keys: tuple, specs: tuple) -> str:
 
 def natural_key(name: str) -> list[int | str]:
     """Sort key under which ``conv_2`` comes before ``conv_10``."""
-    import re
-
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
@@ -219,8 +219,6 @@ def derived_sharding(sharding: Any, ndim: int, keep_axes: Iterable[int] | None =
     keeps the leaf's partitioning if ``i`` is in ``keep_axes`` (all if ``None``) and is
     replicated otherwise. ``None`` when ``sharding`` is not a ``NamedSharding``.
     """
-    from jax.sharding import NamedSharding, PartitionSpec  # noqa: PLC0415
-
     if not isinstance(sharding, NamedSharding):
         return None
     spec = tuple(sharding.spec) + (None,) * max(0, ndim - len(sharding.spec))

@@ -12,6 +12,8 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.ndimage import map_coordinates
+from jax.scipy.special import ndtri
 import numpy as np
 from jax import lax
 
@@ -221,8 +223,6 @@ def clipped_zoom(x, z: float):
 def bilinear_sample(x, rows, cols, mode="nearest"):
     """Sample every channel of (H, W, C) ``x`` at float ``rows``/``cols``
     (each (H', W')) with ``jax.scipy.ndimage.map_coordinates(order=1)``."""
-    from jax.scipy.ndimage import map_coordinates
-
     def one(ch):
         return map_coordinates(ch, [rows, cols], order=1, mode=mode)
 
@@ -384,7 +384,6 @@ def uniforms(key, *shapes):
 
 def to_normal(u):
     """Standard normal by inverse CDF of a uniform array."""
-    from jax.scipy.special import ndtri
     eps = 1e-7
     return ndtri(jnp.clip(u, eps, 1.0 - eps))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
 import numbers
@@ -55,7 +56,6 @@ def validate(name: Any, severity: Any, preset: Any = "cifar10") -> None:
     if not isinstance(name, str) or name not in _IMPLS:
         hint = ""
         if isinstance(name, str):
-            import difflib
             close = difflib.get_close_matches(name, CORRUPTIONS, n=1)
             if close:
                 hint = f" Did you mean {close[0]!r}?"

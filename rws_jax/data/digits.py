@@ -16,7 +16,7 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     repeated 4x4 times (nearest-neighbour upscaling), so the images have the same 32x32x1
     layout as zero-padded Fashion-MNIST.
     """
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # noqa: PLC0415 - scikit-learn costs ~1.7 s to import; only digits needs it
 
     bunch = load_digits()
     x = np.asarray(bunch.images, dtype=np.float64)  # [N, 8, 8], values 0..16
@@ -28,7 +28,7 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 def split_digits(val_size: int, test_size: int, seed: int = 0
                  ) -> tuple[ArraySplit, ArraySplit, ArraySplit]:
     """Seeded stratified train/val/test split (digits has no official test set)."""
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # noqa: PLC0415 - as above
 
     images, labels = load_digits_arrays()
     idx = np.arange(labels.shape[0])

@@ -11,6 +11,8 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import jax
 import jax.numpy as jnp
 
+from rws_jax import corruptions as C
+
 CorruptFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
@@ -80,12 +82,10 @@ def mixture_corrupt_fn(fns: Sequence[CorruptFn]) -> CorruptFn:
 def build_corrupt_fn(corruption: Union[None, str, Sequence[str]], severity: int = 5,
                      preset: str = "cifar10") -> Optional[CorruptFn]:
     """``corrupt_fn(key, images) -> images`` from corruption name(s) via ``rws_jax.corruptions``
-    (imported lazily). ``None`` -> ``None``; a name -> that corruption; a tuple of names ->
+    . ``None`` -> ``None``; a name -> that corruption; a tuple of names ->
     a per-image random mixture. Severity is 1..5."""
     if corruption is None:
         return None
-    from rws_jax import corruptions as C  # lazy: the training module does not depend on it
-
     names = (corruption,) if isinstance(corruption, str) else tuple(corruption)
     if len(names) == 1:
         return C.get_corruption(names[0], severity, preset=preset)

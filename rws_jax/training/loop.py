@@ -10,6 +10,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
+from tqdm.auto import tqdm
 
 from .augment import build_corrupt_fn
 from .config import TrainConfig, make_optimizer, make_schedule, steps_per_epoch
@@ -57,8 +59,6 @@ class _Checkpoints:
     best-validation variables; items ``variables`` + ``meta``). Steps are epoch counts."""
 
     def __init__(self, workdir: str, keep: int = 1):
-        import orbax.checkpoint as ocp
-
         self.ocp = ocp
         workdir = os.path.abspath(os.fspath(workdir))
         opts = dict(create=True, enable_async_checkpointing=False)
@@ -260,8 +260,6 @@ def fit(model, split_train, split_val, config: TrainConfig, *, init_variables: O
             start_epoch = last
 
         disable = (not progress) or not sys.stderr.isatty()
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=(stop - start_epoch) * spe, disable=disable, desc="fit", unit="step",
                    dynamic_ncols=True) if stop > start_epoch else None
         for epoch in range(start_epoch, stop):
