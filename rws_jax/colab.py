@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
+from rws_jax.data import DatasetNotFoundError, fashion_mnist_dir, load_tfds_split
+
 # The placeholder the notebooks ship with; the user replaces <OWNER> (or the whole source).
 PLACEHOLDER_SOURCE = "git+https://github.com/<OWNER>/rws_jax"
 DRIVE_MOUNT = "/content/drive"
@@ -142,7 +144,7 @@ def prepare_cifar10(data_dir: str, *, builder: Callable | None = None) -> tuple[
     """
     try:
         if builder is None:
-            import tensorflow_datasets as tfds  # noqa: PLC0415
+            import tensorflow_datasets as tfds  # noqa: PLC0415 - ~0.5 s to import; only when preparing data
 
             builder = tfds.builder
         Path(data_dir).expanduser().mkdir(parents=True, exist_ok=True)
@@ -173,8 +175,6 @@ def choose_dataset(*, tiny: bool, have_cifar10: bool, cifar10_info: str, have_fa
 
 def cifar10_available(data_dir: str) -> tuple[bool, str]:
     """(True, info) when prepared TFDS CIFAR-10 is readable under ``data_dir``, else (False, why)."""
-    from rws_jax.data import DatasetNotFoundError, load_tfds_split  # noqa: PLC0415
-
     try:
         sample = load_tfds_split("cifar10", "test", data_dir=data_dir, max_examples=8)
         return True, f"images {sample.images.shape[1:]} {sample.images.dtype}"
@@ -186,8 +186,6 @@ def cifar10_available(data_dir: str) -> tuple[bool, str]:
 
 def fashion_mnist_available() -> bool:
     """True when the offline Fashion-MNIST IDX files are readable (the 'offline' preset's data)."""
-    from rws_jax.data import fashion_mnist_dir  # noqa: PLC0415
-
     try:
         d = Path(fashion_mnist_dir())
         return any((d / f"train-images-idx3-ubyte{ext}").is_file() for ext in (".gz", ""))
