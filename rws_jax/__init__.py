@@ -84,6 +84,9 @@ from rws_jax.batch_norm import (
 # Choosing α on validation data.
 from rws_jax.alpha_search import AlphaSearchResult, search_alphas
 
+# The premise: linear mode connectivity between two models.
+from rws_jax.linear_path import PathResult, barrier, evaluate_path, interpolate
+
 # Files: signatures, variables and model checkpoints on disk.
 from rws_jax.files import (
     bytes_on_disk,
@@ -188,6 +191,11 @@ __all__ = (
     # Choosing α
     "AlphaSearchResult",
     "search_alphas",
+    # The premise: linear paths
+    "PathResult",
+    "barrier",
+    "evaluate_path",
+    "interpolate",
     # Files
     "bytes_on_disk",
     "load_model",
