@@ -33,7 +33,8 @@ class OutputExistsError(FileWriteError, FileExistsError):
     """An output path exists and replacing it was not asked for (also a ``FileExistsError``)."""
 
 
-def one_line(e: BaseException, limit: int | None = None) -> str:
-    """The message of ``e`` (its type's name if empty) on one line, cut to ``limit`` characters."""
+def one_line(e: BaseException | str, limit: int | None = None) -> str:
+    """The message of ``e`` (an exception, or a message already made; its type's name if
+    empty) on one line, cut to ``limit`` characters."""
     text = " ".join(str(e).split()) or type(e).__name__
     return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."

@@ -23,12 +23,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 from rws_jax.errors import RWSError, SignatureFileError, one_line
 from rws_jax.files.checked_dirs import read_checked_dir, write_checked_dir
@@ -160,12 +161,12 @@ class CorruptionDetector:
         """``classes[1:]``: the corruption of each signature, in order."""
         return tuple(self.classes[1:])
 
-    def probabilities(self, images) -> jax.Array:
+    def probabilities(self, images: ArrayLike) -> jax.Array:
         """``f32[N, K+1]`` class probabilities of ``images`` (``[N, H, W, C]`` uint8 or
         float in [0, 1]). Column 0 is 'clean'."""
         return _probabilities(self.params, self._check(images))
 
-    def scores(self, images) -> tuple[jax.Array, jax.Array]:
+    def scores(self, images: ArrayLike) -> tuple[jax.Array, jax.Array]:
         """``(probabilities f32[N, K+1], in_distribution bool[N])``: an image is out of
         distribution when its statistics are farther from its predicted class's training
         images (mean squared z-score, diagonal Gaussian) than the 99.5th percentile of that
@@ -174,14 +175,14 @@ class CorruptionDetector:
         images = self._check(images)
         return _scores(self.params, images)
 
-    def _check(self, images) -> jax.Array:
+    def _check(self, images: ArrayLike) -> jax.Array:
         images = jnp.asarray(images)
         if images.ndim != 4 or tuple(images.shape[1:]) != tuple(self.image_shape):
             raise RWSError(f"the detector takes images [N, {', '.join(map(str, self.image_shape))}], "
                            f"got shape {tuple(images.shape)}")
         return images
 
-    def predict(self, images) -> jax.Array:
+    def predict(self, images: ArrayLike) -> jax.Array:
         """``i32[N]``: the most probable class index of each image."""
         return jnp.argmax(self.probabilities(images), axis=-1)
 
@@ -198,7 +199,7 @@ class CorruptionDetector:
                 "trained for, in the same order")
 
 
-def train_detector(images, signatures: Sequence[Signature], *, severity: int | Sequence[int] = 5, key: jax.Array,
+def train_detector(images: ArrayLike, signatures: Sequence[Signature], *, severity: int | Sequence[int] = 5, key: jax.Array,
                    corruption_preset: str = "cifar10", hidden: int = 64, steps: int = 600,
                    learning_rate: float = 3e-3, chunk: int = 500) -> CorruptionDetector:
     """Trains a detector for ``signatures`` on ``images`` (uint8 ``[N, H, W, C]``: e.g. the
@@ -226,7 +227,9 @@ def train_detector(images, signatures: Sequence[Signature], *, severity: int | S
     images = np.asarray(images)
     if images.ndim != 4 or images.dtype != np.uint8 or len(images) < 2:
         raise RWSError(f"train_detector takes uint8 images [N >= 2, H, W, C], got {images.dtype} {images.shape}")
-    sevs = (int(severity),) if np.ndim(severity) == 0 else tuple(int(v) for v in severity)
+    # one severity or several, told apart by np.ndim (so that numpy scalars and arrays pass too)
+    sevs = ((int(cast(int, severity)),) if np.ndim(severity) == 0
+            else tuple(int(v) for v in cast(Sequence[int], severity)))
     if not sevs or any(not 1 <= v <= 5 for v in sevs):
         raise RWSError(f"severity must be 1..5 or a non-empty sequence of them, got {severity!r}")
     part = -(-len(images) // len(sevs))  # consecutive parts of the images, one per severity
@@ -252,13 +255,13 @@ def train_detector(images, signatures: Sequence[Signature], *, severity: int | S
     trainable = {k: v for k, v in params.items() if k not in ("mu", "sigma")}
     tx = optax.adam(learning_rate)
 
-    def loss_fn(tr):
+    def loss_fn(tr: dict[str, jax.Array]) -> jax.Array:
         logits = _mlp({**tr, "mu": mu, "sigma": sigma}, x)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
     @jax.jit
-    def fit(tr):
-        def step(carry, _):
+    def fit(tr: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        def step(carry: tuple[dict[str, jax.Array], Any], _: None) -> tuple[tuple[dict[str, jax.Array], Any], None]:
             tr, opt = carry
             grads = jax.grad(loss_fn)(tr)
             upd, opt = tx.update(grads, opt, tr)

@@ -73,7 +73,7 @@ def _check_bits(bits: int | None) -> None:
         raise SigCliError(f"--bits {bits} is not supported (choose from {', '.join(map(str, sorted(BITS)))})")
 
 
-def _check_out(out: str, overwrite: bool) -> Path:
+def _check_out(out: str | Path, overwrite: bool) -> Path:
     out = Path(out)
     if out.exists() and not overwrite:
         raise SigCliError(f"{out} exists; pass --overwrite to replace it")

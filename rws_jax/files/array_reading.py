@@ -38,7 +38,7 @@ def _unreadable(error: type[Exception], label: Any, reason: str) -> Exception:
 def open_arrays(directory: Path, error: type[Exception], label: Any) -> dict[str, ts.TensorStore]:
     """Every array orbax stored under ``directory``, opened (metadata only), by name; else an
     ``error`` naming ``label``: "cannot read the arrays" with a short reason."""
-    def fail(reason):
+    def fail(reason: str) -> Exception:
         return _unreadable(error, label, reason)
 
     if not directory.is_dir():

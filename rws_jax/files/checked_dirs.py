@@ -31,7 +31,7 @@ from rws_jax.files.atomic_dirs import atomic_write_dir
 ARRAYS, META = "arrays", "meta"
 
 
-def file_error(path, msg) -> SignatureFileError:
+def file_error(path: str | os.PathLike[str], msg: str) -> SignatureFileError:
     """The :class:`~rws_jax.errors.SignatureFileError` ``"<path>: <msg>"``."""
     return SignatureFileError(f"{path}: {msg}")
 

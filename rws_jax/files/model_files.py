@@ -25,7 +25,7 @@ import os
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -174,7 +174,7 @@ def save_model(path: str | os.PathLike, variables: Any, *, overwrite: bool = Fal
 # ------------------------------------------------------------------------ restoring
 
 
-def _nest(path: Path, leaves) -> dict:
+def _nest(path: Path, leaves: Iterable[tuple[Sequence[str], Any]]) -> dict:
     """A nested dict from ``(keys, array)`` pairs, refusing clashing paths."""
     tree: dict = {}
     for keys, value in leaves:
@@ -241,7 +241,7 @@ def _check_tree(path: Path, tree: Any) -> dict:
     if not isinstance(tree, dict) or not tree:
         raise ModelFileError(f"{path}: does not hold a variables dict (got {type(tree).__name__})")
 
-    def walk(node, prefix):
+    def walk(node: dict, prefix: str) -> None:
         for k, v in node.items():
             p = f"{prefix}/{k}" if prefix else str(k)
             if not isinstance(k, str) or not k or "/" in k:  # leaf paths join names with '/'

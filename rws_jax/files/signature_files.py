@@ -149,7 +149,7 @@ def load_signature(
     arrays = read_declared_arrays(path, meta)
     if verify and checksum(meta, arrays) != meta.get("checksum"):
         raise file_error(path, "checksum mismatch: the file was modified or corrupted after it was written")
-    deltas = {}
+    deltas: dict[str, jax.Array | QuantizedTensor] = {}
     for t in meta["tensors"]:
         get = lambda part: arrays[f"{t['key']}_{part}"]  # noqa: E731
         if t.get("quant") is None:

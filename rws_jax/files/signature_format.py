@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any, TypeGuard
 
 import jax
 import numpy as np
 
+from rws_jax.errors import SignatureFileError
 from rws_jax.files.checked_dirs import file_error
 from rws_jax.quantization import BITS, SCHEMES, SIGN, QuantizedTensor, to_flat_packed
 from rws_jax.signature import Signature
@@ -52,11 +54,11 @@ _KEY_RE = re.compile(r"t\d{5,}")
 _STR_FIELDS = ("name", "kind", "selection", "quantization", "base_fingerprint", "checksum")
 
 
-def _is_shape(shape) -> bool:
+def _is_shape(shape: Any) -> TypeGuard[list[int]]:
     return isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
 
 
-def _is_int(v) -> bool:
+def _is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -72,7 +74,7 @@ def tensor_entries(sig: Signature) -> tuple[list[dict], dict[str, np.ndarray]]:
         if isinstance(v, QuantizedTensor):
             # On disk the codes are always packed flat (compact whatever the in-memory layout).
             parts = {"data": to_flat_packed(v), "scale": v.scale, "offset": v.offset}
-            entry = {
+            entry: dict[str, Any] = {
                 "path": p,
                 "key": key,
                 "shape": list(v.shape),
@@ -119,7 +121,7 @@ def signature_parts(sig: Signature) -> tuple[dict, dict[str, np.ndarray]]:
 
 def _validate_fields(path: Path, meta: dict) -> None:
     """Each top-level field of the metadata has its type (a file with a recomputed checksum can lie)."""
-    def bad(field, want):
+    def bad(field: str, want: str) -> SignatureFileError:
         v = meta[field]
         return file_error(path, f"metadata field {field!r} must be {want}, got {type(v).__name__} {str(v)[:40]}")
 
@@ -138,7 +140,7 @@ def _validate_fields(path: Path, meta: dict) -> None:
                              "(want [path, shape, dtype])")
 
 
-def _validate_quant(path: Path, t: dict, q, version: int) -> None:
+def _validate_quant(path: Path, t: dict, q: Any, version: int) -> None:
     """The quantization ``q`` of the tensor entry ``t`` (a file of format ``version``) is known and fits it."""
     if not isinstance(q, dict):
         raise file_error(path, f"tensor {t['path']!r} has malformed quantization {q!r}")
@@ -164,7 +166,7 @@ def _validate_quant(path: Path, t: dict, q, version: int) -> None:
         raise file_error(path, f"tensor {t['path']!r} declares an invalid channel axis {axis!r}")
 
 
-def _tensor_bytes(path: Path, t, version: int) -> int:
+def _tensor_bytes(path: Path, t: Any, version: int) -> int:
     """Bytes of the arrays the tensor entry ``t`` declares, once the entry is checked well-formed."""
     if not isinstance(t, dict) or not all(k in t for k in ("path", "key", "shape", "dtype", "arrays")):
         raise file_error(path, f"malformed tensor entry {str(t)[:80]}")

@@ -306,7 +306,8 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, Any], *, num_class
 
 def _check_like(variables: Any, expected: Any) -> None:
     """The tree structure, shapes and dtypes of ``variables`` equal those of ``expected``."""
-    if jax.tree_util.tree_structure(variables) != jax.tree_util.tree_structure(expected):
+    # jaxlib has no stub for PyTreeDef: mypy sees an unresolved type without ``!=``
+    if jax.tree_util.tree_structure(variables) != jax.tree_util.tree_structure(expected):  # type: ignore[operator]
         raise AssertionError("imported variables do not have the structure of model.init")
     for a, b in zip(jax.tree_util.tree_leaves(variables), jax.tree_util.tree_leaves(expected)):
         if a.shape != b.shape or a.dtype != b.dtype:

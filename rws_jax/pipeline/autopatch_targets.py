@@ -18,7 +18,7 @@ def mixed_targets(m: dict) -> list[dict]:
         ra_gap = float(np.mean([mean_over(by_sev[s], cs) - mean_over(m["oracle"][s], cs) for s in sevs]))
         ta_gap = float(np.mean([by_sev[s]["clean"] - m["standard"][s]["clean"] for s in sevs]))
         sev_gaps = {s: mean_over(by_sev[s], srcs) - mean_over(m["standard"][s], srcs) for s in sevs}
-        worst = min(sev_gaps, key=sev_gaps.get)
+        worst = min(sev_gaps, key=sev_gaps.__getitem__)
         rows.append({"stream": key, "mean_ra_minus_oracle": ra_gap, "ta_minus_standard": ta_gap,
                      "worst_severity": worst, "worst_severity_minus_standard": sev_gaps[worst],
                      "met": {"ra": ra_gap >= -0.02, "ta": ta_gap >= -0.005, "severity": sev_gaps[worst] >= -0.01}})

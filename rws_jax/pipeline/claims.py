@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from rws_jax.pipeline.run_metrics import RunMetrics
+from rws_jax.pipeline.run_metrics import RunMetrics, all_measured
 
 REPRODUCED, PARTLY, NOT_REPRODUCED, NOT_MEASURED = "reproduced", "partly", "not reproduced", "not measured"
 
@@ -43,7 +43,7 @@ def verdict(n_ok: int, n: int) -> str:
     return REPRODUCED if n_ok == n else (PARTLY if 2 * n_ok >= n else NOT_REPRODUCED)
 
 
-def signed_pp(x: float) -> str:
+def signed_pp(x: float | np.floating) -> str:
     """Signed percentage points, one decimal, without a negative zero."""
     v = round(100 * float(x), 1)
     return f"{v + 0.0:+.1f}"
@@ -118,7 +118,7 @@ def patch_recovers(m: RunMetrics) -> ClaimResult:
     for c in m.cfg.corruptions:
         s, r, p = m.ra("standard", c), m.ra(f"robust/{c}", c), m.ra(f"patched/{c}/alpha=1", c)
         ta_s, ta_r, ta_p = m.ta("standard"), m.ta(f"robust/{c}"), m.ta(f"patched/{c}/alpha=1")
-        if None in (s, r, p, ta_s, ta_r, ta_p):
+        if s is None or r is None or p is None or ta_s is None or ta_r is None or ta_p is None:
             unmeasured.append(c)
             continue
         if r - s < GAP:
@@ -146,7 +146,7 @@ def alpha_scales(m: RunMetrics) -> ClaimResult:
     for c in m.cfg.corruptions:
         seq = [m.ra(f"patched/{c}/alpha={a:g}", c) for a in grid]
         s, r = m.ra("standard", c), m.ra(f"robust/{c}", c)
-        if len(seq) < 3 or None in seq or 0.0 not in grid or 1.0 not in grid or None in (s, r):
+        if len(seq) < 3 or not all_measured(seq) or 0.0 not in grid or 1.0 not in grid or s is None or r is None:
             unmeasured.append(c)
             continue
         if r - s < GAP:
@@ -163,15 +163,17 @@ def signatures_compose(m: RunMetrics) -> ClaimResult:
     rule = ("the average θ_std + (1/N) Σ_c RWS_c gains ≥ half of the single patches' mean RA gain over θ_std "
             "and costs ≤ 2 pp TA, both in the same case")
     cs = list(m.cfg.corruptions)
-    need = [m.ra(v, c) for v in ("standard", "composed_average") for c in cs] + [
-        m.ra(f"patched/{c}/alpha=1", c) for c in cs] + [m.ta("standard"), m.ta("composed_average")]
-    if None in need:
+    ra_std = [m.ra("standard", c) for c in cs]
+    ra_avg = [m.ra("composed_average", c) for c in cs]
+    ra_single = [m.ra(f"patched/{c}/alpha=1", c) for c in cs]
+    ta_std, ta_avg = m.ta("standard"), m.ta("composed_average")
+    if not (all_measured(ra_std) and all_measured(ra_avg) and all_measured(ra_single)) or ta_std is None or ta_avg is None:
         return ClaimResult(claim, rule, "—", NOT_MEASURED)
-    s = np.mean([m.ra("standard", c) for c in cs])
-    single = np.mean([m.ra(f"patched/{c}/alpha=1", c) for c in cs])
-    avg = np.mean([m.ra("composed_average", c) for c in cs])
-    cost = m.ta("standard") - m.ta("composed_average")
-    gain = (avg - s) / max(single - s, 1e-9)
+    s = np.mean(ra_std)
+    single = np.mean(ra_single)
+    avg = np.mean(ra_avg)
+    cost = ta_std - ta_avg
+    gain = (avg - s) / max(float(single - s), 1e-9)
     both = gain >= 0.5 and cost <= 0.02
     return ClaimResult(claim, rule, f"mean RA θ_std {100 * s:.1f}, single patches {100 * single:.1f}, average "
                                     f"{100 * avg:.1f} ({100 * gain:.0f}% of the gain), TA {signed_pp(-cost)} pp",
@@ -190,13 +192,16 @@ def signatures_transfer(m: RunMetrics) -> ClaimResult:
                 if m.ra(f"{tgt}/standard", c) is not None and m.ra(f"{tgt}/patched/{c}", c) is not None]
         if not cs_t:
             continue
-        before = np.mean([m.ra(f"{tgt}/standard", c) for c in cs_t])
-        after = np.mean([m.ra(f"{tgt}/patched/{c}", c) for c in cs_t])
+        ra_before = [m.ra(f"{tgt}/standard", c) for c in cs_t]
+        ra_after = [m.ra(f"{tgt}/patched/{c}", c) for c in cs_t]
+        assert all_measured(ra_before) and all_measured(ra_after), "cs_t holds the measured corruptions only"
+        before = np.mean(ra_before)
+        after = np.mean(ra_after)
         if not judged:
             ev.append(f"{label} (beyond the paper, not judged): {100 * before:.1f} → {100 * after:.1f}")
             continue
         n += 1
-        ok += after - before >= 0.05
+        ok += bool(after - before >= 0.05)
         ev.append(f"{label}: {100 * before:.1f} → {100 * after:.1f}")
     return ClaimResult(claim, rule, "; ".join(ev) or "—", verdict(ok, n))
 
@@ -211,12 +216,12 @@ def quantization_lossless(m: RunMetrics) -> ClaimResult:
     for b in (8, 4):
         q_ra = [m.ra(f"patched_q{b}/{c}", c) for c in cs]
         q_ta = [m.ta(f"patched_q{b}/{c}") for c in cs]
-        if None in q_ra + full_ra or None in q_ta + full_ta:
+        if not (all_measured(q_ra) and all_measured(full_ra) and all_measured(q_ta) and all_measured(full_ta)):
             continue
         d_ra = np.mean(q_ra) - np.mean(full_ra)
         d_ta = np.mean(q_ta) - np.mean(full_ta)
         n += 1
-        ok += abs(d_ra) <= 0.01 and abs(d_ta) <= 0.01
+        ok += bool(abs(d_ra) <= 0.01 and abs(d_ta) <= 0.01)
         ev.append(f"{b}-bit: RA {signed_pp(d_ra)} pp, TA {signed_pp(d_ta)} pp")
     st = m.load_metrics("storage")
     if st and ev:

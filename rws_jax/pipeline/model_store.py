@@ -154,6 +154,7 @@ class ModelStore:
         """θ_init from the PyTorch checkpoint ``cfg.init['path']``, its head dropped (the
         reference's ImageNet θ_init); a grayscale dataset gets the first conv summed over RGB."""
         path = check_init_source(self.cfg)
+        assert path is not None, "used only when init kind is 'torch', which has a checked path"
         gray = self.data.main.image_shape[-1] == 1
         imported = from_torch_state_dict(self.cfg.model, load_torch_checkpoint(path),
                                          num_classes=self.data.main.num_classes, head="drop", head_seed=self.cfg.seed,
@@ -163,6 +164,7 @@ class ModelStore:
     @functools.cached_property
     def _shared_init(self) -> Variables:
         """θ_init of the run ``cfg.init_from`` (head re-initialised for another class count)."""
+        assert self.cfg.init_from is not None, "used only when init_from is set"
         src = Path(self.cfg.init_from)
         src = src if src.is_absolute() else self.dir.parent / src
         if not (src / "config.yaml").is_file():
@@ -214,5 +216,6 @@ class ModelStore:
     def transfer(self, c: str | None) -> Variables:
         """The transfer dataset's standard model (``c`` None) or its θ_rob,c, from the same θ_init."""
         ds = self.data.transfer
+        assert ds is not None, "transfer models are trained only with a transfer_dataset"
         tc = train_config(self.cfg, "transfer", corruption=c, seed=self.cfg.fine_tuning_seed + SEEDS.transfer)
         return self.fit(transfer_name(c), ds.train, ds.val, tc, init=self.theta_init)

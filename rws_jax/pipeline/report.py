@@ -8,10 +8,12 @@ report``) without a dataset, a checkpoint or any computing module.
 from __future__ import annotations
 
 import datetime
+import functools
 import importlib.metadata
 import platform
 import sys
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 
@@ -22,7 +24,7 @@ import numpy as np  # noqa: E402
 from rws_jax.pipeline.markdown_blocks import read_block, write_block  # noqa: E402
 from rws_jax.pipeline.autopatch_report import autopatch_markdown  # noqa: E402
 from rws_jax.pipeline.claims import claim_verdicts  # noqa: E402
-from rws_jax.pipeline.run_metrics import RunMetrics  # noqa: E402
+from rws_jax.pipeline.run_metrics import RunMetrics, all_measured  # noqa: E402
 from rws_jax.pipeline.tables import (alpha_search_note, claims_table, mechanism_tables, pct,  # noqa: E402
                                     transfer_by_corruption)
 
@@ -96,7 +98,7 @@ def fig_alpha(run: RunMetrics, out: Path) -> str | None:
 def fig_transfer(run: RunMetrics, out: Path) -> str | None:
     acc = run.accuracies
     cs = run.cfg.corruptions
-    groups = []
+    groups: list[tuple[str, str, str, str | None]] = []
     if "transfer/standard" in acc:
         groups.append((f"another dataset ({run.cfg.transfer_dataset})", "transfer/standard", "transfer/patched",
                        "transfer/robust"))
@@ -136,17 +138,29 @@ def fig_storage(run: RunMetrics, out: Path) -> str | None:
     return _save(fig, out / "storage.png")
 
 
+# A row of the accuracy table reads a variant's accuracy on a corruption (RA) or its clean
+# accuracy (TA) given the corruption: None when not measured.
+_Accuracy = Callable[[str], float | None]
+
+
 def _accuracy_table(run: RunMetrics) -> list[str]:
     acc = run.accuracies
     cs = run.cfg.corruptions
-    rows = [("Standard θ_std", lambda c: acc.get("standard", {}).get(c), lambda c: acc.get("standard", {}).get("clean")),
-            ("Robust θ_rob,c (one model per column)", lambda c: acc.get(f"robust/{c}", {}).get(c),
-             lambda c: acc.get(f"robust/{c}", {}).get("clean")),
-            ("θ_std + RWS_c (α=1)", lambda c: acc.get(f"patched/{c}/alpha=1", {}).get(c),
-             lambda c: acc.get(f"patched/{c}/alpha=1", {}).get("clean"))]
+    rows: list[tuple[str, _Accuracy, _Accuracy]] = [
+        ("Standard θ_std", lambda c: acc.get("standard", {}).get(c), lambda c: acc.get("standard", {}).get("clean")),
+        ("Robust θ_rob,c (one model per column)", lambda c: acc.get(f"robust/{c}", {}).get(c),
+         lambda c: acc.get(f"robust/{c}", {}).get("clean")),
+        ("θ_std + RWS_c (α=1)", lambda c: acc.get(f"patched/{c}/alpha=1", {}).get(c),
+         lambda c: acc.get(f"patched/{c}/alpha=1", {}).get("clean"))]
+
+    def quantized_ra(b: int, c: str) -> float | None:
+        return acc.get(f"patched_q{b}/{c}", {}).get(c)
+
+    def quantized_ta(b: int, c: str) -> float | None:
+        return acc.get(f"patched_q{b}/{c}", {}).get("clean")
+
     for b in run.cfg.quant_bits:
-        rows.append((f"θ_std + {b}-bit RWS_c", lambda c, b=b: acc.get(f"patched_q{b}/{c}", {}).get(c),
-                     lambda c, b=b: acc.get(f"patched_q{b}/{c}", {}).get("clean")))
+        rows.append((f"θ_std + {b}-bit RWS_c", functools.partial(quantized_ra, b), functools.partial(quantized_ta, b)))
     rows += [("θ_std + Σ_c RWS_c (all composed, α=1)", lambda c: acc.get("composed", {}).get(c),
               lambda c: acc.get("composed", {}).get("clean")),
              ("θ_std + (1/N) Σ_c RWS_c (average)", lambda c: acc.get("composed_average", {}).get(c),
@@ -176,7 +190,7 @@ def _accuracy_table(run: RunMetrics) -> list[str]:
     for label, ra, ta in rows:
         ras = [ra(c) for c in cs]
         tas = [ta(c) for c in cs]
-        mean_ra = np.mean(ras) if all(v is not None for v in ras) else None
+        mean_ra = np.mean(ras) if all_measured(ras) else None
         mean_ta = np.mean([t for t in tas if t is not None]) if any(t is not None for t in tas) else None
         lines.append(f"| {label} | " + " | ".join(pct(v) for v in ras) + f" | {pct(mean_ra)} | {pct(mean_ta)} |")
     return lines

@@ -140,7 +140,9 @@ class RunData:
         key = (which, transfer)
         if key in self._corrupted:
             return self._corrupted[key]
-        test = (self.transfer if transfer else self.main).test
+        splits = self.transfer if transfer else self.main
+        assert splits is not None, "transfer test sets are asked for only with a transfer_dataset"
+        test = splits.test
         name, _, sev = which.partition("@")
         index_offset = SEEDS.transfer_index if transfer else 0
         if which == "clean":
@@ -184,7 +186,11 @@ class RunData:
         BatchNorm statistics on (its corrupted training set). Seeded, made once."""
         key = (c, transfer)
         if key not in self._recalibration:
-            split = self.transfer.train if transfer else self.halves[1]
+            if transfer:
+                assert self.transfer is not None, "transfer recalibration is asked for only with a transfer_dataset"
+                split = self.transfer.train
+            else:
+                split = self.halves[1]
             self._recalibration[key] = corrupt_split(self.cfg, split, c, SEEDS.recalibration,
                                                      SEEDS.transfer_index if transfer else 0)
         return self._recalibration[key]

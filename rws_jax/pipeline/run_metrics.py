@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence, TypeGuard
 
 import numpy as np
 
@@ -62,6 +62,12 @@ class RunMetrics:
     def ta(self, variant: str) -> float | None:
         """Clean accuracy of ``variant`` or None."""
         return self.ra(variant, "clean")
+
+
+def all_measured(values: Sequence[float | None]) -> TypeGuard[Sequence[float]]:
+    """True when no value of ``values`` is None (every accuracy a rule or a table needs was
+    measured); tells the type checker so."""
+    return all(v is not None for v in values)
 
 
 FAR_DOMAIN = ("digits",)  # transfer datasets of another domain than every main dataset (8x8 digits)
@@ -121,6 +127,7 @@ def seed_mean(runs: list[RunMetrics], *, similarity: dict | None = None,
             if v == "standard" or v.startswith("robust/"):
                 acc["same_domain_reverse/" + v] = dict(d)
         src, dst = same_domain.cfg.classes, same_domain.cfg.transfer_classes
+        assert src is not None and dst is not None, "the same-domain run is defined by its two class subsets"
         targets.append(("same_domain", f"classes {dst[0]}–{dst[-1]} (same domain)", True))
         if any(v.startswith("reverse/patched/") for v in sd):
             targets.append(("same_domain_reverse", f"classes {src[0]}–{src[-1]} (same domain, the other way)", True))

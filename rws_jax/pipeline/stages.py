@@ -9,6 +9,7 @@ signature and accuracy is cached on disk, so rerunning a stage loads what is don
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -165,19 +166,26 @@ def evaluate_models(cfg: PipelineConfig, models: ModelStore, signatures: Signatu
     log("[evaluate-accuracy] standard, robust, mixture models")
     acc("standard", std, ["clean", *cs, *severity_sets(cfg, cs)])
     for c in cs:
-        acc(f"robust/{c}", lambda c=c: models.robust(c), ["clean", c, *severity_sets(cfg, [c])])
+        acc(f"robust/{c}", functools.partial(models.robust, c), ["clean", c, *severity_sets(cfg, [c])])
     if cfg.mixture:
         acc("mixture", models.mixture, ["clean", *cs])
+
+    def patched(c: str, sig: rws.Signature, a: float) -> Variables:
+        """θ_std + a·sig (the signature of corruption ``c``)."""
+        return patcher.patched(std(), [c], sig, a)
+
+    def patched_quantized(b: int, c: str) -> Variables:
+        """θ_std + the ``b``-bit signature of ``c`` (α = 1)."""
+        return patcher.patched(std(), [c], signatures.quantized(c, b), 1.0)
 
     log("[evaluate-accuracy] patched models (α sweep), quantized and composed signatures")
     for c in cs:
         sig = signatures.signature(c)
         for a in sorted(set(cfg.alphas) | {1.0}):
-            acc(f"patched/{c}/alpha={a:g}", lambda a=a, sig=sig, c=c: patcher.patched(std(), [c], sig, a),
+            acc(f"patched/{c}/alpha={a:g}", functools.partial(patched, c, sig, a),
                 ["clean", c, *(severity_sets(cfg, [c]) if a == 1.0 else [])])
         for b in cfg.quant_bits:
-            acc(f"patched_q{b}/{c}", lambda b=b, c=c: patcher.patched(std(), [c], signatures.quantized(c, b), 1.0),
-                ["clean", c])
+            acc(f"patched_q{b}/{c}", functools.partial(patched_quantized, b, c), ["clean", c])
     sigs = [signatures.signature(c) for c in cs]
     if cfg.composition_rows:
         acc("composed", lambda: patcher.patched(std(), cs, sigs, 1.0), ["clean", *cs])
@@ -199,26 +207,32 @@ def _evaluate_transfer(cfg: PipelineConfig, models: ModelStore, signatures: Sign
     if cfg.transfer_dataset is not None:
         log(f"[evaluate-accuracy] transfer to {cfg.transfer_dataset}")
         tstd = lambda: models.transfer(None)  # noqa: E731
+
+        def transfer_patched(c: str) -> Variables:
+            return patcher.patched(tstd(), [c], signatures.signature(c), 1.0, transfer=True)
+
+        def reverse_patched(c: str) -> Variables:
+            return patcher.patched(models.standard(), [c], signatures.signature(c, transfer=True), 1.0)
+
         acc("transfer/standard", tstd, ["clean", *cs], transfer=True)
         for c in cs:
-            acc(f"transfer/patched/{c}",
-                lambda c=c: patcher.patched(tstd(), [c], signatures.signature(c), 1.0, transfer=True), ["clean", c],
-                transfer=True)
-            acc(f"transfer/robust/{c}", lambda c=c: models.transfer(c), ["clean", c], transfer=True)
+            acc(f"transfer/patched/{c}", functools.partial(transfer_patched, c), ["clean", c], transfer=True)
+            acc(f"transfer/robust/{c}", functools.partial(models.transfer, c), ["clean", c], transfer=True)
         if cfg.transfer_dataset == cfg.dataset:
             # same domain, other classes: the transfer side's RWSs patch this side's θ_std too
             log("[evaluate-accuracy] the other direction: RWSs of the transfer classes on this θ_std")
             for c in cs:
-                acc(f"reverse/patched/{c}",
-                    lambda c=c: patcher.patched(models.standard(), [c], signatures.signature(c, transfer=True), 1.0),
-                    ["clean", c])
+                acc(f"reverse/patched/{c}", functools.partial(reverse_patched, c), ["clean", c])
     if cfg.update_backbone_epochs:
         log("[evaluate-accuracy] transfer to an updated backbone")
         ustd = models.standard_updated
+
+        def updated_patched(c: str) -> Variables:
+            return patcher.patched(ustd(), [c], signatures.signature(c), 1.0)
+
         acc("updated/standard", ustd, ["clean", *cs])
         for c in cs:
-            acc(f"updated/patched/{c}", lambda c=c: patcher.patched(ustd(), [c], signatures.signature(c), 1.0),
-                ["clean", c])
+            acc(f"updated/patched/{c}", functools.partial(updated_patched, c), ["clean", c])
 
 
 def measure_storage(cfg: PipelineConfig, run_dir: Path, models: ModelStore, signatures: SignatureStore) -> dict:
@@ -250,9 +264,18 @@ def merge_signatures(cfg: PipelineConfig, run_dir: Path, models: ModelStore, sig
     std = models.standard
     sigs = [signatures.signature(c) for c in cs]
     acc = evaluator.accuracy
+
+    def merged(m: str) -> Variables:
+        """θ_std patched with the merge ``m`` of all signatures (α = 1)."""
+        return patcher.patched(std(), cs, patcher.merged(m, sigs), 1.0)
+
+    def patched(c: str, sig: rws.Signature, a: float) -> Variables:
+        """θ_std + a·sig (the signature of corruption ``c``)."""
+        return patcher.patched(std(), [c], sig, a)
+
     log(f"[merge-signatures] {', '.join(cfg.merge_methods) or 'no merge methods'} of {len(sigs)} signatures")
     for m in cfg.merge_methods:
-        acc(f"composed_{m}", lambda m=m: patcher.patched(std(), cs, patcher.merged(m, sigs), 1.0), ["clean", *cs])
+        acc(f"composed_{m}", functools.partial(merged, m), ["clean", *cs])
     if not cfg.alpha_search:
         return None
 
@@ -284,10 +307,9 @@ def merge_signatures(cfg: PipelineConfig, run_dir: Path, models: ModelStore, sig
         write_metrics(run_dir, "alpha_search", found)
     for c, sig in zip(cs, sigs):
         a = found["single"][c]["alphas"][c]
-        acc(f"searched/{c}", lambda sig=sig, a=a, c=c: patcher.patched(std(), [c], sig, a), ["clean", c])
+        acc(f"searched/{c}", functools.partial(patched, c, sig, a), ["clean", c])
     for method, rec in found["set"].items():
-        acc(f"composed_searched_{method}", lambda method=method, a=rec["alphas"]: set_patched(method, a),
-            ["clean", *cs])
+        acc(f"composed_searched_{method}", functools.partial(set_patched, method, rec["alphas"]), ["clean", *cs])
     return found
 
 

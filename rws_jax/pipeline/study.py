@@ -21,6 +21,7 @@ Layout::
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Callable
@@ -80,7 +81,7 @@ def run_study_runs(study: Study, out: str | Path, *, progress: bool = True,
         cfg = study.config(name)
         run = Run(cfg, out / name, progress=progress, log=log, test_sets=shared.setdefault(_data_key(cfg), {}))
         log(f"=== {study.name}: run {name} ({run.cfg.description})")
-        _timed(timing, out, name, lambda run=run: run_stages(run))
+        _timed(timing, out, name, functools.partial(run_stages, run))
         run.data.forget_transfer_test_sets()  # they belong to this run only
     seeds = [open_study_run(study, out, n, progress=progress, log=log) for n in study.seed_group
              if (out / n / "config.yaml").exists()]
@@ -92,5 +93,5 @@ def run_study_runs(study: Study, out: str | Path, *, progress: bool = True,
         run = open_study_run(study, out, name, progress=progress, log=log)
         if not metrics_path(run.dir, "autopatch").exists():
             label = "autopatch" if name == study.autopatch_runs[0] else f"autopatch {name}"
-            _timed(timing, out, label, lambda run=run: evaluate_autopatching(run))
+            _timed(timing, out, label, functools.partial(evaluate_autopatching, run))
     return out

@@ -13,7 +13,7 @@ import platform
 import shutil
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import matplotlib
 
@@ -27,7 +27,7 @@ from rws_jax.pipeline.claims import claim_verdicts  # noqa: E402
 from rws_jax.pipeline.config import Study  # noqa: E402
 from rws_jax.pipeline.metrics_files import read_metrics  # noqa: E402
 from rws_jax.pipeline.report import write_report  # noqa: E402
-from rws_jax.pipeline.run_metrics import RunMetrics, seed_mean  # noqa: E402
+from rws_jax.pipeline.run_metrics import RunMetrics, all_measured, seed_mean  # noqa: E402
 from rws_jax.pipeline.tables import (claims_table, fixed, kept_mean, mechanism_tables, pct,  # noqa: E402
                                     second_rule_cell, transfer_by_corruption)
 
@@ -54,12 +54,12 @@ def main_cells(run: RunMetrics) -> dict:
     sevs = severities(cfg)
     out = {}
     for label, pattern in MAIN_ROWS:
-        row = {}
+        row: dict[str, dict[str, Any]] = {}
         for c in cfg.corruptions:
             a = acc.get(pattern.format(c=c), {})
             by = [a.get(test_name(cfg, c, s)) for s in sevs]
             row[c] = {"ta": a.get("clean"), "ra5": a.get(c), "by_severity": by,
-                      "ra_mean": None if None in by else float(np.mean(by))}
+                      "ra_mean": None if not all_measured(by) else float(np.mean(by))}
         cells = list(row.values())
         row["mean"] = {k: (None if any(x[k] is None for x in cells) else float(np.mean([x[k] for x in cells])))
                        for k in ("ta", "ra5", "ra_mean")}
@@ -167,7 +167,7 @@ def transfer_rows(mean_run: RunMetrics) -> list[dict]:
 
         def mean(key, test, tgt=tgt, cs_t=cs_t):
             v = [acc.get(key.format(t=tgt, c=c), {}).get(test.format(c=c)) for c in cs_t]
-            return None if not v or None in v else float(np.mean(v))
+            return None if not v or not all_measured(v) else float(np.mean(v))
 
         rows.append({"target": label, "ta": mean("{t}/standard", "clean"), "ta_patched": mean("{t}/patched/{c}", "clean"),
                      "ra": mean("{t}/standard", "{c}"), "ra_patched": mean("{t}/patched/{c}", "{c}"),
@@ -241,8 +241,8 @@ def _open(out: Path, name: str | None) -> RunMetrics | None:
 
 
 def _seed_runs(study: Study, out: Path) -> list[RunMetrics]:
-    runs = [_open(out, n) for n in study.seed_group]
-    runs = [r for r in runs if r is not None and r.accuracies]
+    opened = [_open(out, n) for n in study.seed_group]
+    runs = [r for r in opened if r is not None and r.accuracies]
     if not runs:
         raise FileNotFoundError(f"{out} holds no evaluated run of {study.name!r} "
                                 f"(expected {', '.join(study.seed_group)}): run `rws-jax {study.name}` first")
@@ -252,9 +252,9 @@ def _seed_runs(study: Study, out: Path) -> list[RunMetrics]:
 def spread(runs: list[RunMetrics]) -> dict:
     """Seed spread of the main table: the largest and the median std over its cells (pp)."""
     cells = [main_cells(r) for r in runs]
-    stds = [mean_std([x[label][c][k] for x in cells])[1]
-            for label, _ in MAIN_ROWS for c in [*runs[0].cfg.corruptions, "mean"] for k in ("ta", "ra5", "ra_mean")]
-    stds = [s for s in stds if s is not None]
+    all_stds = [mean_std([x[label][c][k] for x in cells])[1]
+                for label, _ in MAIN_ROWS for c in [*runs[0].cfg.corruptions, "mean"] for k in ("ta", "ra5", "ra_mean")]
+    stds = [s for s in all_stds if s is not None]
     return {"max": max(stds) if stds else None, "median": float(np.median(stds)) if stds else None}
 
 
@@ -294,14 +294,15 @@ def study_summary_markdown(study: Study, out: str | Path, previous: str | Path |
         prev = study_verdicts(Path(previous), prev_runs, _open(Path(previous), study.same_domain))
     head = ["claim", "verdict", "second rule: verdict", "judged on", "numbers"]
     if prev is not None:
+        assert previous is not None, "prev is read from it"
         head.insert(3, f"the same rules on the previous design ({Path(previous).name})")
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in enumerate(rows):
-        cells = [r["claim"], f"**{r['verdict']}**", second_rule_cell(r), r["basis"], r["evidence"]]
+        row_cells = [r["claim"], f"**{r['verdict']}**", second_rule_cell(r), r["basis"], r["evidence"]]
         if prev is not None:
             p = prev[i]
-            cells.insert(3, p["verdict"] + (f" / {p['second_verdict']}" if p.get("second_rule") else ""))
-        lines.append("| " + " | ".join(cells) + " |")
+            row_cells.insert(3, p["verdict"] + (f" / {p['second_verdict']}" if p.get("second_rule") else ""))
+        lines.append("| " + " | ".join(row_cells) + " |")
     lines += ["", "Transfer (claim 6): the RWSs of seed 0 (of each side for the same-domain pair) on other models "
                   "from the same θ_init:", "", *transfer_table(mean_run)]
     return "\n".join(lines) + "\n"
@@ -412,6 +413,8 @@ def write_study_report(study: Study, out: str | Path, *, log: Callable[[str], No
         *mechanism_tables(runs[0]), "",
     ]
     if same is not None:
+        assert same.cfg.classes is not None and same.cfg.transfer_classes is not None, \
+            "the same-domain run is defined by its two class subsets"
         lines += [
         "## Transfer: updated backbone, same domain, far domain", "",
         *transfer_table(mean_run), "",
