@@ -47,14 +47,13 @@ from rws_jax.autopatching.detector import CorruptionDetector
 from rws_jax.errors import RWSError
 from rws_jax.patch_plan import patch_plan
 from rws_jax.signature import Signature
+from rws_jax.training.augment import normalize_images
 from rws_jax.types import Alphas, Variables
 
 
 def _forward_fn(model: Any, mean: Sequence[float] | None, std: Sequence[float] | None) -> Callable:
     """``(variables, images u8[N,H,W,C]) -> logits`` (not jitted) for a Flax module (called
     with ``train=False`` when it takes ``train``) or an ``apply(variables, x)`` callable."""
-    from rws_jax.training.augment import normalize_images  # noqa: PLC0415
-
     if hasattr(model, "apply"):
         takes_train = "train" in inspect.signature(type(model).__call__).parameters
         apply = (lambda v, x: model.apply(v, x, train=False)) if takes_train else model.apply

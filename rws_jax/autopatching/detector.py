@@ -31,6 +31,7 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
+from rws_jax import corruptions as corruptions_lib
 from rws_jax.errors import RWSError, SignatureFileError, one_line
 from rws_jax.files.checked_dirs import read_checked_dir, write_checked_dir
 from rws_jax.signature import Signature, signature_fingerprint
@@ -212,8 +213,6 @@ def train_detector(images: ArrayLike, signatures: Sequence[Signature], *, severi
     severity. An MLP with ``hidden`` units is trained
     full-batch with Adam for ``steps`` steps.
     """
-    from rws_jax import corruptions as corruptions_lib  # noqa: PLC0415
-
     sigs = list(signatures)
     if not sigs:
         raise RWSError("train_detector needs at least one signature")

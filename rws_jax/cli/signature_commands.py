@@ -41,7 +41,15 @@ import sys
 import traceback
 from pathlib import Path
 
+import jax
+import numpy as np
+
+import rws_jax as rws
+from rws_jax import tree_paths
 from rws_jax.errors import RWSError, one_line
+from rws_jax.files import model_files
+from rws_jax.quantization import BITS
+from rws_jax.selection import describe_json, parse_selection
 from rws_jax.merging import METHODS, RANDOM_METHODS, TRIM_METHODS
 
 EXIT_REFUSED = 2
@@ -67,7 +75,6 @@ class _OneLineParser(argparse.ArgumentParser):
 def _check_bits(bits: int | None) -> None:
     if bits is None:
         return
-    from rws_jax.quantization import BITS  # noqa: PLC0415
 
     if bits not in BITS:
         raise SigCliError(f"--bits {bits} is not supported (choose from {', '.join(map(str, sorted(BITS)))})")
@@ -94,7 +101,6 @@ def _alphas(alphas: list[float] | None, n: int):
 
 def _check_is_signature(path: str) -> None:
     """Refuses an existing file or directory that is not a signature, saying what it is."""
-    from rws_jax.files import model_files  # noqa: PLC0415
 
     kind = model_files.file_kind(path)
     if kind not in ("signature", "rws_jax-dir", "directory", "missing"):  # those: storage says what is wrong
@@ -102,7 +108,6 @@ def _check_is_signature(path: str) -> None:
 
 
 def _load_sig(path: str, **kwargs):
-    import rws_jax as rws  # noqa: PLC0415
 
     _check_is_signature(path)
     try:
@@ -115,9 +120,6 @@ def _load_sig(path: str, **kwargs):
 
 
 def cmd_extract(args) -> int:
-    import rws_jax as rws  # noqa: PLC0415
-    from rws_jax import tree_paths  # noqa: PLC0415
-    from rws_jax.selection import parse_selection  # noqa: PLC0415
 
     out = _check_out(args.out, args.overwrite)
     _check_bits(args.bits)
@@ -148,7 +150,6 @@ def signature_info(path: str) -> tuple[dict, str, str | None]:
     """``(info, checksum, problem)``: the metadata of a signature file (as stored, unchecked,
     if a field is malformed), ``'ok'``/``'BAD'``/``'not verified'`` for its checksum, and
     the first problem a full load finds (or ``None``)."""
-    import rws_jax as rws  # noqa: PLC0415
 
     _check_is_signature(path)
     try:
@@ -174,10 +175,7 @@ def _show(value, empty: str = "-") -> str:
 
 
 def cmd_info(args) -> int:
-    import numpy as np  # noqa: PLC0415
 
-    import rws_jax as rws  # noqa: PLC0415
-    from rws_jax.selection import describe_json  # noqa: PLC0415
 
     info, status, problem = signature_info(args.file)
     try:  # unchecked metadata (a malformed field) may hold anything here
@@ -211,7 +209,6 @@ def cmd_info(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    import rws_jax as rws  # noqa: PLC0415
 
     like = rws.load_model(args.like) if args.like else None
     _load_sig(args.file, like=like, check_base=not args.no_check_base)
@@ -220,9 +217,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_compose(args) -> int:
-    import jax  # noqa: PLC0415
 
-    import rws_jax as rws  # noqa: PLC0415
 
     out = _check_out(args.out, args.overwrite)
     _check_bits(args.bits)
@@ -245,10 +240,7 @@ def cmd_compose(args) -> int:
 
 
 def cmd_patch(args) -> int:
-    import numpy as np  # noqa: PLC0415
 
-    import rws_jax as rws  # noqa: PLC0415
-    from rws_jax import tree_paths  # noqa: PLC0415
 
     out = _check_out(args.out, args.overwrite)
     if not args.sig:
