@@ -24,9 +24,10 @@ import numpy as np  # noqa: E402
 from rws_jax.pipeline.markdown_blocks import read_block, write_block  # noqa: E402
 from rws_jax.pipeline.autopatch_report import autopatch_markdown  # noqa: E402
 from rws_jax.pipeline.claims import claim_verdicts  # noqa: E402
+from rws_jax.pipeline.claims_before import claim_verdicts_before  # noqa: E402
 from rws_jax.pipeline.run_metrics import RunMetrics, all_measured  # noqa: E402
-from rws_jax.pipeline.tables import (alpha_search_note, claims_table, mechanism_tables, pct,  # noqa: E402
-                                    transfer_by_corruption)
+from rws_jax.pipeline.tables import (VERDICT_KEY, alpha_search_note, before_cells, claims_table,  # noqa: E402
+                                    mechanism_tables, pct, transfer_by_corruption)
 
 
 def _save(fig, path: Path) -> str:
@@ -280,9 +281,11 @@ def summary_markdown(run: RunMetrics) -> str:
 
 
 def _claims_table(run: RunMetrics) -> list[str]:
+    """The claims judged on this run, beside the verdicts of the rules before this change."""
     rows = claim_verdicts(run)
-    return ["The paper's claims, each judged by the rule beside it on this run (all cases pass: reproduced; at "
-            "least half: partly; fewer: not reproduced):", "", *claims_table(rows)]
+    return [f"The paper's claims, each judged by the rule beside it on this run. {VERDICT_KEY} One run has no seed "
+            "std, so none of its margins is within noise.", "",
+            *claims_table(rows, before_cells(rows, claim_verdicts_before(run)))]
 
 
 SUMMARY_BEGIN = "<!-- demo-summary:begin (rws-jax report --summary) -->"

@@ -35,12 +35,20 @@ class RunMetrics:
         RWSs were carried to (``'updated'``: the updated backbone; ``'transfer'``: the
         transfer dataset's model; a study adds ``'same_domain'``); ``judged`` is False for a
         far-domain dataset (:data:`FAR_DOMAIN`), which the paper does not claim.
+      transfer_sources: per target prefix, the accuracy-key prefix of the rows of the model
+        whose RWSs it received (``'<prefix>standard'``, ``'<prefix>patched/<c>/alpha=1'``): a
+        target not listed received this run's own RWSs (prefix ``''``); ``None``: the source
+        model's own patch was not measured.
+      seeds: the runs a seed mean (:func:`seed_mean`) averaged, each as read (empty for a
+        single run); the claim rules read the seed spread of their margins from them.
     """
 
     cfg: PipelineConfig
     accuracies: Mapping[str, Mapping[str, float]]
     metrics: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     transfer_targets: tuple = ()
+    transfer_sources: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
+    seeds: tuple["RunMetrics", ...] = ()
 
     @classmethod
     def from_dir(cls, path: str | Path) -> "RunMetrics":
@@ -91,7 +99,7 @@ def _mean_layer_change(runs: list[RunMetrics]) -> dict | None:
         return None
     out = {"units": all_lc[0]["units"]}
     for k in all_lc[0]:
-        if k != "units":
+        if k != "units" and all(k in x for x in all_lc):  # a measure some seeds did not record is left out
             out[k] = [float(np.mean([x[k][i] or 0.0 for x in all_lc])) for i in range(len(out["units"]))]
     return out
 
@@ -101,8 +109,11 @@ def seed_mean(runs: list[RunMetrics], *, similarity: dict | None = None,
     """The runs of one seed group as one :class:`RunMetrics`: each accuracy is the mean over
     the seeds that measured it, the layer-wise change the mean over the seeds, the rest of
     the metrics the first seed's; ``similarity`` (the study's, with the seeds as
-    replicates) replaces the first seed's. ``same_domain``: a run whose transfer dataset is
-    the main dataset's other classes; its transfer rows become the target ``'same_domain'``."""
+    replicates) replaces the first seed's; ``seeds`` holds the runs. ``same_domain``: a run
+    whose transfer dataset is the main dataset's other classes; its transfer rows become the
+    target ``'same_domain'`` (its own main rows, those of the RWSs' source, the rows
+    ``'same_domain_source/...'``), its reverse rows the target ``'same_domain_reverse'``
+    (whose source, the other classes' θ_std, was not patched with its own RWSs)."""
     if not runs:
         raise ValueError("seed_mean needs at least one run")
     first = runs[0]
@@ -117,9 +128,12 @@ def seed_mean(runs: list[RunMetrics], *, similarity: dict | None = None,
     if similarity is not None:
         metrics["similarity"] = similarity
     targets = list(default_transfer_targets(first.cfg))
+    sources: dict[str, str | None] = {}
     if same_domain is not None:
         sd = same_domain.accuracies
         for v, d in sd.items():
+            if v == "standard" or (v.startswith("patched/") and v.endswith("/alpha=1")):
+                acc["same_domain_source/" + v] = dict(d)
             if v.startswith("transfer/"):  # the other classes' models, patched with this side's RWSs
                 acc["same_domain/" + v.split("/", 1)[1]] = dict(d)
             if v.startswith("reverse/patched/"):  # this side's θ_std patched with the other side's RWSs
@@ -129,6 +143,9 @@ def seed_mean(runs: list[RunMetrics], *, similarity: dict | None = None,
         src, dst = same_domain.cfg.classes, same_domain.cfg.transfer_classes
         assert src is not None and dst is not None, "the same-domain run is defined by its two class subsets"
         targets.append(("same_domain", f"classes {dst[0]}–{dst[-1]} (same domain)", True))
+        sources["same_domain"] = "same_domain_source/"
         if any(v.startswith("reverse/patched/") for v in sd):
             targets.append(("same_domain_reverse", f"classes {src[0]}–{src[-1]} (same domain, the other way)", True))
-    return RunMetrics(cfg=first.cfg, accuracies=acc, metrics=metrics, transfer_targets=tuple(targets))
+            sources["same_domain_reverse"] = None
+    return RunMetrics(cfg=first.cfg, accuracies=acc, metrics=metrics, transfer_targets=tuple(targets),
+                      transfer_sources=sources, seeds=tuple(runs))

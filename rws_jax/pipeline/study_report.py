@@ -23,13 +23,15 @@ import numpy as np  # noqa: E402
 
 from rws_jax.pipeline.markdown_blocks import write_block  # noqa: E402
 from rws_jax.pipeline.autopatch_report import autopatch_markdown  # noqa: E402
-from rws_jax.pipeline.claims import claim_verdicts  # noqa: E402
+from rws_jax.pipeline.claims import NOT_MEASURED, claim_verdicts  # noqa: E402
+from rws_jax.pipeline.claims_before import claim_verdicts_before  # noqa: E402
 from rws_jax.pipeline.config import Study  # noqa: E402
 from rws_jax.pipeline.metrics_files import read_metrics  # noqa: E402
 from rws_jax.pipeline.report import write_report  # noqa: E402
 from rws_jax.pipeline.run_metrics import RunMetrics, all_measured, seed_mean  # noqa: E402
-from rws_jax.pipeline.tables import (claims_table, fixed, kept_mean, mechanism_tables, pct,  # noqa: E402
-                                    second_rule_cell, transfer_by_corruption)
+from rws_jax.pipeline.tables import (VERDICT_KEY, both_verdicts, fixed, kept_mean, mechanism_tables,  # noqa: E402
+                                    pct, per_seed_cells, second_rule_cell, study_claims_table,
+                                    transfer_by_corruption, transfer_table, verdict_cell)
 
 MAIN_ROWS = (("θ_std", "standard"), ("θ_rob,c", "robust/{c}"), ("θ_std + RWS_c", "patched/{c}/alpha=1"))
 
@@ -83,10 +85,10 @@ def fmt(m: float | None, s: float | None = None) -> str:
     return pct(m) + ("" if m is None or s is None else f" ± {100 * s:.1f}")
 
 
-# Claims whose every number is measured by each seed are judged on the seed means; the
-# others compare rows that only seed 0 measures (α sweep, composition, transfer,
-# quantization) and are judged on seed 0 alone, so that no rule compares a seed mean with
-# one seed's number.
+# Claims whose every number is measured by each seed are judged on the means over all seeds;
+# the others on the mean over the seeds that measured them (today only seed 0 measures the α
+# sweep, the compositions, the transfer and the quantized rows), so that no rule compares a
+# mean over some seeds with a number of fewer.
 SEED_MEAN_CLAIMS = ("1.", "2.", "3.")
 
 
@@ -95,18 +97,25 @@ def study_similarity(out: Path) -> dict | None:
     return read_metrics(out, "similarity")
 
 
-def study_verdicts(out: Path, runs: list[RunMetrics], same_domain: RunMetrics | None) -> list[dict]:
-    """:func:`claim_verdicts` for the study: claims 1–3 on the seed means, 4–7 on seed 0
-    (plus the same-domain pair for claim 6); each row gets a ``basis``."""
+def study_verdicts(out: Path, runs: list[RunMetrics], same_domain: RunMetrics | None,
+                   rules: Callable[[RunMetrics], list[dict]] = claim_verdicts) -> list[dict]:
+    """``rules`` (:func:`claim_verdicts`, or the rules before this change) on the study:
+    claims 1–3 on the means over all seeds, 4–7 on the mean over the seeds whose own verdict
+    is measured (seed 0 when none is), plus the same-domain pair for claim 6; each row gets a
+    ``basis``. A seed mean carries its seeds, so a rule reads the seed noise of its margins."""
     sim = study_similarity(out)
-    mean_rows = claim_verdicts(seed_mean(runs, similarity=sim, same_domain=same_domain))
-    first_rows = claim_verdicts(seed_mean(runs[:1], similarity=sim, same_domain=same_domain))
+    per_seed = [rules(r) for r in runs]
+    judged: dict[tuple[int, ...], list[dict]] = {}
     out_rows = []
-    for m, f in zip(mean_rows, first_rows):
-        if m["claim"].startswith(SEED_MEAN_CLAIMS):
-            out_rows.append({**m, "basis": f"mean of {len(runs)} seeds"})
+    for k, row in enumerate(per_seed[0]):
+        if row["claim"].startswith(SEED_MEAN_CLAIMS):
+            idx = tuple(range(len(runs)))
         else:
-            out_rows.append({**f, "basis": "seed 0"})
+            idx = tuple(i for i, p in enumerate(per_seed) if p[k]["verdict"] != NOT_MEASURED) or (0,)
+        if idx not in judged:
+            judged[idx] = rules(seed_mean([runs[i] for i in idx], similarity=sim, same_domain=same_domain))
+        basis = f"mean of {len(idx)} seeds" if len(idx) > 1 else f"seed {runs[idx[0]].cfg.fine_tuning_seed}"
+        out_rows.append({**judged[idx][k], "basis": basis})
     return out_rows
 
 
@@ -140,54 +149,6 @@ def severity_table(runs: list[RunMetrics]) -> list[str]:
     return lines
 
 
-def study_claims_table(rows: list[dict], runs: list[RunMetrics]) -> list[str]:
-    per_seed = [claim_verdicts(r) for r in runs]
-    short = {"reproduced": "yes", "partly": "partly", "not reproduced": "no", "not measured": "–"}
-    return [f"All cases pass: reproduced; at least half: partly; fewer: not reproduced. Claims 1–3 are judged on the "
-            f"means over the {len(runs)} seeds; claims 4–7 compare rows that only seed 0 measures and are judged on "
-            "seed 0 (claim 6 adds the same-domain pair). The last column judges each seed alone by the same rule "
-            "(– = that seed did not measure it).", "",
-            *claims_table(rows, {"judged on": [r["basis"] for r in rows],
-                                 "per seed": [" / ".join(short[p[i]["verdict"]] for p in per_seed)
-                                              for i in range(len(rows))]})]
-
-
-def transfer_rows(mean_run: RunMetrics) -> list[dict]:
-    """Per transfer target: mean TA/RA of its θ_std, patched with the source RWSs, and of
-    its own robust models (the far/same-domain pairs train those; the updated backbone
-    does not)."""
-    acc, cs = mean_run.accuracies, list(mean_run.cfg.corruptions)
-    rows = []
-    for tgt, label, _ in mean_run.transfer_targets:
-        if f"{tgt}/standard" not in acc:
-            continue
-
-        # the corruptions this target measured (a transfer run may use fewer)
-        cs_t = [c for c in cs if acc.get(f"{tgt}/standard", {}).get(c) is not None]
-
-        def mean(key, test, tgt=tgt, cs_t=cs_t):
-            v = [acc.get(key.format(t=tgt, c=c), {}).get(test.format(c=c)) for c in cs_t]
-            return None if not v or not all_measured(v) else float(np.mean(v))
-
-        rows.append({"target": label, "ta": mean("{t}/standard", "clean"), "ta_patched": mean("{t}/patched/{c}", "clean"),
-                     "ra": mean("{t}/standard", "{c}"), "ra_patched": mean("{t}/patched/{c}", "{c}"),
-                     "ra_robust": mean("{t}/robust/{c}", "{c}")})
-    return rows
-
-
-def transfer_table(mean_run: RunMetrics) -> list[str]:
-    lines = ["| target of the source RWSs | TA | TA patched | mean RA | mean RA patched | RA gain | "
-             "mean RA of its own robust models | share of that gap closed |", "|---|---|---|---|---|---|---|---|"]
-    for r in transfer_rows(mean_run):
-        gain = None if r["ra_patched"] is None else r["ra_patched"] - r["ra"]
-        closed = ("–" if r["ra_robust"] is None or gain is None or r["ra_robust"] - r["ra"] < 0.005
-                  else f"{100 * gain / (r['ra_robust'] - r['ra']):.0f}%")
-        lines.append(f"| {r['target']} | {fmt(r['ta'])} | {fmt(r['ta_patched'])} | {fmt(r['ra'])} | "
-                     f"{fmt(r['ra_patched'])} | {'–' if gain is None else f'{100 * gain:+.1f} pp'} | "
-                     f"{fmt(r['ra_robust'])} | {closed} |")
-    return lines
-
-
 def _kept_removed(m: RunMetrics, c: str) -> float | None:
     mech = m.load_metrics("mechanism")
     return kept_mean(mech, c, "removed") if mech else None
@@ -204,7 +165,7 @@ def init_comparison_table(runs: dict[str, RunMetrics]) -> list[str]:
 
     lines = [f"Over the corruptions both runs have ({', '.join(shared)}):", "",
              "| run | θ_init | TA θ_std | TA θ_rob,c | TA θ_std + RWS_c | RA θ_std | RA θ_rob,c | RA θ_std + RWS_c | "
-             "share of Δ_c removed | claim 3 (vs θ_std / vs θ_rob,c) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "share of Δ_c removed | claim 3 (TA vs θ_rob,c / vs θ_std) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in runs.items():
         c3 = next(r for r in claim_verdicts(m) if r["claim"].startswith("3."))
         init = m.cfg.init
@@ -217,7 +178,7 @@ def init_comparison_table(runs: dict[str, RunMetrics]) -> list[str]:
             f"{fmt(mean(m.ra('standard', c) for c in shared))} | {fmt(mean(m.ra(f'robust/{c}', c) for c in shared))} | "
             f"{fmt(mean(m.ra(f'patched/{c}/alpha=1', c) for c in shared))} | "
             f"{fixed(mean(_kept_removed(m, c) for c in shared))} | "
-            f"{c3['verdict']} / {c3['second_verdict']} |")
+            f"{both_verdicts(c3)} |")
     return lines
 
 
@@ -285,23 +246,29 @@ def study_summary_markdown(study: Study, out: str | Path, previous: str | Path |
         lines += [f"Wall time of the whole study on the 2-core CPU that made it: "
                   f"{sum(t['seconds'] for t in timing.values()) / 60:.0f} min (`metrics/timing.json`).", ""]
     rows = study_verdicts(out, runs, same)
-    prev = None
+    before = study_verdicts(out, runs, same, claim_verdicts_before)
+    prev = prev_before = None
     sibling = out.with_name(out.name + "_previous")
     if previous is None and (sibling / study.seed_group[0] / "config.yaml").exists():
         previous = sibling
     if previous is not None:
         prev_runs = _seed_runs(study, Path(previous))
-        prev = study_verdicts(Path(previous), prev_runs, _open(Path(previous), study.same_domain))
-    head = ["claim", "verdict", "second rule: verdict", "judged on", "numbers"]
+        prev_same = _open(Path(previous), study.same_domain)
+        prev = study_verdicts(Path(previous), prev_runs, prev_same)
+        prev_before = study_verdicts(Path(previous), prev_runs, prev_same, claim_verdicts_before)
+    head = ["claim", "verdict", "second rule: verdict", "rules before this change", "judged on", "per seed", "numbers"]
     if prev is not None:
         assert previous is not None, "prev is read from it"
-        head.insert(3, f"the same rules on the previous design ({Path(previous).name})")
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        head.insert(4, f"previous design ({Path(previous).name}): these rules (rules before)")
+    lines += [VERDICT_KEY, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    seeds = per_seed_cells(runs)
     for i, r in enumerate(rows):
-        row_cells = [r["claim"], f"**{r['verdict']}**", second_rule_cell(r), r["basis"], r["evidence"]]
-        if prev is not None:
-            p = prev[i]
-            row_cells.insert(3, p["verdict"] + (f" / {p['second_verdict']}" if p.get("second_rule") else ""))
+        row_cells = [r["claim"], verdict_cell(r), second_rule_cell(r),
+                     both_verdicts({**before[i], "premise_met": r.get("premise_met")}), r["basis"], seeds[i],
+                     r["evidence"]]
+        if prev is not None and prev_before is not None:
+            p, pb = prev[i], prev_before[i]
+            row_cells.insert(4, f"{both_verdicts(p)} ({both_verdicts({**pb, 'premise_met': p.get('premise_met')})})")
         lines.append("| " + " | ".join(row_cells) + " |")
     lines += ["", "Transfer (claim 6): the RWSs of seed 0 (of each side for the same-domain pair) on other models "
                   "from the same θ_init:", "", *transfer_table(mean_run)]
@@ -408,7 +375,8 @@ def write_study_report(study: Study, out: str | Path, *, log: Callable[[str], No
         *severity_table(runs), "",
         f"![RA vs severity]({fig_severity(runs, out / 'figures' / 'severity.png')})", "",
         "## The paper's claims", "",
-        *study_claims_table(study_verdicts(out, runs, same), runs), "",
+        *study_claims_table(study_verdicts(out, runs, same), runs,
+                            study_verdicts(out, runs, same, claim_verdicts_before)), "",
         "## The mechanism (seed 0)", "",
         *mechanism_tables(runs[0]), "",
     ]
@@ -441,9 +409,11 @@ def write_study_report(study: Study, out: str | Path, *, log: Callable[[str], No
                   "BatchNorm as the reference code: a patched model's BN parameters and shortcut convs are the mean "
                   "over the robust models of the signatures applied, and its BN statistics are re-estimated on the "
                   "corrupted fine-tuning data.", "", *single_run_table(bn), ""]
-        rows = claim_verdicts(bn)
-        lines += ["| claim (this model alone) | verdict | numbers |", "|---|---|---|"]
-        lines += [f"| {r['claim']} | **{r['verdict']}** | {r['evidence']} |" for r in rows if r["verdict"] != "not measured"]
+        rows, before = claim_verdicts(bn), claim_verdicts_before(bn)
+        lines += ["| claim (this model alone) | verdict | rules before this change | numbers |", "|---|---|---|---|"]
+        lines += [f"| {r['claim']} | {verdict_cell(r)} | {both_verdicts({**b, 'premise_met': r.get('premise_met')})} | "
+                  f"{r['evidence']} |" for r, b in zip(rows, before)
+                  if r["verdict"] != NOT_MEASURED or b["verdict"] != NOT_MEASURED]
         lines.append("")
     for name in study.autopatch_runs:
         m = read_metrics(out / name, "autopatch")
