@@ -3,7 +3,8 @@
 Sources: Fashion-MNIST from Debian's ``dataset-fashion-mnist`` IDX files, scikit-learn's
 ``digits`` (8x8 upscaled to 32x32), and prepared TFDS data (``cifar10``, ``cifar100``,
 ``fashion_mnist``, ``cifar10_corrupted/<name>_<severity>``) read with
-``tfds.data_source`` (no TensorFlow needed). Nothing here downloads.
+``tfds.data_source`` (no TensorFlow needed). Nothing here downloads. Label-free synthetic
+data: rendered IFS fractals (:mod:`rws_jax.data.fractals`, FractalDB-style).
 
 Checkpoint selection must use ``val`` (carved from the training set), never ``test``.
 """
@@ -23,6 +24,7 @@ from rws_jax.data.core import (
 )
 from rws_jax.data.datasets import DATASET_NAMES, DEFAULT_VAL_SIZE, NUM_CLASSES, load_dataset
 from rws_jax.data.digits import load_digits_arrays, split_digits
+from rws_jax.data.fractals import fractal_splits, ifs_codes, render_fractals
 from rws_jax.data.idx import (
     DEFAULT_FASHION_MNIST_DIR,
     FASHION_MNIST_CLASSES,
@@ -49,6 +51,7 @@ __all__ = [
     "split_disjoint", "split_train_val",
     "DATASET_NAMES", "DEFAULT_VAL_SIZE", "NUM_CLASSES", "load_dataset",
     "load_digits_arrays", "split_digits",
+    "fractal_splits", "ifs_codes", "render_fractals",
     "DEFAULT_FASHION_MNIST_DIR", "FASHION_MNIST_CLASSES", "FASHION_MNIST_ENV",
     "DatasetNotFoundError", "IDXFormatError", "fashion_mnist_dir",
     "load_fashion_mnist_idx", "parse_idx", "read_idx",
