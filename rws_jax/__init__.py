@@ -87,6 +87,9 @@ from rws_jax.alpha_search import AlphaSearchResult, search_alphas
 # The premise: linear mode connectivity between two models.
 from rws_jax.linear_path import PathResult, barrier, evaluate_path, interpolate
 
+# How good a θ_init is: a linear probe of its frozen penultimate features.
+from rws_jax.linear_probe import ProbeResult, fit_probe, linear_probe, penultimate_features
+
 # Files: signatures, variables and model checkpoints on disk.
 from rws_jax.files import (
     bytes_on_disk,
@@ -196,6 +199,11 @@ __all__ = (
     "barrier",
     "evaluate_path",
     "interpolate",
+    # θ_init's quality
+    "ProbeResult",
+    "fit_probe",
+    "linear_probe",
+    "penultimate_features",
     # Files
     "bytes_on_disk",
     "load_model",

@@ -103,7 +103,8 @@ def test_pipeline_notebook_runs_every_stage_and_writes_the_report(pipeline_run):
     nb, run_dir = pipeline_run
     out = text_of(nb)
     assert "using: tiny" in out and "devices:" in out
-    for stage in ("run-facts", "pretrain-init", "finetune-standard", "finetune-robust", "finetune-transfer",
+    for stage in ("run-facts", "pretrain-init", "finetune-standard", "premise-standard", "finetune-robust",
+                  "premise-robust", "finetune-transfer",
                   "extract-signatures", "quantize-signatures", "weight-statistics", "evaluate-accuracy",
                   "measure-storage"):
         assert f"({stage}:" in out, stage

@@ -151,3 +151,33 @@ def test_shipped_config_files_load():
     assert loaded["cifar10_vgg16.yaml"].dataset == "cifar10" and len(loaded["cifar10_vgg16.yaml"].corruptions) == 19
     assert loaded["fog_and_snow_example.yaml"].corruptions == ("fog", "snow", "frost")
     assert loaded["custom_example.py"].model == "resnet20"
+
+
+def test_premise_is_measured_and_reported(tiny_run):
+    run, _ = tiny_run
+    p = json.loads((run.dir / "metrics" / "premise.json").read_text())
+    acc = json.loads((run.dir / "metrics" / "accuracy.json").read_text())
+    assert (run.dir / "checkpoints" / "standard_seed1" / "done").exists()  # the second θ_std
+    seeds = p["standard_seeds"]["clean"]
+    assert len(seeds["ts"]) == run.cfg.premise_points and seeds["ts"][0] == 0.0 and seeds["ts"][-1] == 1.0
+    assert seeds["values"][0] == acc["standard"]["clean"]  # t = 0 is θ_std itself
+    assert set(p["robust"]) == set(run.cfg.corruptions)
+    for c, paths in p["robust"].items():
+        assert paths[c]["values"][0] == acc["standard"][c] and paths[c]["values"][-1] == acc[f"robust/{c}"][c]
+    barriers = [seeds["barrier"]] + [q["barrier"] for paths in p["robust"].values() for q in paths.values()]
+    assert all(b >= 0 for b in barriers) and p["max_barrier"] == max(barriers)
+    assert p["met"] == (max(barriers) < p["threshold"])
+    report = (run.dir / "report.md").read_text()
+    assert ("**premise met**" in report) != ("**premise not met**" in report) and "figures/premise.png" in report
+    change = json.loads((run.dir / "metrics" / "layer_change.json").read_text())
+    assert len(change["standard_seeds"]) == len(change["units"]) and change["standard_seeds"][0] > 0
+    cs = list(run.cfg.corruptions)
+    for i, a in enumerate(cs):  # claim 5's sums of two signatures, every pair
+        for b in cs[i + 1:]:
+            assert set(acc[f"composed/{a}+{b}"]) == {"clean", a, b}
+    probe = json.loads((run.dir / "metrics" / "probe.json").read_text())
+    assert set(probe) == {"theta_init", "random_init"} and "linear probe" in report
+    assert all(0 <= probe[k]["test_accuracy"] <= 1 and probe[k]["train_examples"] == len(run.data.halves[1])
+               for k in probe)
+    facts = json.loads((run.dir / "metrics" / "run_facts.json").read_text())
+    assert 0 < facts["shrink"]["finetune"] <= 1 and abs(facts["shrink"]["reference"] - 0.649) < 0.002

@@ -12,6 +12,7 @@ import rws_jax as rws
 from rws_jax.pipeline import Run, preset, run_all
 from rws_jax.pipeline.model_store import train_config
 from rws_jax.training import evaluate
+from rws_jax.training.augment import normalize_images
 
 pytestmark = pytest.mark.slow
 
@@ -76,3 +77,19 @@ def rws_normalize(x, tc):
     from rws_jax.training.augment import normalize_images
 
     return normalize_images(x, tc.mean, tc.std)
+
+
+def test_premise_recomputes_batch_norm_statistics_along_the_path(bn_run):
+    run = bn_run
+    p = json.loads((run.dir / "metrics" / "premise.json").read_text())
+    seeds = p["standard_seeds"]["clean"]
+    assert set(p["robust"]) == set(run.cfg.corruptions) and seeds["barrier"] >= 0
+    # t = 0 is θ_std with its statistics re-estimated on the clean fine-tuning images (bn_update)
+    tc = train_config(run.cfg, "finetune")
+    bs = int(run.cfg.finetune.get("batch_size", 128))
+    images = run.data.halves[1].images[:1024]
+    v = rws.recalibrate_batch_stats(run.models.model.apply, run.models.standard(),
+                                    [images[i:i + bs] for i in range(0, len(images), bs)],
+                                    preprocess=lambda x: normalize_images(x, tc.mean, tc.std),
+                                    step=run.patcher.stats_step)
+    assert seeds["values"][0] == run.evaluator.test_accuracy(v, "clean")

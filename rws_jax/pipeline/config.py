@@ -117,6 +117,11 @@ class PipelineConfig:
     # Robust models per corruption (same θ_init, different seeds); the extra ones only
     # enter the similarity analysis (claim 2: same corruption across seeds).
     robust_replicates: int = 1
+    # The premise (one linear basin): a second θ_std (another training seed) and the
+    # accuracy barriers on the straight lines θ_std seed 0 ↔ seed 1 and θ_std ↔ θ_rob,c,
+    # measured at ``premise_points`` evenly spaced points (metrics/premise.json).
+    premise: bool = True
+    premise_points: int = 11
     seed: int = 0
     # Seed of the fine-tuning runs (θ_std, θ_rob,c, mixture, transfer models); None = seed.
     # ``seed`` alone keys the data splits and θ_init, so runs that differ in training_seed

@@ -197,9 +197,10 @@ class ModelStore:
                           seed=self.cfg.fine_tuning_seed + SEEDS.fine_tuning + SEEDS.replicate_step * replicate)
         return self.fit(name, fine, self.data.main.val, tc, init=init)
 
-    def standard(self) -> Variables:
-        """θ_std: fine-tuned on clean data."""
-        return self.finetune(STANDARD)
+    def standard(self, replicate: int = 0) -> Variables:
+        """θ_std: fine-tuned on clean data; ``replicate`` r > 0: with another seed (the
+        premise's second θ_std and claim 1's seed-noise floor)."""
+        return self.finetune(STANDARD + (f"_seed{replicate}" if replicate else ""), replicate=replicate)
 
     def standard_updated(self) -> Variables:
         """θ_std of the updated backbone."""

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from rws_jax.pipeline.config import PipelineConfig, Study, apply_overrides
+from rws_jax.training import TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,9 +38,16 @@ class SeedOffsets:
     dare: int = 4242               # the DARE merge's drop masks
     detector: int = 9090           # the corruption detector's training (auto-patching)
     stream_order: int = 0          # the mixed test stream's batch order: seed + 0 + batch size
+    probe: int = 7070              # the randomly initialised network θ_init's linear probe is compared with
+    composition: int = 6060        # which triples of signatures claim 5 samples when there are more than 10
 
 
 SEEDS = SeedOffsets()
+
+# The reference's fine-tuning recipe (CIFAR-10, VGG-16) and its length: 50 epochs of 391
+# steps (50,000 images at batch 128); the shrink factor of every run is reported beside its.
+REFERENCE_FINETUNE = TrainConfig.reference_cifar()
+REFERENCE_FINETUNE_STEPS = 50 * 391
 
 # Grayscale Fashion-MNIST: no horizontal flip; inputs standardised with its pixel mean/std
 # (without it the 13-conv VGG-16 without BatchNorm barely trains in a few epochs).

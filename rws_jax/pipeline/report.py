@@ -125,6 +125,26 @@ def fig_transfer(run: RunMetrics, out: Path) -> str | None:
     return _save(fig, out / "transfer.png")
 
 
+def fig_premise(run: RunMetrics, out: Path) -> str | None:
+    """Accuracy along each straight line the premise measured (metrics/premise.json)."""
+    d = run.load_metrics("premise")
+    if not d:
+        return None
+    paths = []
+    if "standard_seeds" in d:
+        paths.append(("θ_std seed 0 → seed 1, TA", d["standard_seeds"]["clean"], "k--"))
+    for c, p in d.get("robust", {}).items():
+        paths += [(f"θ_std → θ_rob,{c}, TA", p["clean"], "-"), (f"θ_std → θ_rob,{c}, RA {c}", p[c], ":")]
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for label, p, style in paths:
+        ax.plot(p["ts"], [100 * v for v in p["values"]], style, marker=".", label=f"{label} (barrier {100 * p['barrier']:.1f} pp)")
+    ax.set_xlabel("t on θ(t) = (1 − t)·θ_a + t·θ_b")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("The premise: accuracy along the straight lines between the models", fontsize=9)
+    ax.legend(fontsize=6)
+    return _save(fig, out / "premise.png")
+
+
 def fig_storage(run: RunMetrics, out: Path) -> str | None:
     d = run.load_metrics("storage")
     if d is None:
@@ -314,7 +334,48 @@ def _setup_lines(cfg, facts: dict | None) -> list[str]:
             f"{n['finetune']}, validation {n['val']}, test {n['test']}); {_corrupted_test_note(cfg)}",
             f"- model: {cfg.model} {cfg.model_kwargs or ''}; signatures keep the first {cfg.keep_units} units "
             f"({', '.join(facts['units_kept'])}) of {', '.join(cfg.collections)}",
-            f"- {_bn_note(facts)}"]
+            f"- {_bn_note(facts)}",
+            *_shrink_lines(facts)]
+
+
+def _shrink_lines(facts: dict) -> list[str]:
+    """The recipe's weight-decay shrink beside the reference's (metrics/run_facts.json)."""
+    sh = facts.get("shrink")
+    if sh is None:
+        return []
+    return [f"- weight decay alone shrinks every weight by ×{sh['finetune']:.3f} over this fine-tune "
+            f"({sh['finetune_steps']:,} steps); by ×{sh['reference']:.3f} over the reference recipe's "
+            f"{sh['reference_steps']:,} steps (a direction shared by a and every Δ_c, which the projection removes)"]
+
+
+def _probe_lines(probe: dict | None) -> list[str]:
+    """θ_init's linear probe beside a random network's (metrics/probe.json)."""
+    if not probe:
+        return []
+    t, r = probe["theta_init"], probe["random_init"]
+    return [f"- θ_init's linear probe (frozen {t['feature_dim']}-d penultimate features, logistic regression fitted "
+            f"on the {t['train_examples']:,} fine-tuning images, scored on {t['test_examples']:,} test images): "
+            f"{100 * t['test_accuracy']:.1f}%; a randomly initialised network's: {100 * r['test_accuracy']:.1f}%"]
+
+
+def premise_lines(premise: dict | None) -> list[str]:
+    """The premise (one linear basin) as the report's first lines (metrics/premise.json)."""
+    if not premise:
+        return ["- premise (the models lie in one linear basin): not measured by this run"]
+    cells = []
+    seeds = premise.get("standard_seeds", {}).get("clean")
+    if seeds is not None:
+        cells.append(f"θ_std seed 0 ↔ 1: TA {100 * seeds['barrier']:.1f}")
+    for c, paths in premise.get("robust", {}).items():
+        cells.append(f"θ_std ↔ θ_rob,{c}: TA {100 * paths['clean']['barrier']:.1f}, RA {100 * paths[c]['barrier']:.1f}")
+    where = "; ".join(cells) + " pp"
+    limit = f"{100 * premise['threshold']:.0f} pp"
+    if premise.get("met"):
+        return [f"- **premise met**: every accuracy barrier on the straight lines between the models is under "
+                f"{limit} ({where}; {premise['points']} points a line)"]
+    return [f"- **premise not met**: an accuracy barrier on the straight lines between the models reaches {limit} "
+            f"or more ({where}; {premise['points']} points a line): every verdict below is judged under an unmet "
+            "premise"]
 
 
 def write_report(run_dir: str | Path, command: str | None = None) -> Path:
@@ -336,11 +397,19 @@ def write_report(run_dir: str | Path, command: str | None = None) -> Path:
         f"{platform.node()} (Python {sys.version.split()[0]}, jax {importlib.metadata.version('jax')})",
         f"- command: `{command or '(library call)'}`",
         f"- config: [`config.yaml`](config.yaml) (digest `{cfg.digest()}`), reproduced at the end",
+        *premise_lines(run.load_metrics("premise")),
         *_setup_lines(cfg, run.load_metrics("run_facts")),
+        *_probe_lines(run.load_metrics("probe")),
         "- TA = clean test accuracy, RA = accuracy on the corrupted test set; checkpoints were selected on the "
         "validation split only.",
         "",
     ]
+    f0 = fig_premise(run, figs)
+    if f0:
+        lines += ["## 0. The premise: one linear basin", "",
+                  "A patch is a point near the straight line between models fine-tuned from one θ_init; it can only "
+                  "carry θ_rob,c's robustness where that line has no accuracy barrier (the largest drop below the "
+                  "straight line joining the endpoint accuracies).", "", f"![premise]({f0})", ""]
     f1 = fig_layer_change(run, figs)
     if f1:
         lines += ["## 1. Where do clean and robust weights differ? (layer-wise relative change)", "", f"![layer change]({f1})", ""]

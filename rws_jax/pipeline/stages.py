@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -23,12 +24,17 @@ from rws_jax.models import unit_order
 from rws_jax.pipeline.config import PipelineConfig
 from rws_jax.pipeline.evaluation import Evaluator
 from rws_jax.pipeline.metrics_files import read_metrics, write_metrics
-from rws_jax.pipeline.model_store import ModelStore, check_init_source
+from rws_jax.pipeline.model_store import ModelStore, check_init_source, train_config
+from rws_jax.pipeline.premise import premise_between_seeds, premise_robust
+from rws_jax.pipeline.presets import REFERENCE_FINETUNE, REFERENCE_FINETUNE_STEPS, SEEDS
 from rws_jax.pipeline.run import Run
 from rws_jax.pipeline.run_data import RunData, check_corrupted_test_data
 from rws_jax.pipeline.run_dir import run_path
 from rws_jax.pipeline.run_patching import RunPatcher
 from rws_jax.pipeline.signature_store import SignatureStore
+from rws_jax.linear_probe import linear_probe
+from rws_jax.training import weight_decay_shrink
+from rws_jax.training.augment import normalize_images
 
 Variables = dict[str, Any]
 Log = Callable[[str], None]
@@ -41,7 +47,20 @@ def run_facts(data: RunData, signatures: SignatureStore, patcher: RunPatcher) ->
     the units the signatures keep, whether the model has BatchNorm and how patching treats
     it. Nothing is trained."""
     return {"data": data.sizes(), "units_kept": signatures.kept_units(),
-            "has_batch_norm": patcher.has_batch_norm, "bn_mode": patcher.bn_mode}
+            "has_batch_norm": patcher.has_batch_norm, "bn_mode": patcher.bn_mode,
+            "shrink": recipe_shrink(data.cfg, len(data.halves[1]))}
+
+
+def recipe_shrink(cfg: PipelineConfig, examples: int) -> dict:
+    """The factor by which weight decay alone shrinks every weight over the fine-tune
+    (:func:`rws_jax.training.weight_decay_shrink`), for this run's recipe on its ``examples``
+    fine-tuning images, and for the reference's (SGD lr 0.01 ×0.1 at 40% and 80%, momentum 0.9,
+    weight decay 5e-4, 50 epochs of 391 steps: 19,550 steps)."""
+    ours = train_config(cfg, "finetune")
+    return {"finetune": weight_decay_shrink(ours, num_examples=int(examples)),
+            "finetune_steps": int(examples) // int(ours.batch_size) * int(ours.epochs),
+            "reference": weight_decay_shrink(REFERENCE_FINETUNE, num_steps=REFERENCE_FINETUNE_STEPS),
+            "reference_steps": REFERENCE_FINETUNE_STEPS}
 
 
 # --------------------------------------------------------------------------- training
@@ -51,8 +70,28 @@ def pretrain_init(models: ModelStore) -> Variables:
     return models.theta_init
 
 
-def finetune_standard(models: ModelStore) -> Variables:
-    """θ_std, fine-tuned from θ_init on clean data."""
+def probe_init(cfg: PipelineConfig, models: ModelStore, data: RunData) -> dict:
+    """θ_init's quality: a linear probe of its frozen penultimate features (logistic regression
+    fitted on the fine-tuning split, scored on the test split; inputs normalised as the
+    fine-tune sees them), beside the same probe of a randomly initialised network."""
+    tc = train_config(cfg, "finetune")
+    fine, test = data.halves[1], data.main.test
+    model = models.model
+    random_init = model.init(jax.random.key(cfg.seed + SEEDS.probe),
+                             jnp.zeros((1, *data.main.image_shape), jnp.float32), train=False)
+    out = {}
+    for name, variables in (("theta_init", models.theta_init), ("random_init", random_init)):
+        res = linear_probe(model, variables, (fine.images, fine.labels), (test.images, test.labels),
+                           preprocess=lambda x: normalize_images(x, tc.mean, tc.std))
+        out[name] = dataclasses.asdict(res)
+    return out
+
+
+def finetune_standard(models: ModelStore, *, seeds: int = 1) -> Variables:
+    """θ_std, fine-tuned from θ_init on clean data, and with ``seeds`` = 2 a second θ_std
+    (another training seed: the premise's and claim 1's seed-noise reference)."""
+    for r in range(1, seeds):
+        models.standard(r)
     return models.standard()
 
 
@@ -123,6 +162,8 @@ def weight_statistics(cfg: PipelineConfig, models: ModelStore, signatures: Signa
     change = {"units": order, "standard_vs_init": _ordered(rws.relative_change(models.theta_init, std), order)}
     for c in cfg.corruptions:
         change[c] = _ordered(rws.relative_change(std, models.robust(c)), order)
+    if cfg.premise:  # claim 1's seed-noise floor: the same measure between the θ_std seeds
+        change["standard_seeds"] = _ordered(rws.relative_change(std, models.standard(1)), order)
     sigs = {f"{cfg.dataset}:{c}" + (f" (seed {r + 1})" if cfg.robust_replicates > 1 else ""):
             signatures.signature(c, replicate=r) for c in cfg.corruptions for r in range(cfg.robust_replicates)}
     if cfg.transfer_dataset is not None:
@@ -174,6 +215,10 @@ def evaluate_models(cfg: PipelineConfig, models: ModelStore, signatures: Signatu
         """θ_std + a·sig (the signature of corruption ``c``)."""
         return patcher.patched(std(), [c], sig, a)
 
+    def patched_group(names: list[str], group_sigs: list) -> Variables:
+        """θ_std + Σ RWS_c over ``names`` (α = 1 each)."""
+        return patcher.patched(std(), names, group_sigs, 1.0)
+
     def patched_quantized(b: int, c: str) -> Variables:
         """θ_std + the ``b``-bit signature of ``c`` (α = 1)."""
         return patcher.patched(std(), [c], signatures.quantized(c, b), 1.0)
@@ -195,8 +240,26 @@ def evaluate_models(cfg: PipelineConfig, models: ModelStore, signatures: Signatu
             ["clean", *cs])
         acc("composed_q8_shared_range", lambda: patcher.patched(std(), cs, rws.quantize_reference(sigs, 256), 1.0),
             ["clean", *cs])
+        for group in composition_groups(cs, cfg.seed):
+            names = list(group)
+            acc("composed/" + "+".join(names),
+                functools.partial(patched_group, names, [sigs[cs.index(c)] for c in names]), ["clean", *names])
     _evaluate_transfer(cfg, models, signatures, patcher, evaluator, log)
     return evaluator.accuracies
+
+
+MAX_TRIPLES = 10  # triples of signatures evaluated for claim 5 (sampled, seeded, when there are more)
+
+
+def composition_groups(corruptions: list[str], seed: int) -> list[tuple[str, ...]]:
+    """Every pair of ``corruptions`` and their triples (at most :data:`MAX_TRIPLES`, sampled
+    with ``seed`` when there are more), each in config order: claim 5's sums."""
+    pairs: list[tuple[str, ...]] = list(itertools.combinations(corruptions, 2))
+    triples: list[tuple[str, ...]] = list(itertools.combinations(corruptions, 3))
+    if len(triples) > MAX_TRIPLES:
+        keep = sorted(np.random.default_rng(seed + SEEDS.composition).choice(len(triples), MAX_TRIPLES, replace=False))
+        triples = [triples[i] for i in keep]
+    return pairs + triples
 
 
 def _evaluate_transfer(cfg: PipelineConfig, models: ModelStore, signatures: SignatureStore, patcher: RunPatcher,
@@ -344,16 +407,33 @@ def _write(run: Run, metrics: dict[str, Any]) -> None:
         write_metrics(run.dir, name, data)
 
 
+def _premise(run: Run, measure: Callable[..., dict], key: str) -> dict | None:
+    """Runs one half of the premise measurement unless metrics/premise.json has it."""
+    if not run.cfg.premise:
+        return None
+    record = read_metrics(run.dir, "premise") or {}
+    if key not in record or (key == "robust" and set(record[key]) != set(run.cfg.corruptions)):
+        record = measure(run.cfg, run.models, run.data, run.patcher, run.evaluator, record)
+        write_metrics(run.dir, "premise", record)
+    return record
+
+
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("run-facts", "record the set-up the reports describe: images per split, units kept, BatchNorm",
           lambda run: _write(run, {"run_facts": run_facts(run.data, run.signatures, run.patcher)})),
     Stage("pretrain-init", "train θ_init (or import it, as the config's init says)",
           lambda run: pretrain_init(run.models), "θ_init"),
-    Stage("finetune-standard", "fine-tune θ_std from θ_init on clean data",
-          lambda run: finetune_standard(run.models), "θ_std"),
+    Stage("probe-init", "θ_init's linear probe (frozen penultimate features) beside a random network's",
+          lambda run: _write(run, {"probe": probe_init(run.cfg, run.models, run.data)}), "linear probe of θ_init"),
+    Stage("finetune-standard", "fine-tune θ_std from θ_init on clean data (two seeds when the premise is measured)",
+          lambda run: finetune_standard(run.models, seeds=2 if run.cfg.premise else 1), "θ_std"),
+    Stage("premise-standard", "the accuracy barrier on the straight line between the two θ_std seeds",
+          lambda run: _premise(run, premise_between_seeds, "standard_seeds"), "θ_std seed 0 ↔ seed 1"),
     Stage("finetune-robust", "fine-tune θ_rob,c from θ_init on corrupted data (and the mixture model)",
           lambda run: finetune_robust(run.models, list(run.cfg.corruptions), replicates=run.cfg.robust_replicates,
                                       mixture=run.cfg.mixture, log=run.log)),
+    Stage("premise-robust", "the TA and RA barriers on the straight lines between θ_std and each θ_rob,c",
+          lambda run: _premise(run, premise_robust, "robust"), "θ_std ↔ θ_rob,c"),
     Stage("finetune-transfer", "models of the transfer dataset and of an updated backbone",
           lambda run: finetune_transfer(run.cfg, run.models, run.log)),
     Stage("extract-signatures", "extract the signatures (RWS_c) into signatures/",
