@@ -28,7 +28,7 @@ BN_MODES = ("reference", "patch", "none")
 COMPUTE_DTYPES = (None, "float32", "bfloat16")
 
 # Values of PipelineConfig.init["kind"]: how θ_init is made (see PipelineConfig.init).
-INIT_KINDS = ("supervised", "rotation", "classes", "torch")
+INIT_KINDS = ("supervised", "rotation", "classes", "torch", "fractal")
 # Values of PipelineConfig.init["head"] for kind "torch" (rws_jax.models.from_torch_state_dict).
 TORCH_HEADS = ("drop",)
 
@@ -142,7 +142,12 @@ class PipelineConfig:
     #                           for a same-domain pair);
     #   {"kind": "torch", "path": FILE, "head": "drop"}  an imported PyTorch checkpoint (e.g.
     #                           torchvision's ImageNet VGG-16) with its head dropped, the
-    #                           reference's θ_init; the run refuses to start without ``path``.
+    #                           reference's θ_init; the run refuses to start without ``path``;
+    #   {"kind": "fractal", "classes": 100, "images_per_class": 500}  formula-driven
+    #                           pre-training (FractalDB): classify rendered IFS fractals, one
+    #                           class per random IFS code, at the dataset's image size and
+    #                           channels (rws_jax.data.fractals; own head, seeded by ``seed``;
+    #                           defaults 100 x 500); no natural image and no label is seen.
     # In every case the task's head is then initialised afresh (seed ``seed``).
     init: dict = dataclasses.field(default_factory=lambda: {"kind": "supervised"})
     eval_batch_size: int = 500
@@ -209,7 +214,8 @@ class PipelineConfig:
         if not isinstance(init, dict) or init.get("kind") not in INIT_KINDS:
             raise ValueError(f"init must be a mapping with kind one of {INIT_KINDS}, got {init!r}")
         allowed = {"supervised": {"kind"}, "rotation": {"kind"}, "classes": {"kind", "classes"},
-                   "torch": {"kind", "path", "head", "first_conv"}}[init["kind"]]
+                   "torch": {"kind", "path", "head", "first_conv"},
+                   "fractal": {"kind", "classes", "images_per_class"}}[init["kind"]]
         extra = sorted(set(init) - allowed)
         if extra:
             raise ValueError(f"init kind {init['kind']!r} takes only {sorted(allowed)}, got also {extra}")
@@ -224,12 +230,17 @@ class PipelineConfig:
                 raise ValueError(f"init classes {list(cls)} overlap the classes the run fine-tunes on "
                                  f"({'all' if self.classes is None else sorted(tuned)}): θ_init would have seen "
                                  "the fine-tuning labels")
+        if init["kind"] == "fractal":
+            for key, what in (("classes", "IFS codes, one per class"), ("images_per_class", "images per code")):
+                v = init.get(key)
+                if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 2):
+                    raise ValueError(f"init kind 'fractal' needs {key} ({what}) an integer >= 2, got {v!r}")
         if init["kind"] == "torch" and init.get("head", "drop") not in TORCH_HEADS:
             raise ValueError(f"init head must be one of {TORCH_HEADS}, got {init.get('head')!r}")
 
     @property
     def init_kind(self) -> str:
-        """``init['kind']`` (``'supervised'``, ``'rotation'``, ``'classes'`` or ``'torch'``)."""
+        """``init['kind']`` (``'supervised'``, ``'rotation'``, ``'classes'``, ``'torch'`` or ``'fractal'``)."""
         return self.init["kind"]
 
     def bn_mode(self, has_batch_norm: bool) -> str:

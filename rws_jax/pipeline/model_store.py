@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from rws_jax.data import ROTATIONS, ArraySplit, restrict_classes, rotation_task
+from rws_jax.data import ROTATIONS, ArraySplit, fractals, restrict_classes, rotation_task
 from rws_jax.errors import RWSError
 from rws_jax.models import from_torch_state_dict, get_model, load_torch_checkpoint, with_fresh_head
 from rws_jax.pipeline.config import PipelineConfig, run_config_from_file
@@ -119,6 +119,14 @@ class ModelStore:
         kind = c.init_kind
         if kind == "supervised":
             return self.model, self.data.halves[0], self.data.main.val, train_config(c, "pretrain")
+        if kind == "fractal":
+            # formula-driven (FractalDB): one class per IFS code, rendered at the dataset's image
+            # size and channels; no natural image, no label. Flips on: the classes are shapes
+            # with no handedness (the task's own flip setting is about its images, not these).
+            k = int(c.init.get("classes", fractals.DEFAULT_CLASSES))
+            n = int(c.init.get("images_per_class", fractals.DEFAULT_IMAGES_PER_CLASS))
+            train, val = fractals.fractal_splits(k, n, self.data.main.image_shape, c.seed)
+            return get_model(c.model, k, **c.model_kwargs), train, val, train_config(c, "pretrain", flip=True)
         pre = self.data.pretraining_half
         if kind == "classes":
             cls = tuple(int(k) for k in c.init["classes"])
