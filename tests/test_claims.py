@@ -14,6 +14,7 @@ from rws_jax.pipeline.claims_before import (alpha_scales_before, claim_verdicts_
                                             patch_recovers_before, quantization_lossless_before,
                                             shallow_layers_before, signatures_compose_before,
                                             signatures_transfer_before)
+from rws_jax.pipeline.study_report import study_verdicts
 from rws_jax.pipeline.tables import before_cells, claims_table
 
 CS = ["fog", "contrast"]
@@ -61,7 +62,7 @@ def _claim3_seed(closed: float) -> RunMetrics:
 def test_a_margin_inside_twice_its_seed_std_is_within_noise():
     # seed mean closes 80.3%: 0.07 pp over the 80% mark, seed std of that margin 2.1 pp -> within noise
     noisy = patch_recovers(seeds(*(_claim3_seed(x) for x in (0.70, 0.80, 0.91))))
-    assert noisy.verdict == WITHIN_NOISE and "within noise: margin +0.1 pp, seed std 2.1 pp" in noisy.evidence
+    assert noisy.verdict == WITHIN_NOISE and "within noise: margin +0.07 pp, seed std 2.10 pp" in noisy.evidence
     # the same mean with a small spread passes; a clear miss with the same spread fails
     assert patch_recovers(seeds(*(_claim3_seed(x) for x in (0.90, 0.91, 0.92)))).verdict == REPRODUCED
     assert patch_recovers(seeds(*(_claim3_seed(x) for x in (0.40, 0.50, 0.61)))).verdict == NOT_REPRODUCED
@@ -340,6 +341,19 @@ def test_an_unmet_premise_marks_every_verdict():
     # a seed mean is marked when one of its seeds did not meet the premise
     mean = seeds(metrics(acc, files={"premise": {"met": True}}), unmet)
     assert claim_verdicts(mean)[2]["premise_met"] is False
+
+
+def test_a_study_judges_each_claim_on_the_seeds_that_measured_it(tmp_path):
+    # three seeds measure the main rows; only seed 0 the quantized rows (claim 7)
+    runs = [metrics(_quant(-0.005)), *(metrics(main_rows(0.9, {c: (0.5, 0.9, 0.8, 0.9, 0.5 + g) for c in CS}))
+                                       for g in (0.20, 0.30))]
+    rows = {r["claim"][:2]: r for r in study_verdicts(tmp_path, runs, None)}
+    assert rows["3."]["basis"] == "mean of 3 seeds" and rows["7."]["basis"] == "seed 0"
+    assert rows["7."]["verdict"] == REPRODUCED and rows["5."]["verdict"] == NOT_MEASURED
+    # claim 3 on the mean: fog closes (0.25 + 0.20 + 0.30) / 3 / 0.30 = 83% of its gap, at no TA cost
+    assert "fog: 83% closed" in rows["3."]["evidence"]
+    before = {r["claim"][:2]: r for r in study_verdicts(tmp_path, runs, None, claim_verdicts_before)}
+    assert before["3."]["basis"] == "mean of 3 seeds" and before["7."]["verdict"] == REPRODUCED
 
 
 def test_every_claim_on_empty_metrics_is_not_measured():

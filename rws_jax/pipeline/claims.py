@@ -95,7 +95,7 @@ class Margin:
 
     def text(self) -> str:
         if self.pp:
-            return f"margin {signed_pp(self.value)} pp, seed std {100 * (self.std or 0.0):.1f} pp"
+            return f"margin {100 * self.value + 0.0:+.2f} pp, seed std {100 * (self.std or 0.0):.2f} pp"
         return f"margin {self.value:+.3f}, seed std {self.std or 0.0:.3f}"
 
 
