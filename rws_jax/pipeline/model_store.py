@@ -3,8 +3,9 @@ transfer dataset's models and the updated backbone, each trained once into
 ``<run>/checkpoints/<name>/`` (orbax; an interrupted fit resumes) and loaded afterwards.
 
 θ_init is made as the config's ``init`` says (:attr:`PipelineConfig.init`): trained on a
-supervised task, a rotation task or other classes, imported from a PyTorch checkpoint, or
-taken from another run (``init_from``).
+supervised task, a rotation task, other classes or rendered IFS fractals (FractalDB), imported
+from a PyTorch checkpoint, or taken from another run (``init_from``). A second θ_std
+(``standard(1)``, another training seed) serves the premise and claim 1's seed-noise floor.
 """
 
 from __future__ import annotations
