@@ -169,7 +169,7 @@ def init_comparison_table(runs: dict[str, RunMetrics]) -> list[str]:
     for name, m in runs.items():
         c3 = next(r for r in claim_verdicts(m) if r["claim"].startswith("3."))
         init = m.cfg.init
-        kind = init["kind"] + (f" (classes {init['classes'][0]}–{init['classes'][-1]})" if "classes" in init else "")
+        kind = init["kind"] + (f" (classes {init['classes'][0]}–{init['classes'][-1]})" if isinstance(init.get("classes"), (list, tuple)) else "")
         if m.cfg.init_from:
             kind += f", from {m.cfg.init_from}"
         lines.append(
