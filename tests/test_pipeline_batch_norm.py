@@ -25,7 +25,8 @@ def bn_run(tmp_path_factory):
                  # the merge stage runs (one TIES row, re-estimated statistics); its α search is
                  # the VGG pipeline's (test_pipeline.py): on a BN model each of its validation
                  # evaluations re-estimates statistics, which made it a fifth of this fixture
-                 merge_methods=["ties"], alpha_search=False)
+                 merge_methods=["ties"], alpha_search=False,
+                 premise_points=3)  # each point re-estimates BN statistics: 3 points check the scheme
     run = Run(cfg, tmp_path_factory.mktemp("bn_run"), progress=False, log=lambda s: None)
     run_all(run)
     return run

@@ -89,6 +89,7 @@ PRESETS: dict[str, dict] = {
         quant_bits=[8, 4],
         alpha_grid=[0.0, 0.5, 1.0],
         alpha_search_budget=4,
+        premise_points=5,
         pretrain=dict(_ONE_EPOCH, lr=0.02),
         finetune=dict(_ONE_EPOCH, lr=0.01),
         transfer_finetune=dict(_ONE_EPOCH, lr=0.01),
