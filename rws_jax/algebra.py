@@ -43,7 +43,7 @@ import numpy as np
 from rws_jax import merging, tree_paths
 from rws_jax.errors import IncompatibleSignatureError, NonFiniteError, RWSError
 from rws_jax.extraction import delta_dtype
-from rws_jax.kernels import combine, combine_donated, out_shardings
+from rws_jax.kernels import PatchCache, combine, combine_donated, out_shardings
 from rws_jax.quantized_tensor import as_float
 from rws_jax.signature import (Signature, SignatureLike, SignatureMeta, is_marked_finite, mark_finite,
                                signature_list)
@@ -153,6 +153,10 @@ def check_compatible(signature: Signature, variables: Variables, *, check_base: 
             )
 
 
+#: :func:`patch`'s cache of checked tree structures and signatures (its fast path).
+PATCH_CACHE = PatchCache(check_compatible, check_finite)
+
+
 @dataclasses.dataclass(frozen=True)
 class Undo:
     """The original leaves a :func:`patch` overwrote: ``{path: array}``."""
@@ -239,9 +243,31 @@ def patch(
     Returns:
       The patched tree (same structure; untouched leaves are the same objects), or
       ``(patched, undo)``. Nothing is modified if an error is raised.
+
+    Repeated calls are cheap: the first call on a tree structure and signature set
+    checks everything in Python; later calls with the same structure and the same
+    signature objects reuse that work (leaf positions, one jitted call on flat lists)
+    and re-check shapes and dtypes through jit's cache. Results and errors are those
+    of the full checks (see :class:`rws_jax.kernels.PatchCache`).
     """
     sigs = signature_list(signatures)
-    alpha = coefficients(alphas, len(sigs), mode)
+    alpha = host_coefficients(alphas, len(sigs), mode)
+    if not return_undo:
+        fast = PATCH_CACHE.patch(variables, sigs, alpha, donate=donate, check_base=check_base,
+                                 check_values=check_values)
+        if fast is not None:
+            return fast
+    return _patch_full(variables, sigs, alpha, donate=donate, check_base=check_base, check_values=check_values,
+                       return_undo=return_undo)
+
+
+def _patch_full(variables: Variables, sigs: list[Signature], host_alpha: np.ndarray, *, donate: bool,
+                check_base: bool, check_values: bool, return_undo: bool) -> Variables | tuple[Variables, Undo]:
+    """:func:`patch`'s full path: every check on every call, then :func:`combine` on
+    ``{path: leaf}`` dicts (the only path before the fast one; still taken for
+    ``return_undo``, trees with non-``jax.Array`` leaves, several devices, a first
+    check of a signature's values, and every call whose checks fail)."""
+    alpha = jnp.asarray(host_alpha)
     flat, rebuild = tree_paths.flatten(variables)
     for s in sigs:
         check_compatible(s, variables, check_base=check_base, flat=flat)

@@ -154,3 +154,100 @@ def test_compose_refuses_other_base(tiny_models, sigs):
     other = fog.replace(meta=fog.meta.__class__(base_fingerprint="0" * 16, leaf_specs=fog.meta.leaf_specs))
     with pytest.raises(rws.IncompatibleSignatureError, match="different base"):
         rws.compose([fog, other])
+
+
+# ----------------------------------------------------------------------------- rws.patch's cache
+# A call on a tree structure and signatures already checked reuses that work (fast path);
+# it must give exactly what the full path gives, and never a stale result or a missed error.
+
+
+def _full(variables, sigs, alphas=1.0, *, mode="linear", donate=False, check_base=True):
+    from rws_jax import algebra
+
+    sigs = list(sigs) if isinstance(sigs, (list, tuple)) else [sigs]
+    return algebra._patch_full(variables, sigs, algebra.host_coefficients(alphas, len(sigs), mode), donate=donate,
+                               check_base=check_base, check_values=True, return_undo=False)
+
+
+@pytest.mark.parametrize("mode", ["linear", "reference"])
+def test_patch_cache_is_bit_exact_with_the_full_path(tiny_models, sigs, mode):
+    _, _, std, *_ = tiny_models
+    want = _full(std, list(sigs), [0.7, -0.4], mode=mode)
+    for _ in range(3):  # the first call fills the cache, later ones use it
+        got = rws.patch(std, list(sigs), [0.7, -0.4], mode=mode)
+        chex.assert_trees_all_equal(got, want)
+        chex.assert_trees_all_equal_dtypes(got, want)
+        assert got["params"]["head"]["kernel"] is std["params"]["head"]["kernel"]
+    for check_base in (True, False):
+        model = jax.tree.map(jnp.copy, std)
+        for _ in range(2):
+            model = rws.patch(model, sigs[1], 0.5, donate=True, check_base=check_base)
+        ref = _full(_full(std, sigs[1], 0.5), sigs[1], 0.5)
+        chex.assert_trees_all_equal(model, ref)
+
+
+def test_patch_cache_sees_new_leaf_shapes(tiny_models, sigs):
+    model, _, std, *_ = tiny_models
+    fog, _ = sigs
+    rws.patch(std, fog, 1.0)  # cache filled for this structure
+    rws.patch(std, fog, 1.0)
+    wide = type(model)(width=8).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))  # same structure, other shapes
+    assert jax.tree.structure(wide) == jax.tree.structure(std)
+    before = jax.tree.map(np.asarray, wide)
+    for check_base in (True, False):
+        with pytest.raises(rws.IncompatibleSignatureError, match="was made for"):
+            rws.patch(wide, fog, 1.0, donate=True, check_base=check_base)
+    chex.assert_trees_all_equal(jax.tree.map(np.asarray, wide), before)  # nothing donated
+    # an unpatched leaf of another shape: refused with check_base, patched without
+    head = dict(std["params"]["head"], kernel=jnp.zeros((7, 3)))
+    other = {**std, "params": {**std["params"], "head": head}}
+    with pytest.raises(rws.IncompatibleSignatureError, match="fingerprint"):
+        rws.patch(other, fog, 1.0)
+    got = rws.patch(other, fog, 1.0, check_base=False)
+    chex.assert_trees_all_equal(got, _full(other, fog, 1.0, check_base=False))
+    # and the original tree still patches
+    chex.assert_trees_all_equal(rws.patch(std, fog, 1.0), _full(std, fog, 1.0))
+
+
+def test_patch_cache_sees_new_signature_values_and_metadata(tiny_models, sigs):
+    _, _, std, *_ = tiny_models
+    fog, _ = sigs
+    rws.patch(std, fog, 1.0)
+    rws.patch(std, fog, 1.0)
+    # same metadata object, other values: the new values are used
+    doubled = fog.replace(deltas={p: 2 * v for p, v in fog.deltas.items()})
+    assert doubled.meta is fog.meta
+    chex.assert_trees_all_equal(rws.patch(std, doubled, 1.0), _full(std, doubled, 1.0))
+    # a delta dict changed in place (same signature object): the new values are used
+    mutable = fog.replace(deltas=dict(fog.deltas))
+    rws.patch(std, mutable, 1.0)
+    p0 = sorted(mutable.deltas)[0]
+    mutable.deltas[p0] = jnp.zeros_like(mutable.deltas[p0])
+    chex.assert_trees_all_equal(rws.patch(std, mutable, 1.0), _full(std, mutable, 1.0))
+    mutable.deltas[p0] = jnp.zeros((2, 2))
+    with pytest.raises(rws.IncompatibleSignatureError, match="holds a delta of shape"):
+        rws.patch(std, mutable, 1.0)
+    del mutable.deltas[p0]  # fewer leaves: another structure
+    chex.assert_trees_all_equal(rws.patch(std, mutable, 1.0), _full(std, mutable, 1.0))
+    # same values, metadata of another base: refused (and accepted without check_base)
+    other_base = fog.replace(meta=fog.meta.__class__(base_fingerprint="0" * 16, leaf_specs=fog.meta.leaf_specs,
+                                                     name="other"))
+    with pytest.raises(rws.IncompatibleSignatureError, match="'other' was extracted"):
+        rws.patch(std, other_base, 1.0)
+    chex.assert_trees_all_equal(rws.patch(std, other_base, 1.0, check_base=False), _full(std, fog, 1.0))
+    # NaN values behind the cached metadata object: still refused, model untouched
+    bad = fog.replace(deltas={p: v.at[(0,) * v.ndim].set(jnp.nan) for p, v in fog.deltas.items()})
+    model = jax.tree.map(jnp.copy, std)
+    with pytest.raises(rws.NonFiniteError, match="fog"):
+        rws.patch(model, bad, 1.0, donate=True)
+    chex.assert_trees_all_equal(model, std)
+
+
+def test_patch_cache_numpy_leaves_take_the_full_path(tiny_models, sigs):
+    _, _, std, *_ = tiny_models
+    fog, _ = sigs
+    as_numpy = jax.tree.map(np.asarray, std)
+    chex.assert_trees_all_equal(rws.patch(as_numpy, fog, 0.3), _full(std, fog, 0.3))
+    wrong = jax.tree.map(lambda x: np.asarray(x, np.float64), std)  # float64 leaves: refused as before
+    with pytest.raises(rws.IncompatibleSignatureError, match="float64"):
+        rws.patch(wrong, fog, 0.3)
