@@ -574,3 +574,58 @@ def test_cpu_chunking_gives_the_per_image_results_of_one_vmap(monkeypatch):
     np.testing.assert_array_equal(chunked, whole)
     mixed = np.asarray(corrupt_mixture(x, ("fog", "contrast"), 2, KEY))
     assert mixed.shape == x.shape
+
+
+# --------------------------------------------------------------------------
+# pixelate without gathers, spatter's histogram by scatter-add
+# (benchmarks/corruption.py times them against imagecorruptions at 224 px)
+# --------------------------------------------------------------------------
+
+def _pixelate_numpy(x_u8, h, w):
+    """PIL BOX down to (h, w) then NEAREST back up, in exact integer arithmetic (the
+    block mean rounded half up), from the host constants of box_taps / nearest_index."""
+    from rws_jax.corruptions.image_ops import box_taps, nearest_index
+
+    H, W, _ = x_u8.shape
+    v = x_u8.astype(np.int64)
+
+    def sums(a, n_out, axis):
+        idx, mask, count = box_taps(a.shape[axis], n_out)
+        out = sum(np.take(a, idx[t], axis=axis) * np.expand_dims(mask[t], tuple(
+            i for i in range(a.ndim) if i != axis)) for t in range(idx.shape[0]))
+        return out, count
+
+    s, ch = sums(v, h, 0)
+    s, cw = sums(s, w, 1)
+    c = (ch[:, None] * cw[None, :])[..., None]
+    small = (2 * s + c) // (2 * c)
+    return small[nearest_index(h, H)][:, nearest_index(w, W)]
+
+
+@pytest.mark.parametrize("shape,preset", [((32, 32), "cifar10"), ((224, 224), "imagenet"),
+                                          ((37, 50), "imagenet"), ((64, 48), "cifar10")])
+def test_pixelate_is_the_exact_box_then_nearest_composition(shape, preset):
+    from benchmarks.corruption_reference import photographs
+
+    x = photographs(max(shape))[:2, :shape[0], :shape[1]]
+    for severity in SEVERITIES:
+        f = corruption_params("pixelate", severity, preset)["factor"]
+        h, w = max(1, int(shape[0] * f + 1e-6)), max(1, int(shape[1] * f + 1e-6))
+        y = np.asarray(corrupt(x, "pixelate", severity, KEY, preset=preset))
+        for i in range(len(x)):
+            np.testing.assert_array_equal(y[i], _pixelate_numpy(x[i], h, w))
+
+
+def test_equalize_hist_is_cv2_equalizehist_on_few_bins():
+    """spatter's histogram equalisation (scatter-add histogram) against the definition
+    of cv2.equalizeHist: lut = round((cdf - cdf_min) * 255 / (total - cdf_min))."""
+    from rws_jax.corruptions.weather import _equalize_hist
+
+    v = np.random.default_rng(2).integers(3, 21, (40, 30)).astype(np.float32)
+    hist = np.bincount(v.astype(int).ravel(), minlength=21).astype(np.float64)
+    cdf = np.cumsum(hist)
+    h0 = hist[hist > 0][0]
+    lut = np.clip(np.round((cdf - h0) * (255.0 / (cdf[-1] - h0))), 0, 255)
+    np.testing.assert_array_equal(np.asarray(_equalize_hist(jnp.asarray(v), 21)), lut[v.astype(int)])
+    flat = np.full((5, 6), 7.0, np.float32)  # one value: returned unchanged, as cv2
+    np.testing.assert_array_equal(np.asarray(_equalize_hist(jnp.asarray(flat), 21)), flat)

@@ -6,6 +6,7 @@ Single image ``(H, W, C)`` float32 in [0, 1] -> same.
 from __future__ import annotations
 
 import jax.numpy as jnp
+from jax import lax
 
 from . import image_ops
 from .jpeg import jpeg_roundtrip
@@ -43,21 +44,25 @@ def pixelate(key, x, p):
     """PIL BOX downsampling to ``int(size * factor)`` then back up with
     nearest neighbour (imagecorruptions uses NEAREST; CIFAR-10-C used BOX,
     which for upsampling selects the same single source pixel). The factor is
-    static (it sets the small image's shape), so every resampling is a gather
-    with constant indices."""
+    static (it sets the small image's shape).
+
+    The two resamplings are done at once, without gathers: the nearest upsampling
+    gives output pixel ``y`` the small pixel whose box window contains ``y``, so the
+    output is, per axis, the mean of a static run of 2-3 neighbours
+    (:func:`~rws_jax.corruptions.image_ops.box_nearest_sum`: shifted slices times
+    constant 0/1 vectors). The 8-bit block sums are exact; the mean is rounded half
+    up to 8 bits, once."""
     del key
     H, W, _ = x.shape
     f = float(p["factor"])
     h = max(1, int(H * f + 1e-6))
     w = max(1, int(W * f + 1e-6))
     v = jnp.round(x * 255.0)  # PIL works on 8-bit images
-    # every gather picks whole rows (contiguous W*C values): transpose in between
-    small = image_ops.box_downsample(v, h, axis=0)  # (h, W, C)
-    small = image_ops.box_downsample(jnp.transpose(small, (1, 0, 2)), w, axis=0)  # (w, h, C)
-    small = jnp.floor(small + 0.5) / 255.0
-    small = jnp.transpose(small, (1, 0, 2))  # (h, w, C): transposing the small image is cheap
-    small = jnp.take(small, jnp.asarray(image_ops.nearest_index(h, H)), axis=0, mode="clip")
-    return jnp.take(small, jnp.asarray(image_ops.nearest_index(w, W)), axis=1, mode="clip")
+    s, ch = image_ops.box_nearest_sum(v, h, axis=0)
+    # a barrier, or XLA fuses the first pass into each shifted read of the second
+    s, cw = image_ops.box_nearest_sum(lax.optimization_barrier(s), w, axis=1)
+    count = jnp.asarray((ch[:, None] * cw[None, :])[..., None], jnp.float32)
+    return jnp.floor(s / count + 0.5) / 255.0
 
 
 def jpeg_compression(key, x, p):

@@ -445,3 +445,45 @@ def box_downsample(x, n_out: int, axis: int = 0):
         acc = term if acc is None else acc + term
     assert acc is not None  # box_taps gives every output pixel at least one tap
     return acc / jnp.asarray(count, x.dtype).reshape(shape)
+
+
+def box_nearest_taps(n: int, m: int):
+    """PIL ``BOX`` downsampling from ``n`` to ``m`` pixels followed by ``NEAREST``
+    upsampling back to ``n``, along one axis, as host constants: output pixel ``y``
+    is the mean of the box window of small pixel ``nearest_index(m, n)[y]``, i.e. of
+    input pixels ``y + o`` for the offsets ``o`` with ``weight[o][y] == 1``.
+
+    Returns ``(offsets tuple[int], weight[T, n] float32 0/1, count[n] float)``. The
+    windows are runs of ``floor(n/m)`` or ``ceil(n/m)`` pixels that contain ``y``, so
+    ``T`` is about ``2 * ceil(n/m) - 1`` (5 at 224 -> 89 px).
+    """
+    idx, mask, count = box_taps(n, m)
+    up = nearest_index(m, n)
+    offs = idx[:, up] - np.arange(n)[None, :]  # (K, n)
+    msk = mask[:, up]
+    offsets = tuple(sorted({int(o) for o in offs[msk]}))
+    weight = np.stack([((offs == o) & msk).any(axis=0) for o in offsets]).astype(np.float32)
+    return offsets, weight, count[up].astype(np.float64)
+
+
+def box_nearest_sum(x, m: int, axis: int):
+    """Window sums of :func:`box_nearest_taps` along ``axis`` of ``x``: a few static
+    shifted slices times 0/1 constant vectors, one fused elementwise pass (no gather).
+    Returns ``(sums, count)``: ``sums`` has ``x``'s shape, ``count`` (host) the window
+    size of every position along ``axis``. Exact for integer-valued ``x``."""
+    n = x.shape[axis]
+    offsets, weight, count = box_nearest_taps(n, int(m))
+    lo, hi = max(0, -offsets[0]), max(0, offsets[-1])
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (lo, hi)
+    xp = jnp.pad(x, pad)
+    shape = [1] * x.ndim
+    shape[axis] = n
+    acc = None
+    for o, w in zip(offsets, weight):
+        term = lax.slice_in_dim(xp, lo + o, lo + o + n, axis=axis)
+        if not w.all():
+            term = term * jnp.asarray(w, x.dtype).reshape(shape)
+        acc = term if acc is None else acc + term
+    assert acc is not None
+    return acc, count
