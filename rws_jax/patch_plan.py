@@ -1,9 +1,9 @@
 """Pre-validated patching: validate once, then patch at the cost of one jitted call.
 
-:func:`rws_jax.patch` re-checks everything on every call (flattens the tree to path
-strings, compares fingerprints, finds the leaves, builds the jitted call's arguments).
-For a 1.2M-value patch (ResNet-50's default selection) that Python work costs more
-than moving the bytes. A :class:`PatchPlan` does it once::
+:func:`rws_jax.patch` checks everything on the first call for a tree structure and a
+signature, then reuses that work from a cache (:class:`rws_jax.kernels.PatchCache`), with
+the shape and dtype checks run when a new shape is traced. A :class:`PatchPlan` makes the
+same one-time work explicit, and holds it for you::
 
     plan = rws.patch_plan(variables, [fog, snow])      # checks paths, shapes, dtypes, NaN
     patched = plan(variables, [0.7, 0.5])              # one flatten + one jitted call
