@@ -7,27 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
 
+from benchmarks.common import json_safe, loadavg
+
 SECTIONS = ("patch", "compose", "extract", "corruption", "storage")
-
-
-def _clean(x):
-    """JSON-safe: numpy scalars to Python, non-finite floats to None."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if hasattr(x, "item") and callable(x.item) and getattr(x, "shape", None) == ():
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 def run(quick: bool = False, out: str | os.PathLike = "results/bench", only=None, log=print) -> dict:
@@ -42,7 +30,7 @@ def run(quick: bool = False, out: str | os.PathLike = "results/bench", only=None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {"mode": "quick" if quick else "full", "machine": common.machine_info(),
-                     "loadavg_start": _loadavg(), "sections_run": list(only)}
+                     "loadavg_start": loadavg(), "sections_run": list(only)}
     t0 = time.perf_counter()
     for name in SECTIONS:
         if name not in only:
@@ -56,20 +44,13 @@ def run(quick: bool = False, out: str | os.PathLike = "results/bench", only=None
             results[name] = {"error": f"{type(e).__name__}: {e}"}
         results[name]["section_s"] = time.perf_counter() - ts
     results["total_s"] = time.perf_counter() - t0
-    results["loadavg_end"] = _loadavg()
+    results["loadavg_end"] = loadavg()
     results["targets"] = report.targets(results)
-    results = _clean(results)
+    results = json_safe(results)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "results.md").write_text(report.render(results))
     log(f"wrote {out / 'results.json'} and {out / 'results.md'} in {results['total_s']:.0f} s")
     return results
-
-
-def _loadavg():
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def main(argv=None) -> int:

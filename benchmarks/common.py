@@ -11,6 +11,7 @@ ratios of medians measured in the same loop are the numbers to trust.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -26,6 +27,27 @@ from rws_jax import tree_paths
 from rws_jax.signature import Signature, SignatureMeta, leaf_specs_for
 
 # ----------------------------------------------------------------------------- timing
+
+
+def json_safe(x: Any) -> Any:
+    """JSON-safe: numpy scalars to Python, non-finite floats to None."""
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if hasattr(x, "item") and callable(x.item) and getattr(x, "shape", None) == ():
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def loadavg() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def timed(fn: Callable[[], Any]) -> float:

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import interleaved, machine_info
+from benchmarks.common import interleaved, json_safe, loadavg, machine_info
 from benchmarks.corruption_reference import load_imagecorruptions, photographs
 
 # compatibility name used by other benchmark modules and tests
@@ -256,7 +256,6 @@ def render_focused(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from benchmarks.__main__ import _clean, _loadavg
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks.corruption", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -274,16 +273,16 @@ def main(argv=None) -> int:
     sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else None
     names = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
     baseline = load_baseline(args.baseline) if args.baseline else None
-    start = _loadavg()
+    start = loadavg()
     res = run(quick=args.quick, severity=args.severity, sizes=sizes, names=names, repeats=args.repeats,
               baseline=baseline)
-    res["loadavg_start"], res["loadavg_end"] = start, _loadavg()
+    res["loadavg_start"], res["loadavg_end"] = start, loadavg()
     res["command"] = "python -m benchmarks.corruption " + " ".join(argv if argv is not None else sys.argv[1:])
     res["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     res["machine"] = machine_info()
     if baseline is not None:
         res["baseline_revision"] = baseline.__revision__
-    res = _clean(res)
+    res = json_safe(res)
     md = render_focused(res)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
