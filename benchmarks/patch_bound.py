@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
-import os
 import statistics
 import sys
 import time
@@ -57,7 +56,7 @@ import rws_jax as rws
 from rws_jax import algebra, kernels
 
 from benchmarks.bandwidth import DeviceBound, bound_seconds, bound_variants, on_accelerator
-from benchmarks.common import (fill_like, floating_param_paths, machine_info, make_signature, model_shapes,
+from benchmarks.common import (fill_like, floating_param_paths, loadavg, machine_info, make_signature, model_shapes,
                                num_elements, stats, timed, vit_b16_shapes, write_outputs)
 
 FULL_MODEL_TARGET = 0.95  # fraction of the bound, rws.patch, full models of >= 25M params
@@ -293,13 +292,6 @@ def targets(cases: list[dict]) -> list[dict]:
     return rows
 
 
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
 def _ms(s: float) -> str:
     return f"{s * 1e3:.3f}"
 
@@ -354,7 +346,7 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true", help="a tiny tree, seconds (no goals judged)")
     args = p.parse_args(argv)
     t0 = time.time()
-    load_start = _loadavg()
+    load_start = loadavg()
     cases = []
     for case in _cases(args.quick):
         reps = args.repeats or (5 if args.quick else (207 if case["goal"] == "small" else 45))
@@ -364,7 +356,7 @@ def main(argv=None) -> dict:
               "bound_kind": ("a jitted donated a + s·b on the device" if on_accelerator()
                              else "numpy in-place add, the faster of 1 thread and 1 chunk per core"),
               "cases": cases, "targets": targets(cases), "wall_s": time.time() - t0,
-              "loadavg_start": load_start, "loadavg_end": _loadavg()}
+              "loadavg_start": load_start, "loadavg_end": loadavg()}
     command = "python -m benchmarks.patch_bound " + " ".join(sys.argv[1:] if argv is None else argv)
     command = command.strip()
     result["command"] = command

@@ -31,7 +31,6 @@ from rws_jax.pipeline.metrics_files import write_metrics
 from rws_jax.pipeline.model_store import train_config
 from rws_jax.pipeline.presets import SEEDS
 from rws_jax.pipeline.run import Run
-from rws_jax.training import evaluate
 from rws_jax.training.augment import normalize_images
 
 DEFAULT_BATCH_SIZES = (1, 8, 64)
@@ -123,9 +122,7 @@ def evaluate_autopatching(run: Run, *, batch_sizes=DEFAULT_BATCH_SIZES, examples
     run.log(f"[autopatch] mixed stream: {len(sources)} sources x {examples} test images, batch sizes "
             f"{list(batch_sizes)}")
 
-    def acc_of(variables, split):
-        return evaluate(variables, run.models.model.apply, split, cfg.eval_batch_size, eval_step=run.evaluator.eval_step)["accuracy"]
-
+    acc_of = run.evaluator.split_accuracy
     bn_ref = reference_batch_norm(run)
     oracle = {c: run.patcher.patched(std, [c], sig, 1.0) for c, sig in zip(cs, sigs)}
     average = run.patcher.patched(std, cs, sigs, 1.0 / len(sigs))

@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 from rws_jax.pipeline.config import PipelineConfig
 from rws_jax.pipeline.metrics_files import ACCURACY, read_metrics, write_metrics
 from rws_jax.pipeline.model_store import ModelStore, train_config
+from rws_jax.data import ArraySplit
 from rws_jax.pipeline.run_data import RunData
 from rws_jax.training import evaluate, make_eval_step
 
@@ -37,10 +38,14 @@ class Evaluator:
         """``{variant: {test set: accuracy}}`` measured so far (metrics/accuracy.json)."""
         return read_metrics(self.dir, ACCURACY) or {}
 
+    def split_accuracy(self, variables: Variables, split: ArraySplit) -> float:
+        """Accuracy of ``variables`` on the images and labels of ``split``."""
+        return evaluate(variables, self.models.model.apply, split, self.cfg.eval_batch_size,
+                        eval_step=self.eval_step)["accuracy"]
+
     def test_accuracy(self, variables: Variables, which: str, *, transfer: bool = False) -> float:
         """Accuracy of ``variables`` on the test set ``which`` (see :meth:`RunData.test_set`)."""
-        return evaluate(variables, self.models.model.apply, self.data.test_set(which, transfer=transfer),
-                        self.cfg.eval_batch_size, eval_step=self.eval_step)["accuracy"]
+        return self.split_accuracy(variables, self.data.test_set(which, transfer=transfer))
 
     def accuracy(self, variant: str, variables_fn: Callable[[], Variables], test_sets: Sequence[str], *,
                  transfer: bool = False) -> dict[str, float]:
@@ -59,5 +64,4 @@ class Evaluator:
         """Validation accuracy of ``variables`` on the clean and corrupted validation sets
         (the first ``alpha_search_examples`` images of each)."""
         n = self.cfg.alpha_search_examples
-        return {t: evaluate(variables, self.models.model.apply, self.data.val_set(t).head(n), self.cfg.eval_batch_size,
-                            eval_step=self.eval_step)["accuracy"] for t in which}
+        return {t: self.split_accuracy(variables, self.data.val_set(t).head(n)) for t in which}

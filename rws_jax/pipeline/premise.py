@@ -27,10 +27,9 @@ import numpy as np
 import rws_jax as rws
 from rws_jax.pipeline.config import PipelineConfig
 from rws_jax.pipeline.evaluation import Evaluator
-from rws_jax.pipeline.model_store import ModelStore, train_config
+from rws_jax.pipeline.model_store import ModelStore
 from rws_jax.pipeline.run_data import RunData
 from rws_jax.pipeline.run_patching import RunPatcher
-from rws_jax.training.augment import normalize_images
 
 Variables = dict[str, Any]
 THRESHOLD = 0.02  # a barrier of 2 pp or more: the premise is not met
@@ -42,12 +41,10 @@ def _stats_fn(cfg: PipelineConfig, models: ModelStore, patcher: RunPatcher,
     """Re-estimates BatchNorm statistics on ``images`` (None for a model without BatchNorm)."""
     if not patcher.has_batch_norm:
         return None
-    tc = train_config(cfg, "finetune")
     bs = int(cfg.finetune.get("batch_size", 128))
     batches = [images[i:i + bs] for i in range(0, min(len(images), STATS_IMAGES), bs)]
-    return lambda v: rws.recalibrate_batch_stats(models.model.apply, v, batches,
-                                                 preprocess=lambda x: normalize_images(x, tc.mean, tc.std),
-                                                 step=patcher.stats_step)
+    # patcher.stats_step normalises the images as the fine-tune did
+    return lambda v: rws.recalibrate_batch_stats(models.model.apply, v, batches, step=patcher.stats_step)
 
 
 def _path(cfg: PipelineConfig, evaluator: Evaluator, theta_a: Variables, theta_b: Variables, which: str,
