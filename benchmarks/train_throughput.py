@@ -248,6 +248,40 @@ def measure_case(case: dict) -> dict:
     return out
 
 
+def measure_tuned_case(case: dict) -> dict:
+    """In a process started with the tuned ``XLA_FLAGS``: torch, ours and ours bf16, interleaved."""
+    bs = int(case["batch"])
+    variants: dict[str, Callable[[], Any]] = {"torch": torch_variant(case["torch"](), bs)[0],
+                                              "ours": ours_variant(case["ours"](), bs)[0]}
+    if case.get("bf16"):
+        variants["ours_bf16"] = ours_variant(case["ours"](), bs, compute_dtype="bfloat16")[0]
+    with OtherLoad() as load:
+        res = interleaved(variants, repeats=int(case["repeats"]), warmup=1)
+    out = {"xla_flags": os.environ.get("XLA_FLAGS", ""), "other_processes_cpu_cores": load.other_cores,
+           "variants": {n: {**{k: (round(v, 5) if isinstance(v, float) else v) for k, v in st.items()},
+                            "images_per_s": round(bs / st["median_s"], 1)} for n, st in res.items()}}
+    v = out["variants"]
+    out["ratio_ours_over_torch"] = round(v["ours"]["images_per_s"] / v["torch"]["images_per_s"], 3)
+    if "ours_bf16" in v:
+        out["ratio_bf16_over_torch"] = round(v["ours_bf16"]["images_per_s"] / v["torch"]["images_per_s"], 3)
+    return out
+
+
+def run_tuned_child(name: str, quick: bool) -> dict:
+    """:func:`measure_tuned_case` of case ``name`` in a child process whose ``XLA_FLAGS`` are
+    :func:`rws_jax.cpu_tuning.tuned_xla_flags` (XLA reads them once, at backend start)."""
+    import subprocess
+
+    from rws_jax.cpu_tuning import tuned_xla_flags
+
+    env = dict(os.environ, XLA_FLAGS=tuned_xla_flags(os.environ.get("XLA_FLAGS", "")))
+    argv = [sys.executable, "-m", "benchmarks.train_throughput", "--tuned-child", name] + (["--quick"] if quick else [])
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"tuned child for {name} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def thread_info() -> dict:
     import torch
 
@@ -309,6 +343,26 @@ def to_markdown(result: dict, command: str) -> str:
             f"**{r['ratio_ours_over_torch']:.2f}x** | {g(v, 'ours_augment')} | {g(v, 'ours_gaussian_noise')} | "
             f"{g(v, 'ours_fog')} | {g(v, 'ours_bf16')} | {g(v, 'ours_xla_conv')} | {v['ours']['first_s']:.1f} | "
             f"{_fmt_cores(r.get('other_processes_cpu_cores'))} |")
+    tuned = {n: r["tuned"] for n, r in result["cases"].items() if "tuned" in r}
+    if tuned:
+        lines += ["", f"**Tuned** (`rws_jax.apply_cpu_tuning()`, which `rws-jax` applies at start-up): a child "
+                  f"process started with `XLA_FLAGS={result.get('tuned_xla_flags')}` times torch and ours again, "
+                  "interleaved in that process; `ours bf16` adds `compute_dtype='bfloat16'` (float32 "
+                  "parameters and optimizer, bf16 activations) against the same float32 torch loop.", "",
+                  "| model | torch img/s | ours tuned img/s | **ours tuned / torch** | ours bf16 tuned img/s | "
+                  "ours bf16 tuned / torch | other CPU |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for name, t in tuned.items():
+            v = t["variants"]
+            lines.append(f"| {name} | {g(v, 'torch')} | {g(v, 'ours')} | **{t['ratio_ours_over_torch']:.2f}x** | "
+                         f"{g(v, 'ours_bf16')} | "
+                         f"{(str(t['ratio_bf16_over_torch']) + 'x') if 'ratio_bf16_over_torch' in t else '–'} | "
+                         f"{_fmt_cores(t.get('other_processes_cpu_cores'))} |")
+    goals = result.get("goals") or {}
+    if goals:
+        lines += ["", "| goal (issue 30) | target | measured (tuned, float32) | status |", "|---|---:|---:|---|"]
+        for name, gl in goals.items():
+            lines.append(f"| ours / torch, {name} | ≥ {gl['target']:.1f}x | {gl['measured']:.2f}x | "
+                         f"{'met' if gl['met'] else '**missed**'} |")
     lines += ["", "Medians and min/max step times per variant are in `train_throughput.json`.", ""]
     notes = result.get("notes")
     if notes:
@@ -318,11 +372,19 @@ def to_markdown(result: dict, command: str) -> str:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="directory for train_throughput.json/.md")
+    p.add_argument("--out", help="directory for train_throughput.json/.md (required)")
     p.add_argument("--quick", action="store_true", help="VGG-16 width 1/8, batch 16, 2 repeats (seconds)")
     p.add_argument("--docs", default=None, help="also write the Markdown to this path")
     p.add_argument("--only", default=None, help="comma-separated case names to run (default: all)")
+    p.add_argument("--no-tuned", action="store_true", help="skip the tuned-XLA_FLAGS child runs")
+    p.add_argument("--tuned-child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.tuned_child:
+        case = next(c for c in cases(args.quick) if c["name"] == args.tuned_child)
+        print(json.dumps(measure_tuned_case(case)))
+        return {}
+    if not args.out:
+        p.error("--out is required")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = "python -m benchmarks.train_throughput " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -341,7 +403,16 @@ def main(argv=None) -> dict:
         result["cases"][case["name"]] = r = measure_case(case)
         print(f"[train_throughput]   ours {r['variants']['ours']['images_per_s']} img/s, torch "
               f"{r['variants']['torch']['images_per_s']} img/s, ratio {r['ratio_ours_over_torch']}", flush=True)
+        if not args.no_tuned:
+            r["tuned"] = run_tuned_child(case["name"], args.quick)
+            print(f"[train_throughput]   tuned: ratio {r['tuned']['ratio_ours_over_torch']}", flush=True)
     result["wall_s"] = time.perf_counter() - t0
+    result["tuned_xla_flags"] = next((r["tuned"]["xla_flags"] for r in result["cases"].values() if "tuned" in r), None)
+    goals = {} if args.quick else {"vgg16_w0.125": 1.0, "resnet20": 0.8}
+    result["goals"] = {n: {"target": g, "measured": r["tuned"]["ratio_ours_over_torch"],
+                           "met": r["tuned"]["ratio_ours_over_torch"] >= g}
+                       for n, r in result["cases"].items() if n in goals and "tuned" in r
+                       for g in [goals[n]]}
     below = [n for n, r in result["cases"].items() if r["ratio_ours_over_torch"] < 1.0]
     busy_now = [n for n, r in result["cases"].items() if (r.get("other_processes_cpu_cores") or 0) > 0.25]
     caveat = " (but see the next note)" if busy_now else ""

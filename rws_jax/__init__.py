@@ -90,6 +90,9 @@ from rws_jax.linear_path import PathResult, barrier, evaluate_path, interpolate
 # How good a θ_init is: a linear probe of its frozen penultimate features.
 from rws_jax.linear_probe import ProbeResult, fit_probe, linear_probe, penultimate_features
 
+# Training speed on CPUs: XLA:CPU flags, applied before the first JAX computation.
+from rws_jax.cpu_tuning import apply_cpu_tuning, tuned_xla_flags
+
 # Files: signatures, variables and model checkpoints on disk.
 from rws_jax.files import (
     bytes_on_disk,
@@ -204,6 +207,9 @@ __all__ = (
     "fit_probe",
     "linear_probe",
     "penultimate_features",
+    # Training speed on CPUs (XLA flags; set before the first JAX computation)
+    "apply_cpu_tuning",
+    "tuned_xla_flags",
     # Files
     "bytes_on_disk",
     "load_model",

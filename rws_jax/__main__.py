@@ -1,5 +1,5 @@
 import sys
 
-from rws_jax.cli import main
+from rws_jax.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

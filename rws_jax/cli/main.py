@@ -13,6 +13,10 @@ The top level is the user's tasks::
     rws-jax import-torch FILE --model NAME --out DIR
     rws-jax presets | corruption-grid
 
+As a program (``rws-jax``, ``python -m rws_jax``) it first sets the XLA:CPU flags of
+:mod:`rws_jax.cpu_tuning` (faster training on CPUs); ``--xla-defaults`` anywhere on the line
+keeps XLA's defaults.
+
 Every pipeline command takes ``--preset NAME`` or ``--config FILE`` (YAML or Python),
 ``--set key=value`` overrides and ``--out DIR`` (the run directory; default
 ``results/<preset>``). Stages cache their outputs in the run directory, so rerunning a
@@ -30,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 import rws_jax as rws
+from rws_jax.cpu_tuning import apply_cpu_tuning
 from rws_jax.data import DatasetNotFoundError
 from rws_jax.errors import OutputExistsError, RWSError, one_line
 from rws_jax.corruptions import grid
@@ -351,5 +356,21 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
+XLA_DEFAULTS_OPTION = "--xla-defaults"
+
+
+def entry(argv: list[str] | None = None) -> int:
+    """The program entry point (``rws-jax``, ``python -m rws_jax``): applies
+    :func:`rws_jax.cpu_tuning.apply_cpu_tuning` to this process's ``XLA_FLAGS`` before any JAX
+    work, unless ``--xla-defaults`` is given (anywhere on the line; it is then removed), then
+    runs :func:`main`. :func:`main` itself never touches the environment."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if XLA_DEFAULTS_OPTION in argv:
+        argv = [a for a in argv if a != XLA_DEFAULTS_OPTION]
+    else:
+        apply_cpu_tuning()
+    return main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())
