@@ -140,7 +140,7 @@ def test_training_killed_after_checkpoint_resumes_to_same_result(tmp_path):
     straight, hist2 = fit(Tiny(), TRAIN, VAL, CFG, progress=False)
     chex.assert_trees_all_equal(jax.device_get(resumed), jax.device_get(straight))  # bit for bit
     assert hist["finished"] and hist["epoch"] == list(range(1, CFG.epochs + 1))
-    assert hist == hist2
+    assert {**hist, 'epoch_seconds': None} == {**hist2, 'epoch_seconds': None}  # wall times differ
 
 
 @pytest.mark.slow
@@ -161,4 +161,4 @@ def test_training_killed_between_best_and_state_checkpoints(tmp_path):
     resumed, hist = fit(Tiny(), TRAIN, VAL, cfg, workdir=str(wd), progress=False)
     straight, hist2 = fit(Tiny(), TRAIN, VAL, cfg, progress=False)
     chex.assert_trees_all_equal(jax.device_get(resumed), jax.device_get(straight))
-    assert hist == hist2
+    assert {**hist, 'epoch_seconds': None} == {**hist2, 'epoch_seconds': None}  # wall times differ

@@ -81,7 +81,7 @@ SCRIPT = textwrap.dedent(r"""
         np.testing.assert_array_equal(np.asarray(b["image"]), h["image"])
     best0, hist0 = fit(Tiny(), (images[:96], labels[:96]), (images[96:], labels[96:]), cfg.replace(prefetch=0),
                        progress=False)
-    assert hist0 == hist
+    assert {**hist0, 'epoch_seconds': None} == {**hist, 'epoch_seconds': None}  # wall times differ
     for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(best0)), jax.tree_util.tree_leaves(jax.device_get(best))):
         np.testing.assert_array_equal(a, b)
     # bf16 compute, data parallel: float32 weights come back, replicated.

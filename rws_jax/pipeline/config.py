@@ -121,6 +121,9 @@ class PipelineConfig:
     # accuracy barriers on the straight lines θ_std seed 0 ↔ seed 1 and θ_std ↔ θ_rob,c,
     # measured at ``premise_points`` evenly spaced points (metrics/premise.json).
     premise: bool = True
+    # The seed half of the premise (a second θ_std, the θ_std seed 0 ↔ 1 barrier and claim 1's
+    # seed-noise floor); off only where a design names it as a cut (the regime map).
+    premise_seeds: bool = True
     premise_points: int = 11
     seed: int = 0
     # Seed of the fine-tuning runs (θ_std, θ_rob,c, mixture, transfer models); None = seed.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +21,7 @@ from rws_jax.data import ROTATIONS, ArraySplit, fractals, restrict_classes, rota
 from rws_jax.errors import RWSError
 from rws_jax.models import from_torch_state_dict, get_model, load_torch_checkpoint, with_fresh_head
 from rws_jax.pipeline.config import PipelineConfig, run_config_from_file
+from rws_jax.pipeline.metrics_files import read_metrics, write_metrics
 from rws_jax.pipeline.presets import SEEDS
 from rws_jax.pipeline.run_data import RunData
 from rws_jax.pipeline.run_dir import ConfigMismatchError, open_run_dir, run_path
@@ -100,11 +102,27 @@ class ModelStore:
         variables, history = fit(self.model if model is None else model, train, val, tc, init_variables=init,
                                  workdir=str(run_path(self.dir, "checkpoints", name)), progress=self.progress)
         done_file.write_text(json.dumps({"best_epoch": history.get("best_epoch")}))
+        self._record_training_time(name, history, len(train.labels), tc.batch_size)
         if not done:
             self.log(f"  trained {name}: best val acc {history.get('best_val_accuracy'):.4f} "
                      f"(epoch {history.get('best_epoch')}) in {time.time() - t0:.0f}s")
         self._trained[name] = variables
         return variables
+
+    def _record_training_time(self, name: str, history: dict, examples: int, batch_size: int) -> None:
+        """``metrics/training_time.json``: per trained model, the wall seconds of each epoch's
+        training steps (``fit``'s ``epoch_seconds``; epochs trained in earlier sessions keep
+        theirs), the median of the epochs after the first (whose time includes compiling the
+        step; the only epoch's time when there is one), the examples and the XLA flags."""
+        seconds = [float(t) for t in history.get("epoch_seconds") or []]
+        record = read_metrics(self.dir, "training_time") or {}
+        if not seconds or record.get(name, {}).get("epoch_seconds") == seconds:
+            return
+        steady = sorted(seconds[1:] or seconds)
+        record[name] = {"epochs": len(seconds), "epoch_seconds": seconds,
+                        "median_epoch_seconds": steady[len(steady) // 2], "examples": int(examples),
+                        "batch_size": int(batch_size), "xla_flags": os.environ.get("XLA_FLAGS", "")}
+        write_metrics(self.dir, "training_time", record)
 
     # ------------------------------------------------------------------ θ_init
     @property

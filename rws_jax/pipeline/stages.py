@@ -162,7 +162,7 @@ def weight_statistics(cfg: PipelineConfig, models: ModelStore, signatures: Signa
     change = {"units": order, "standard_vs_init": _ordered(rws.relative_change(models.theta_init, std), order)}
     for c in cfg.corruptions:
         change[c] = _ordered(rws.relative_change(std, models.robust(c)), order)
-    if cfg.premise:  # claim 1's seed-noise floor: the same measure between the θ_std seeds
+    if cfg.premise and cfg.premise_seeds:  # claim 1's seed-noise floor: the same measure between the θ_std seeds
         change["standard_seeds"] = _ordered(rws.relative_change(std, models.standard(1)), order)
     sigs = {f"{cfg.dataset}:{c}" + (f" (seed {r + 1})" if cfg.robust_replicates > 1 else ""):
             signatures.signature(c, replicate=r) for c in cfg.corruptions for r in range(cfg.robust_replicates)}
@@ -409,7 +409,7 @@ def _write(run: Run, metrics: dict[str, Any]) -> None:
 
 def _premise(run: Run, measure: Callable[..., dict], key: str) -> dict | None:
     """Runs one half of the premise measurement unless metrics/premise.json has it."""
-    if not run.cfg.premise:
+    if not run.cfg.premise or (key == "standard_seeds" and not run.cfg.premise_seeds):
         return None
     record = read_metrics(run.dir, "premise") or {}
     if key not in record or (key == "robust" and set(record[key]) != set(run.cfg.corruptions)):
@@ -426,7 +426,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("probe-init", "θ_init's linear probe (frozen penultimate features) beside a random network's",
           lambda run: _write(run, {"probe": probe_init(run.cfg, run.models, run.data)}), "linear probe of θ_init"),
     Stage("finetune-standard", "fine-tune θ_std from θ_init on clean data (two seeds when the premise is measured)",
-          lambda run: finetune_standard(run.models, seeds=2 if run.cfg.premise else 1), "θ_std"),
+          lambda run: finetune_standard(run.models, seeds=2 if run.cfg.premise and run.cfg.premise_seeds else 1),
+          "θ_std"),
     Stage("premise-standard", "the accuracy barrier on the straight line between the two θ_std seeds",
           lambda run: _premise(run, premise_between_seeds, "standard_seeds"), "θ_std seed 0 ↔ seed 1"),
     Stage("finetune-robust", "fine-tune θ_rob,c from θ_init on corrupted data (and the mixture model)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import warnings
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -124,7 +125,8 @@ def load_best_variables(workdir: str, like_variables: dict) -> dict:
 # ----------------------------------------------------------------------------- fit
 def _new_history() -> Dict[str, Any]:
     return {"epoch": [], "lr": [], "train_loss": [], "train_accuracy": [], "val_loss": [],
-            "val_accuracy": [], "best_epoch": None, "best_val_accuracy": None, "finished": False}
+            "val_accuracy": [], "epoch_seconds": [], "best_epoch": None, "best_val_accuracy": None,
+            "finished": False}
 
 
 def _copy(tree):
@@ -263,6 +265,7 @@ def fit(model, split_train, split_val, config: TrainConfig, *, init_variables: O
         bar = tqdm(total=(stop - start_epoch) * spe, disable=disable, desc="fit", unit="step",
                    dynamic_ncols=True) if stop > start_epoch else None
         for epoch in range(start_epoch, stop):
+            t_epoch = time.perf_counter()
             perm = epoch_permutation(config.seed, epoch, n)
             sums = None
             host_batches = (_host_batch(images, labels, perm[i * bs:(i + 1) * bs]) for i in range(spe))
@@ -273,7 +276,8 @@ def fit(model, split_train, split_val, config: TrainConfig, *, init_variables: O
                     bar.update(1)
                     if not disable and (i % 20 == 0 or i == spe - 1):
                         bar.set_postfix(epoch=epoch + 1, loss=f"{float(metrics['loss']):.3f}")
-            sums = jax.device_get(sums)
+            sums = jax.device_get(sums)  # waits for the epoch's last step
+            history.setdefault("epoch_seconds", []).append(round(time.perf_counter() - t_epoch, 3))
             lr = float(schedule(epoch * spe))
             history["epoch"].append(epoch + 1)
             history["lr"].append(lr)

@@ -1,0 +1,186 @@
+"""The study's fine-tuning epoch under XLA's defaults and the tuned flags, and how many
+fine-tuning epochs fit the study's 2.5 h budget.
+
+    python -m benchmarks.study_epoch --out DIR [--docs docs/study_epoch_cpu.md]
+
+1. **Per-image time of the study's fine-tuning.** For each network of the ``reproduce``
+   study (VGG-16 width 1/8, ResNet-20), ``fit`` runs 2 epochs of the study's own fine-tuning
+   ``TrainConfig`` (the reference recipe, batch 128, crop + flip, grayscale normalisation) on
+   a slice of the study's fine-tuning half (6,400 images for VGG, 2,560 for ResNet-20), clean and with ``fog`` (the costliest
+   corruption of the study), in one child process with ``XLA_FLAGS`` unset and one with
+   :func:`rws_jax.tuned_xla_flags`; the second epoch's ``epoch_seconds`` (no compilation) /
+   images is the time per image. The ratio default / tuned is the speed-up.
+2. **The study's fine-tuning per epoch.** Image-epochs of one fine-tuning epoch of the whole
+   study, counted from its presets: per run, the models trained with the ``finetune`` recipe
+   (θ_std and the premise's second θ_std, θ_rob,c per corruption and replicate, the mixture
+   model, the updated backbone's θ_std, the transfer models where the transfer recipe is the
+   fine-tuning recipe) x the run's fine-tuning examples; x the per-image time (mean of clean
+   and fog) of the run's network.
+3. **Epochs that fit.** The rest of the study (pre-training, evaluation, signatures, reports)
+   does not scale with the fine-tuning epochs. It is estimated as the committed study's
+   measured wall time (``docs/reproduce/metrics/timing.json``, ``FINETUNE_EPOCHS`` epochs,
+   one θ_std per run) minus its fine-tuning at the default per-image time measured here
+   (an estimate: that study ran on another machine of the same 2-core size). Epochs that fit
+   = floor((budget - rest) / (fine-tuning seconds per epoch at the tuned speed)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BUDGET_S = 2.5 * 3600
+SLICE = {"vgg16": 6400, "resnet20": 2560}  # images per epoch of the timing fit (50 and 20 steps)
+NETWORKS = ("vgg16", "resnet20")
+
+
+def _child(network: str) -> dict:
+    from rws_jax.data import ArraySplit
+    from rws_jax.pipeline import STUDIES
+    from rws_jax.pipeline.model_store import train_config
+    from rws_jax.pipeline.run_data import RunData
+    from rws_jax.models import get_model
+    from rws_jax.training import fit
+
+    study = STUDIES["reproduce"]
+    name = "vgg16_seed0" if network == "vgg16" else "resnet20"
+    cfg = study.config(name)
+    fine = RunData(cfg, log=lambda *_: None).halves[1]
+    k = SLICE[network]
+    part = ArraySplit(fine.images[:k], fine.labels[:k])
+    model = get_model(cfg.model, 10, **cfg.model_kwargs)
+    out = {"xla_flags": os.environ.get("XLA_FLAGS", ""), "images": k}
+    for corruption in (None, "fog"):
+        tc = train_config(cfg, "finetune", corruption=corruption).replace(epochs=2, eval_every=100)
+        _, hist = fit(model, part, None, tc, progress=False)
+        out[corruption or "clean"] = {"epoch_seconds": hist["epoch_seconds"],
+                                      "seconds_per_image": hist["epoch_seconds"][1] / k}
+    return out
+
+
+def _run_child(network: str, flags: str | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if flags:
+        env["XLA_FLAGS"] = flags
+    done = subprocess.run([sys.executable, "-m", "benchmarks.study_epoch", "--child", network], env=env,
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"study_epoch child {network} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def finetune_image_epochs(premise: bool = True) -> dict:
+    """Per run of the reproduce study: (network, image-epochs of one fine-tuning epoch)."""
+    from rws_jax.pipeline import STUDIES
+    from rws_jax.pipeline.run_data import RunData
+
+    study = STUDIES["reproduce"]
+    out = {}
+    for name, _ in study.runs:
+        cfg = study.config(name)
+        data = RunData(cfg, log=lambda *_: None)
+        n_fine = len(data.halves[1].labels)
+        models = ((2 if premise and cfg.premise else 1) + len(cfg.corruptions) * cfg.robust_replicates
+                  + int(bool(cfg.mixture)) + int(bool(cfg.update_backbone_epochs)))
+        images = models * n_fine
+        if cfg.transfer_dataset is not None and dict(cfg.transfer_finetune) == dict(cfg.finetune):
+            images += (1 + len(cfg.corruptions)) * len(data.transfer.train.labels)
+        out[name] = {"network": cfg.model, "models": models, "finetune_examples": n_fine,
+                     "image_epochs": images}
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", help="directory for study_epoch.json/.md")
+    p.add_argument("--docs", default=None, help="also write the Markdown (and .json beside it) here")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(_child(args.child)))
+        return {}
+    if not args.out:
+        p.error("--out is required")
+    from benchmarks.common import loadavg, machine_info
+    from rws_jax.cpu_tuning import tuned_xla_flags
+    from rws_jax.pipeline.presets import FINETUNE_EPOCHS
+
+    command = "python -m benchmarks.study_epoch " + " ".join(argv if argv is not None else sys.argv[1:])
+    t0 = time.perf_counter()
+    tuned = tuned_xla_flags("")
+    res: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_info(),
+                 "loadavg_start": loadavg(), "tuned_flags": tuned, "networks": {}}
+    for net in NETWORKS:
+        d, t = _run_child(net, None), _run_child(net, tuned)
+        res["networks"][net] = {"default": d, "tuned": t,
+                                "seconds_per_image_default": (d["clean"]["seconds_per_image"]
+                                                              + d["fog"]["seconds_per_image"]) / 2,
+                                "seconds_per_image_tuned": (t["clean"]["seconds_per_image"]
+                                                            + t["fog"]["seconds_per_image"]) / 2}
+        n = res["networks"][net]
+        n["speedup"] = n["seconds_per_image_default"] / n["seconds_per_image_tuned"]
+    runs_now = finetune_image_epochs(premise=True)
+    runs_then = finetune_image_epochs(premise=False)
+    spi = {net: (v["seconds_per_image_default"], v["seconds_per_image_tuned"]) for net, v in res["networks"].items()}
+    epoch_default = sum(r["image_epochs"] * spi[r["network"]][0] for r in runs_now.values())
+    epoch_tuned = sum(r["image_epochs"] * spi[r["network"]][1] for r in runs_now.values())
+    timing = json.loads(Path("docs/reproduce/metrics/timing.json").read_text())
+    committed_s = sum(v["seconds"] for v in timing.values())
+    committed_finetune_s = FINETUNE_EPOCHS * sum(r["image_epochs"] * spi[r["network"]][0]
+                                                 for r in runs_then.values())
+    rest = max(0.0, committed_s - committed_finetune_s)
+    res.update(runs=runs_now, finetune_epoch_s_default=epoch_default, finetune_epoch_s_tuned=epoch_tuned,
+               committed_study_s=committed_s, committed_finetune_s_estimate=committed_finetune_s,
+               rest_s_estimate=rest, budget_s=BUDGET_S, finetune_epochs_now=FINETUNE_EPOCHS,
+               epochs_fit_default=math.floor((BUDGET_S - rest) / epoch_default),
+               epochs_fit_tuned=math.floor((BUDGET_S - rest) / epoch_tuned),
+               wall_s=time.perf_counter() - t0, loadavg_end=loadavg())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study_epoch.json").write_text(json.dumps(res, indent=2))
+    md = to_markdown(res, command)
+    (out / "study_epoch.md").write_text(md)
+    if args.docs:
+        Path(args.docs).write_text(md)
+        Path(args.docs).with_suffix(".json").write_text(json.dumps(res, indent=2))
+    print(md)
+    return res
+
+
+def to_markdown(r: dict, command: str) -> str:
+    m = r["machine"]
+    lines = ["# The study's fine-tuning epoch, default vs. tuned XLA flags", "",
+             f"Written by `{command}` on {r['date']} (wall time {r['wall_s']:.0f} s). Machine: "
+             f"{m.get('cpu_model', m.get('processor'))}, {os.cpu_count()} cores, jax {m['jax']}; load average "
+             f"{r['loadavg_start']} at the start, {r['loadavg_end']} at the end. Tuned: `XLA_FLAGS={r['tuned_flags']}`. "
+             "Method: the docstring of `benchmarks/study_epoch.py`.", "",
+             "| network | clean ms/image default | tuned | fog ms/image default | tuned | speed-up (mean) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for net, v in r["networks"].items():
+        d, t = v["default"], v["tuned"]
+        lines.append(f"| {net} | {1000 * d['clean']['seconds_per_image']:.3f} | "
+                     f"{1000 * t['clean']['seconds_per_image']:.3f} | {1000 * d['fog']['seconds_per_image']:.3f} | "
+                     f"{1000 * t['fog']['seconds_per_image']:.3f} | **{v['speedup']:.2f}x** |")
+    lines += ["", "| run | network | models fine-tuned | examples | image-epochs per epoch |", "|---|---|---:|---:|---:|"]
+    for name, v in r["runs"].items():
+        lines.append(f"| {name} | {v['network']} | {v['models']} | {v['finetune_examples']:,} | {v['image_epochs']:,} |")
+    lines += ["",
+              f"One fine-tuning epoch of the whole study: **{r['finetune_epoch_s_default'] / 60:.1f} min** at XLA's "
+              f"defaults, **{r['finetune_epoch_s_tuned'] / 60:.1f} min** tuned. The committed study "
+              f"({r['finetune_epochs_now']} epochs, one θ_std per run) took {r['committed_study_s'] / 60:.0f} min, "
+              f"of which fine-tuning ≈ {r['committed_finetune_s_estimate'] / 60:.0f} min at this machine's default "
+              f"speed, leaving ≈ {r['rest_s_estimate'] / 60:.0f} min that does not scale with the epochs "
+              "(an estimate across machines).", "",
+              f"Fine-tuning epochs that fit the {r['budget_s'] / 3600:.1f} h budget: **{r['epochs_fit_tuned']}** tuned "
+              f"({r['epochs_fit_default']} at XLA's defaults; the study now runs {r['finetune_epochs_now']}).", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
