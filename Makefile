@@ -8,7 +8,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PRESET ?= offline
 OUT    ?= results/$(PRESET)
 
-.PHONY: venv venv-all data demo typecheck test test-all test-fast test-count bench bench-quick bench-docs bench-train grid reproduce reproduce-docs clean
+.PHONY: regime regime-docs venv venv-all data demo typecheck test test-all test-fast test-count bench bench-quick bench-docs bench-train grid reproduce reproduce-docs clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,14 @@ reproduce: venv data
 reproduce-docs: reproduce
 	$(PY) -m rws_jax report --preset reproduce --out results/reproduce --export docs/reproduce
 	$(PY) -m rws_jax report --preset reproduce --out docs/reproduce --summary --splice README.md
+
+# The regime map (resumable, planned for <= 2 h on 2 CPU cores): results/regime/report.md
+regime: venv data
+	$(PY) -m rws_jax regime --out results/regime
+
+# ... committed: docs/regime/ (report, figure, regime.json)
+regime-docs: regime
+	$(PY) -m rws_jax regime --out results/regime --report-only --export docs/regime
 
 # Static types: mypy over rws_jax/ (configured in pyproject.toml's [tool.mypy]); `make test`
 # (so CI) runs it first. Seconds: mypy keeps its results in .mypy_cache between runs.

@@ -7,9 +7,10 @@ fine-tuning epochs fit the study's 2.5 h budget.
    study (VGG-16 width 1/8, ResNet-20), ``fit`` runs 2 epochs of the study's own fine-tuning
    ``TrainConfig`` (the reference recipe, batch 128, crop + flip, grayscale normalisation) on
    a slice of the study's fine-tuning half (6,400 images for VGG, 2,560 for ResNet-20), clean and with ``fog`` (the costliest
-   corruption of the study), in one child process with ``XLA_FLAGS`` unset and one with
+   corruption of the study), then times a forward-only evaluation pass, in one child process with ``XLA_FLAGS`` unset and one with
    :func:`rws_jax.tuned_xla_flags`; the second epoch's ``epoch_seconds`` (no compilation) /
-   images is the time per image. The ratio default / tuned is the speed-up.
+   images is the time per image. The ratio default / tuned is the speed-up. VGG-16 at widths
+   1/4 and 1/2 (the regime map's width axis) are timed the same way.
 2. **The study's fine-tuning per epoch.** Image-epochs of one fine-tuning epoch of the whole
    study, counted from its presets: per run, the models trained with the ``finetune`` recipe
    (θ_std and the premise's second θ_std, θ_rob,c per corruption and replicate, the mixture
@@ -36,8 +37,10 @@ import time
 from pathlib import Path
 
 BUDGET_S = 2.5 * 3600
-SLICE = {"vgg16": 6400, "resnet20": 2560}  # images per epoch of the timing fit (50 and 20 steps)
-NETWORKS = ("vgg16", "resnet20")
+# images per epoch of the timing fit (50, 20 and 10 steps)
+SLICE = {"vgg16": 6400, "resnet20": 2560, "vgg16_w0.25": 2560, "vgg16_w0.5": 1280}
+NETWORKS = ("vgg16", "resnet20", "vgg16_w0.25", "vgg16_w0.5")
+WIDTHS = {"vgg16_w0.25": 0.25, "vgg16_w0.5": 0.5}  # the regime map's width axis (the study's is 1/8)
 
 
 def _child(network: str) -> dict:
@@ -46,11 +49,13 @@ def _child(network: str) -> dict:
     from rws_jax.pipeline.model_store import train_config
     from rws_jax.pipeline.run_data import RunData
     from rws_jax.models import get_model
-    from rws_jax.training import fit
+    from rws_jax.training import evaluate, fit
 
     study = STUDIES["reproduce"]
-    name = "vgg16_seed0" if network == "vgg16" else "resnet20"
+    name = "resnet20" if network == "resnet20" else "vgg16_seed0"
     cfg = study.config(name)
+    if network in WIDTHS:
+        cfg = cfg.replace(model_kwargs={**cfg.model_kwargs, "width": WIDTHS[network]})
     fine = RunData(cfg, log=lambda *_: None).halves[1]
     k = SLICE[network]
     part = ArraySplit(fine.images[:k], fine.labels[:k])
@@ -58,9 +63,15 @@ def _child(network: str) -> dict:
     out = {"xla_flags": os.environ.get("XLA_FLAGS", ""), "images": k}
     for corruption in (None, "fog"):
         tc = train_config(cfg, "finetune", corruption=corruption).replace(epochs=2, eval_every=100)
-        _, hist = fit(model, part, None, tc, progress=False)
+        variables, hist = fit(model, part, None, tc, progress=False)
         out[corruption or "clean"] = {"epoch_seconds": hist["epoch_seconds"],
                                       "seconds_per_image": hist["epoch_seconds"][1] / k}
+    # evaluation (forward only, batch cfg.eval_batch_size): the second pass, compiled
+    test = ArraySplit(fine.images[:2 * k], fine.labels[:2 * k])
+    evaluate(variables, model.apply, test, cfg.eval_batch_size)
+    t0 = time.perf_counter()
+    evaluate(variables, model.apply, test, cfg.eval_batch_size)
+    out["eval_seconds_per_image"] = (time.perf_counter() - t0) / (2 * k)
     return out
 
 
@@ -160,13 +171,14 @@ def to_markdown(r: dict, command: str) -> str:
              f"{m.get('cpu_model', m.get('processor'))}, {os.cpu_count()} cores, jax {m['jax']}; load average "
              f"{r['loadavg_start']} at the start, {r['loadavg_end']} at the end. Tuned: `XLA_FLAGS={r['tuned_flags']}`. "
              "Method: the docstring of `benchmarks/study_epoch.py`.", "",
-             "| network | clean ms/image default | tuned | fog ms/image default | tuned | speed-up (mean) |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| network | clean ms/image default | tuned | fog ms/image default | tuned | speed-up (mean) | "
+             "eval ms/image tuned |", "|---|---:|---:|---:|---:|---:|---:|"]
     for net, v in r["networks"].items():
         d, t = v["default"], v["tuned"]
         lines.append(f"| {net} | {1000 * d['clean']['seconds_per_image']:.3f} | "
                      f"{1000 * t['clean']['seconds_per_image']:.3f} | {1000 * d['fog']['seconds_per_image']:.3f} | "
-                     f"{1000 * t['fog']['seconds_per_image']:.3f} | **{v['speedup']:.2f}x** |")
+                     f"{1000 * t['fog']['seconds_per_image']:.3f} | **{v['speedup']:.2f}x** | "
+                     f"{1000 * t['eval_seconds_per_image']:.3f} |")
     lines += ["", "| run | network | models fine-tuned | examples | image-epochs per epoch |", "|---|---|---:|---:|---:|"]
     for name, v in r["runs"].items():
         lines.append(f"| {name} | {v['network']} | {v['models']} | {v['finetune_examples']:,} | {v['image_epochs']:,} |")

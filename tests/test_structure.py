@@ -16,7 +16,8 @@ PKG = Path(rws_jax.__file__).parent
 MODULES = sorted(PKG.rglob("*.py"))
 
 # Reporting modules: they read metrics files (through RunMetrics / metrics_files) and nothing else.
-REPORTS = ("report", "study_report", "autopatch_report", "tables", "claims", "claims_before", "run_metrics",
+REPORTS = ("report", "study_report", "autopatch_report", "regime_report", "tables", "claims", "claims_before",
+           "run_metrics",
            "autopatch_targets",
            "metrics_files", "markdown_blocks")
 # What a report may not import: the computing side of the pipeline and the training code.

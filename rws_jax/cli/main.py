@@ -6,6 +6,7 @@ The top level is the user's tasks::
     rws-jax demo       (an alias of `run`; the offline preset is the default of both)
     rws-jax reproduce  (an alias of `run --preset reproduce`, with --only RUN)
     rws-jax report     [--summary [--splice FILE]] [--export DIR]
+    rws-jax regime     the regime map (--plan, --only CELL, --export DIR, --tiny)
     rws-jax autopatch  evaluate auto-patching on a run
     rws-jax evaluate-patch --signature fog ...  patch a run's model and evaluate it
     rws-jax stage NAME  one stage of the pipeline (`rws-jax stage --help` lists them)
@@ -40,7 +41,7 @@ from rws_jax.errors import OutputExistsError, RWSError, one_line
 from rws_jax.corruptions import grid
 from rws_jax.models import TorchImportError, from_torch_state_dict, model_family, torch_load
 from rws_jax.pipeline import STUDIES, PRESETS, ConfigMismatchError, Run, RunMetrics, load_config, run_all, run_study
-from rws_jax.pipeline import autopatch_eval, autopatch_report, report, stages, study_report
+from rws_jax.pipeline import autopatch_eval, autopatch_report, regime, regime_report, report, stages, study_report
 from rws_jax.pipeline.metrics_files import read_metrics
 from rws_jax.pipeline.patch_check import patch_and_evaluate
 from rws_jax.pipeline.stages import STAGES
@@ -114,6 +115,29 @@ def _cmd_run(args) -> int:
 def _cmd_reproduce(args) -> int:
     args.preset, args.config, args.overrides, args.force_config = "reproduce", None, [], False
     return _cmd_run(args)
+
+
+def _cmd_regime(args) -> int:
+    out = Path(args.out or ("results/regime_tiny" if args.tiny else "results/regime"))
+    plan = regime.tiny_plan() if args.tiny else regime.plan_regime(regime.load_costs(args.costs), regime.regime_sizes())
+    if args.plan:
+        for cell in plan.cells:
+            ft = cell.fields["finetune"]
+            print(f"{cell.name:24s} width {cell.width:<6g} epochs {ft['epochs']:<3} lr {ft['lr']:<7g} "
+                  f"wd {ft['weight_decay']:.4g}  init_from {cell.fields.get('init_from')}")
+        print(f"corruptions {', '.join(plan.corruptions)}; estimated {plan.estimate_s / 60:.0f} min of "
+              f"{plan.budget_s / 60:.0f}; cut: {'; '.join(plan.cut) or 'nothing'}")
+        return 0
+    if not args.report_only:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "command.txt").write_text(_command_line())
+        regime.run_regime(plan, out, progress=not args.quiet, only=args.only)
+    else:
+        regime.collect_rows(plan, out)
+    print(regime_report.write_regime_report(out, command=_command_line().strip()))
+    if args.export:
+        print(regime_report.export_regime(out, args.export))
+    return 0
 
 
 def _cmd_stage(args) -> int:
@@ -282,6 +306,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only this run of the study (repeatable), e.g. vgg16_seed0")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(fn=_cmd_reproduce)
+    p = sub.add_parser("regime", help="the regime map: θ_init kinds x fine-tuning recipes (+ weight decay, widths), "
+                       "one row per cell (resumable; <= 2 h on 2 CPU cores), then its report")
+    p.add_argument("--out", default=None, help="directory (default results/regime, or results/regime_tiny)")
+    p.add_argument("--only", action="append", default=None, metavar="CELL",
+                   help="only this cell (repeatable), e.g. rotation/current")
+    p.add_argument("--plan", action="store_true", help="print the plan (cells, epochs, cuts) and stop")
+    p.add_argument("--report-only", action="store_true", help="collect the rows written so far and write the report")
+    p.add_argument("--export", metavar="DIR", default=None, help="copy report, figure and regime.json to DIR")
+    p.add_argument("--tiny", action="store_true", help="the smoke-test map (two cells, a few hundred images)")
+    p.add_argument("--costs", default=None, help="per-image costs file (default docs/study_epoch_cpu.json)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(fn=_cmd_regime)
     p = sub.add_parser("report", help="write report.md and figures/ from the stored metrics")
     _add_run_args(p)
     p.add_argument("--summary", action="store_true",

@@ -1,0 +1,148 @@
+"""The regime map's report: reads ``<out>/metrics/regime.json`` (written by
+:func:`rws_jax.pipeline.regime.collect_rows`) and nothing else; writes ``report.md`` and
+``figures/regime.png``, and exports them with the metrics to a docs directory."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from rws_jax.pipeline.metrics_files import read_metrics, write_metrics  # noqa: E402
+from rws_jax.pipeline.tables import fixed, pct  # noqa: E402
+
+
+def _pp(x: Any) -> str:
+    return "–" if x is None else f"{100 * x:+.1f}"
+
+
+def _share(x: Any) -> str:
+    return "–" if x is None else f"{100 * x:.0f}%"
+
+
+def _met(v: dict, threshold: float) -> bool | None:
+    ta, ra = v.get("barrier_ta"), v.get("barrier_ra")
+    if ta is None or ra is None:
+        return None
+    return max(float(ta), float(ra)) < threshold
+
+
+def points(data: dict) -> list[dict]:
+    """One point per cell and corruption: the row's fields with the cell's beside them."""
+    out = []
+    for row in data["rows"]:
+        for c, v in row["corruptions"].items():
+            out.append({**{k: row[k] for k in ("cell", "init", "recipe", "width", "probe", "shrink")},
+                        "corruption": c, **v, "met": _met(v, data.get("threshold", 0.02))})
+    return out
+
+
+def regime_table(data: dict) -> list[str]:
+    lines = ["| cell | θ_init | recipe | width | probe (random) | shrink | corruption | barrier TA / RA pp | "
+             "‖a‖/‖θ_init‖ | cos(Δ,a) | TA std / rob / patched | RA std / rob / patched | gap closed α=0.5 / 1 | "
+             "TA cost vs std / rob pp |",
+             "|---|---|---|---:|---|---:|---|---|---:|---:|---|---|---|---|"]
+    for row in data["rows"]:
+        for c, v in row["corruptions"].items():
+            lines.append(
+                f"| {row['cell']} | {row['init']} | {row['recipe']} ({row['epochs']} ep, lr {row['lr']:g}, "
+                f"wd {row['weight_decay']:.3g}) | {row['width']:g} | {pct(row['probe'])} ({pct(row['probe_random'])}) | "
+                f"{fixed(row['shrink'])} | {c} | {_pp(v['barrier_ta'])} / {_pp(v['barrier_ra'])} | "
+                f"{fixed(v['clean_change'])} | {fixed(v['cos'])} | {pct(v['ta_standard'])} / {pct(v['ta_robust'])} / "
+                f"{pct(v['ta_patched'])} | {pct(v['ra_standard'])} / {pct(v['ra_robust'])} / {pct(v['ra_patched'])} | "
+                f"{_share(v['gap_closed_0.5'])} / {_share(v['gap_closed_1'])} | {_pp(v['ta_cost_vs_standard'])} / "
+                f"{_pp(v['ta_cost_vs_robust'])} |")
+    return lines
+
+
+def summary_sentence(data: dict) -> str:
+    """Where patching works, in numbers: the mean gap closed at α = 1 and TA cost, for the
+    points whose barriers are under the threshold and for the others."""
+    pts = points(data)
+    thr = data.get("threshold", 0.02)
+    parts = []
+    for label, sel in (("premise met", [p for p in pts if p["met"] is True]),
+                       ("premise not met", [p for p in pts if p["met"] is False])):
+        g = [p["gap_closed_1"] for p in sel if p["gap_closed_1"] is not None]
+        t = [p["ta_cost_vs_standard"] for p in sel if p["ta_cost_vs_standard"] is not None]
+        if sel and g:
+            parts.append(f"{label} (every barrier < {100 * thr:.0f} pp): {len(sel)} points, gap closed at α = 1 "
+                         f"{100 * sum(g) / len(g):.0f}% on average (range {100 * min(g):.0f}% to {100 * max(g):.0f}%), "
+                         f"TA cost vs θ_std {100 * sum(t) / len(t):+.1f} pp")
+        else:
+            parts.append(f"{label}: no point with a measurable RA gap" if sel else f"{label}: no point")
+    return "; ".join(parts) + "."
+
+
+def regime_figure(data: dict, path: Path) -> Path:
+    pts = [p for p in points(data) if p["gap_closed_1"] is not None]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    inits = sorted({p["init"] for p in pts})
+    colors = {k: plt.get_cmap("tab10")(i) for i, k in enumerate(inits)}
+    markers = {"gaussian_noise": "o", "defocus_blur": "s", "fog": "^"}
+    for (i, j), (x, y, xl, yl) in {
+        (0, 0): ("barrier_ra", "gap_closed_1", "RA_c barrier θ_std ↔ θ_rob,c (accuracy)", "RA gap closed at α = 1"),
+        (0, 1): ("clean_change", "gap_closed_1", "‖a‖ / ‖θ_init‖ (kept units)", "RA gap closed at α = 1"),
+        (1, 0): ("barrier_ta", "ta_cost_vs_standard", "TA barrier θ_std ↔ θ_rob,c (accuracy)", "TA cost vs θ_std"),
+        (1, 1): ("clean_change", "ta_cost_vs_standard", "‖a‖ / ‖θ_init‖ (kept units)", "TA cost vs θ_std"),
+    }.items():
+        ax = axes[i][j]
+        for p in pts:
+            if p.get(x) is None or p.get(y) is None:
+                continue
+            ax.scatter(p[x], p[y], color=colors[p["init"]], marker=markers.get(p["corruption"], "x"), s=36,
+                       alpha=0.85)
+        if x.startswith("barrier"):
+            ax.axvline(data.get("threshold", 0.02), color="grey", ls=":", lw=1)
+        ax.axhline(1.0 if y == "gap_closed_1" else 0.0, color="grey", ls="--", lw=0.8)
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+    handles = [plt.Line2D([], [], color=colors[k], marker="o", ls="", label=k) for k in inits]
+    handles += [plt.Line2D([], [], color="k", marker=m, ls="", label=c) for c, m in markers.items()]
+    fig.legend(handles=handles, loc="upper center", ncol=min(8, len(handles)), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_regime_report(out: str | Path, command: str | None = None) -> Path:
+    """``<out>/report.md`` and ``<out>/figures/regime.png`` from ``<out>/metrics/regime.json``."""
+    out = Path(out)
+    data = read_metrics(out, "regime")
+    if data is None:
+        raise FileNotFoundError(f"{out}/metrics/regime.json does not exist: run `rws-jax regime --out {out}` first")
+    plan = data["plan"]
+    lines = ["# When patching works: the regime map", ""]
+    if command:
+        lines += [f"Written by `{command}` from `metrics/regime.json`.", ""]
+    lines += [f"{len(data['rows'])} of {len(plan['cells'])} cells measured"
+              + (f"; not run yet: {', '.join(data['missing'])}" if data["missing"] else "") + ".", "",
+              f"Plan (`rws_jax.pipeline.regime.plan_regime`, fixed before the run): corruptions "
+              f"{', '.join(plan['corruptions'])}; the longest recipe {plan['long_epochs']} epochs; estimated "
+              f"{plan['estimate_s'] / 60:.0f} min of a {plan['budget_s'] / 60:.0f} min budget.", ""]
+    if plan["cut"]:
+        lines += ["Cut by the plan's rule: " + "; ".join(plan["cut"]) + ".", ""]
+    if data["rows"]:
+        lines += ["**" + summary_sentence(data) + "**", "", "![regime map](figures/regime.png)", ""]
+        regime_figure(data, out / "figures" / "regime.png")
+    lines += regime_table(data) + [""]
+    (out / "report.md").write_text("\n".join(lines))
+    return out / "report.md"
+
+
+def export_regime(out: str | Path, dest: str | Path) -> Path:
+    """Copies report.md, figures/ and metrics/regime.json (no checkpoints) to ``dest``."""
+    out, dest = Path(out), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(out / "report.md", dest / "report.md")
+    if (out / "figures").is_dir():
+        shutil.copytree(out / "figures", dest / "figures", dirs_exist_ok=True)
+    write_metrics(dest, "regime", read_metrics(out, "regime"))
+    return dest
