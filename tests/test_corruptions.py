@@ -576,6 +576,23 @@ def test_cpu_chunking_gives_the_per_image_results_of_one_vmap(monkeypatch):
     assert mixed.shape == x.shape
 
 
+def test_unchunked_pixelate_gives_the_chunked_results(monkeypatch):
+    """pixelate (in ``registry.UNCHUNKED``) runs a large CPU batch as one vmap: every
+    image equals what the chunked loop gives it, and what it gets alone."""
+    from rws_jax.corruptions import registry
+
+    assert "pixelate" in registry.UNCHUNKED
+    x = np.concatenate([BATCHES["rgb_u8"]] * 3)  # 12 images of 32x32x3
+    monkeypatch.setattr(registry, "CPU_CHUNK_VALUES", 5 * 32 * 32 * 3)  # chunks of 5 images
+    jax.clear_caches()
+    whole = np.asarray(corrupt(x, "pixelate", 3, KEY))
+    monkeypatch.setattr(registry, "UNCHUNKED", frozenset())
+    jax.clear_caches()
+    chunked = np.asarray(corrupt(x, "pixelate", 3, KEY))
+    np.testing.assert_array_equal(whole, chunked)
+    np.testing.assert_array_equal(whole[7], np.asarray(corrupt(x[7], "pixelate", 3, KEY)))
+
+
 # --------------------------------------------------------------------------
 # pixelate without gathers, spatter's histogram by scatter-add
 # (benchmarks/corruption.py times them against imagecorruptions at 224 px)
