@@ -30,7 +30,13 @@ many elements, one thread or one chunk per core, the faster is *the bound*):
   computed): what jit and the runtime cost per donated input/output buffer;
 - ``xla_one_array``: a jitted, donated ``a + s·b`` over one array of the same number of
   elements (:class:`benchmarks.bandwidth.DeviceBound`, here on the CPU): XLA's add with no
-  per-leaf cost, i.e. what the same bytes cost as a single buffer.
+  per-leaf cost, i.e. what the same bytes cost as a single buffer;
+- ``host_numpy_fresh`` (CPU only): the host path an ``rws.patch`` could take instead of
+  XLA: per patched leaf, ``np.add`` of the zero-copy numpy views of the leaf and its
+  delta into a fresh 64-byte-aligned numpy buffer, wrapped back as a jax array without a
+  copy (:func:`wrap_zero_copy`); bit-identical to the kernel for α = ±1. A fresh buffer
+  cannot be written in place, so it moves more bytes than the in-place bound (and is
+  page-faulted in when large): what that path would cost, measured, not taken.
 
 The profile (:func:`host_steps`) times, per tree, each step of a fast-path call in
 sequence inside a loop of calls: the signature list, the coefficients, flattening the
@@ -43,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import gc
 import statistics
 import sys
@@ -84,6 +91,37 @@ def _tree(case: dict) -> tuple[Any, list[str]]:
     if case["kind"] == "model_default":
         return variables, list(rws.first_k(7, order=model.unit_names).resolve(variables))
     return variables, floating_param_paths(variables)
+
+
+def aligned_empty(shape: tuple, dtype: Any, align: int = 64) -> np.ndarray:
+    """An uninitialised numpy array whose data starts on an ``align``-byte boundary (the
+    CPU client wraps such a buffer without a copy; numpy's own are only 16-aligned)."""
+    n, itemsize = _size_of(shape, dtype)
+    buf = np.empty(n + align // itemsize, dtype)
+    off = (-buf.ctypes.data) % align // itemsize
+    return buf[off:off + n].reshape(shape)
+
+
+@functools.lru_cache(maxsize=None)
+def _size_of(shape: tuple, dtype: Any) -> tuple[int, int]:
+    return int(np.prod(shape, dtype=np.int64)), np.dtype(dtype).itemsize
+
+
+def wrap_zero_copy(x: np.ndarray) -> jax.Array:
+    """``x`` as a jax array on the CPU device without a copy (the buffer stays ``x``'s):
+    jaxlib's batched device put, ~3 µs (``jax.device_put`` does the same in ~20-30 µs)."""
+    from jax._src.lib import xla_client as xc  # noqa: PLC0415
+
+    aval, sharding, dev = _wrap_args(x.shape, x.dtype)
+    return xc.batched_device_put(aval, sharding, [x], [dev], True)
+
+
+@functools.lru_cache(maxsize=None)
+def _wrap_args(shape: tuple, dtype: Any) -> tuple:
+    from jax._src import core  # noqa: PLC0415
+
+    dev = jax.devices("cpu")[0]
+    return core.ShapedArray(shape, dtype), jax.sharding.SingleDeviceSharding(dev), dev
 
 
 def _median_call(fn: Callable[[], Any], n: int) -> float:
@@ -229,6 +267,20 @@ def run_case(case: dict, repeats: int, log=print) -> dict:
         kstate["leaves"] = entry.donated(kstate["leaves"], [], delta_leaves, alphas[kstate["i"]])
         return kstate["leaves"]
 
+    hstate = {"leaves": [x + 0 for x in kleaves], "i": 0}
+    hdeltas = [np.asarray(d) for d in delta_leaves]
+
+    def host_numpy_fresh():
+        hstate["i"] ^= 1
+        op = np.add if hstate["i"] else np.subtract  # x ± d: XLA's x + (±1)·d, bit for bit
+        outs = []
+        for x, d in zip(hstate["leaves"], hdeltas):
+            o = aligned_empty(x.shape, x.dtype)
+            op(np.asarray(x), d, out=o)
+            outs.append(o)
+        hstate["leaves"] = [wrap_zero_copy(o) for o in outs]
+        return hstate["leaves"]
+
     ident = jax.jit(lambda xs: list(xs), donate_argnums=0)
     istate = {"leaves": [x + 0 for x in kleaves]}
 
@@ -242,6 +294,8 @@ def run_case(case: dict, repeats: int, log=print) -> dict:
     variants = {**bvars, "rws_patch": rws_patch, "rws_patch_checked": rws_patch_checked,
                 "rws_patch_full_path": rws_patch_full_path, "plan": plan_donated, "kernel_only": kernel_only,
                 "jit_identity_donated": jit_identity_donated, "xla_one_array": one.run}
+    if not on_accelerator():
+        variants["host_numpy_fresh"] = host_numpy_fresh
     res = shuffled_interleaved(variants, repeats, warmup=2)
     for c in closers:
         c.close()
@@ -260,7 +314,7 @@ def run_case(case: dict, repeats: int, log=print) -> dict:
         f"checked {v['rws_patch_checked']['over_bound']:.2f}x, full path (before) {v['rws_patch_full_path']['over_bound']:.2f}x, "
         f"plan {v['plan']['over_bound']:.2f}x, kernel only {v['kernel_only']['over_bound']:.2f}x, "
         f"identity {v['jit_identity_donated']['over_bound']:.2f}x, one array {v['xla_one_array']['over_bound']:.2f}x")
-    del state, plan, kstate, kleaves, sig, istate
+    del state, plan, kstate, kleaves, sig, istate, hstate, hdeltas
     gc.collect()
     return rec
 
@@ -311,7 +365,8 @@ def to_markdown(result: dict, command: str) -> str:
         lines.append(f"| {t['target']} | {t['goal']} | {t['measured']} | {fmt(t['ratio'])} | {fmt(t['before'])} | "
                      f"**{'met' if t['met'] else 'missed'}** |")
     names = ("bound_numpy_1t", "bound_numpy_mt", "bound_device", "rws_patch", "rws_patch_checked",
-             "rws_patch_full_path", "plan", "kernel_only", "jit_identity_donated", "xla_one_array")
+             "rws_patch_full_path", "plan", "kernel_only", "jit_identity_donated", "xla_one_array",
+             "host_numpy_fresh")
     lines += ["", "Median time per call, ms (time / bound time):", "",
               "| variant | " + " | ".join(f"{c['label']} ({c['num_values'] / 1e6:.2f}M, {c['num_leaves']} leaves)"
                                          for c in result["cases"]) + " |",

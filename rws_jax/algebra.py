@@ -34,6 +34,7 @@ leaves, and :func:`unpatch` puts them back — bit-exact, unlike subtracting.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Literal, overload
 
 import jax
@@ -75,6 +76,25 @@ def host_coefficients(alphas: Alphas, num: int, mode: str = "linear") -> np.ndar
     """:func:`coefficients` as a host ``f32[num]`` numpy array (same values, same
     errors): ``rws.patch_plan`` passes it to its jitted call with the other arguments
     instead of a separate ``jnp.asarray`` transfer."""
+    key = None
+    if type(alphas) in (float, int) and mode in MODES:  # a Python scalar: memoised (read-only result)
+        sign = math.copysign(1.0, alphas) if type(alphas) is float else 0.0  # -0.0 and 0.0 differ
+        key = (type(alphas), alphas, sign, num, mode)
+        hit = _SCALAR_COEFFICIENTS.get(key)
+        if hit is not None:
+            return hit
+    a = _host_coefficients(alphas, num, mode)
+    if key is not None and len(_SCALAR_COEFFICIENTS) < 4096:
+        a.flags.writeable = False
+        _SCALAR_COEFFICIENTS[key] = a
+    return a
+
+
+#: :func:`host_coefficients` of Python scalars, keyed by ``(value, sign, num, mode)``.
+_SCALAR_COEFFICIENTS: dict[tuple, np.ndarray] = {}
+
+
+def _host_coefficients(alphas: Alphas, num: int, mode: str) -> np.ndarray:
     if mode not in MODES:
         raise RWSError(f"unknown combination mode {mode!r}: choose one of {MODES}")
     a = np.asarray(alphas, dtype=np.float32)

@@ -251,3 +251,35 @@ def test_patch_cache_numpy_leaves_take_the_full_path(tiny_models, sigs):
     wrong = jax.tree.map(lambda x: np.asarray(x, np.float64), std)  # float64 leaves: refused as before
     with pytest.raises(rws.IncompatibleSignatureError, match="float64"):
         rws.patch(wrong, fog, 0.3)
+
+
+def test_patch_fast_path_leaves_the_input_unchanged(tiny_models, sigs):
+    """Without ``donate``, repeated (cached) patches never touch the caller's arrays."""
+    _, _, std, *_ = tiny_models
+    before = jax.tree.map(lambda x: np.array(x, copy=True), std)
+    for a in (1.0, -1.0, 0.3, 1.0):
+        out = rws.patch(std, list(sigs), a)
+        assert not any(x.is_deleted() for x in jax.tree.leaves(std))
+    chex.assert_trees_all_equal(jax.tree.map(np.asarray, std), before)
+    chex.assert_trees_all_equal(out, _full(std, list(sigs), 1.0))
+
+
+def test_host_coefficients_of_scalars_are_memoised_exactly():
+    """Python scalars hit a memo: same values as computed fresh, read-only, -0.0 kept
+    apart from 0.0, and bad input raises the same errors every time."""
+    from rws_jax import algebra
+
+    for mode in ("linear", "reference"):
+        for a in (1.0, -1.0, 0.3, 2, 0.0, -0.0):
+            first, again = algebra.host_coefficients(a, 3, mode), algebra.host_coefficients(a, 3, mode)
+            want = algebra._host_coefficients(a, 3, mode)
+            np.testing.assert_array_equal(again, want)
+            assert again.dtype == np.float32 and not again.flags.writeable and again is first
+            assert np.signbit(again).tolist() == np.signbit(want).tolist()
+    assert np.signbit(algebra.host_coefficients(-0.0, 1))[0] and not np.signbit(algebra.host_coefficients(0.0, 1))[0]
+    for _ in range(2):
+        with pytest.raises(rws.NonFiniteError):
+            algebra.host_coefficients(float("nan"), 2)
+        with pytest.raises(rws.RWSError, match="unknown combination mode"):
+            algebra.host_coefficients(1.0, 2, "nope")
+    assert algebra.host_coefficients(True, 1).tolist() == [1.0]  # bool: not memoised, same value
