@@ -146,5 +146,8 @@ def test_tiny_map_end_to_end_and_resumes(tmp_path, capsys):
     assert main(["regime", "--tiny", "--out", str(out), "--quiet", "--export", str(tmp_path / "docs")]) == 0
     assert (out / "metrics" / "regime.json").read_text() == before  # resumed: nothing retrained or changed
     assert (tmp_path / "docs" / "report.md").is_file() and (tmp_path / "docs" / "figures" / "regime.png").is_file()
-    assert main(["regime", "--tiny", "--plan"]) == 0
+    assert main(["regime", "--tiny", "--plan", "--out", str(tmp_path / "new")]) == 0
     assert "rotation/lr_div10" in capsys.readouterr().out
+    # a started map keeps its plan: the stored one round-trips exactly
+    stored = regime.stored_plan(out)
+    assert stored is not None and stored.to_dict() == regime.tiny_plan().to_dict()

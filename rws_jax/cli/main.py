@@ -119,7 +119,10 @@ def _cmd_reproduce(args) -> int:
 
 def _cmd_regime(args) -> int:
     out = Path(args.out or ("results/regime_tiny" if args.tiny else "results/regime"))
-    plan = regime.tiny_plan() if args.tiny else regime.plan_regime(regime.load_costs(args.costs), regime.regime_sizes())
+    plan = regime.stored_plan(out)  # a started map keeps its plan
+    if plan is None:
+        plan = regime.tiny_plan() if args.tiny else regime.plan_regime(regime.load_costs(args.costs),
+                                                                         regime.regime_sizes())
     if args.plan:
         for cell in plan.cells:
             ft = cell.fields["finetune"]

@@ -278,12 +278,36 @@ def cell_row(run: Run, cell: RegimeCell) -> dict:
     return row
 
 
+def plan_from_dict(d: dict) -> RegimePlan:
+    """The :class:`RegimePlan` of :meth:`RegimePlan.to_dict`."""
+    cells = tuple(RegimeCell(c["name"], c["init"], c["recipe"], float(c["width"]), dict(c["fields"]))
+                  for c in d["cells"])
+    return RegimePlan(cells, tuple(d["corruptions"]), int(d["long_epochs"]), tuple(d["cut"]),
+                      float(d["estimate_s"]), float(d["budget_s"]))
+
+
+def stored_plan(out: str | Path) -> RegimePlan | None:
+    """The plan a map directory was started with (``metrics/regime_plan.json``), if any."""
+    d = read_metrics(out, "regime_plan")
+    return None if d is None else plan_from_dict(d)
+
+
 def run_regime(plan: RegimePlan, out: str | Path, *, progress: bool = True, log: Callable[[str], None] = print,
                only: Sequence[str] | None = None) -> Path:
     """Runs every cell of ``plan`` (or ``only`` these) in order, each resuming what its
-    directory holds, writes each row, then ``<out>/metrics/regime.json``."""
+    directory holds, writes each row, then ``<out>/metrics/regime.json``.
+
+    A directory keeps the plan it was started with: when ``metrics/regime_plan.json`` exists
+    its plan is run (and a different ``plan`` is only reported), so a map resumed after the
+    cost file changed does not mix two plans."""
     out = Path(out)
-    write_metrics(out, "regime_plan", plan.to_dict())
+    old = stored_plan(out)
+    if old is not None and old.to_dict() != plan.to_dict():
+        log(f"regime map: {out} was started with another plan (metrics/regime_plan.json); resuming that one "
+            "(start a new directory for the new plan)")
+        plan = old
+    elif old is None:
+        write_metrics(out, "regime_plan", plan.to_dict())
     for cell in plan.cells:
         if only and cell.name not in only:
             continue
