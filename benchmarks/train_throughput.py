@@ -392,7 +392,8 @@ def to_markdown(result: dict, command: str) -> str:
         for name, gl in goals.items():
             lines.append(f"| ours / torch, {name} | ≥ {gl['target']:.1f}x | {gl['measured']:.2f}x | "
                          f"{'met' if gl['met'] else '**missed**'} |")
-    lines += ["", "Medians and min/max step times per variant are in `train_throughput.json`.", ""]
+    lines += ["", "Per-round medians of every variant are in `train_throughput.json` (beside `--docs`: the same "
+              "name with `.json`).", ""]
     notes = result.get("notes")
     if notes:
         lines += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
@@ -456,6 +457,7 @@ def main(argv=None) -> dict:
     (out / "train_throughput.md").write_text(md)
     if args.docs:
         Path(args.docs).write_text(md)
+        Path(args.docs).with_suffix(".json").write_text(json.dumps(result, indent=2))
     print(md)
     return result
 
