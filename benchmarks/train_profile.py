@@ -66,11 +66,17 @@ def parse_hlo(txt: str) -> dict:
     return insts
 
 
-def conv_flops(body: str) -> float:
+def shapes_of(txt: str) -> dict:
+    """Every instruction's name -> its dimensions (HLO names are unique in a module)."""
+    return {m.group(1): [int(s) for s in m.group(2).split(",") if s]
+            for m in re.finditer(r"%([\w.\-]+) = \w+\[([\d,]*)\]", txt)}
+
+
+def conv_flops(body: str, shapes: dict | None = None) -> float:
     """FLOPs of the convolutions in an HLO fragment: 2 x output elements x window x input
-    channels (the rhs operand's input-feature dimension)."""
-    shapes = {m.group(1): [int(s) for s in m.group(2).split(",") if s]
-              for m in re.finditer(r"%([\w.\-]+) = \w+\[([\d,]*)\]\S* parameter", body)}
+    channels (the rhs operand's input-feature dimension). ``shapes``: the module's
+    instruction shapes (:func:`shapes_of`; default: those declared in ``body``)."""
+    shapes = shapes_of(body) if shapes is None else shapes
     total = 0.0
     for m in re.finditer(r"= \w+\[([\d,]*)\]\S* convolution\(%([\w.\-]+), %([\w.\-]+)\), window=\{size=([\dx]+)"
                          r"[^}]*\}, dim_labels=(\w+)_(\w+)->", body):
@@ -123,7 +129,8 @@ def profile_ours(model_name: str, kwargs: dict, trace_dir: str) -> dict:
     data = {"image": jax.device_put(rng.integers(0, 256, (BATCH, 32, 32, 3), dtype=np.uint8)),
             "label": jax.device_put(rng.integers(0, 10, (BATCH,), dtype=np.int32))}
     key = jax.random.PRNGKey(1)
-    insts = parse_hlo(step.lower(state, data, key).compile().as_text())
+    hlo = step.lower(state, data, key).compile().as_text()
+    insts, shapes = parse_hlo(hlo), shapes_of(hlo)
     holder = {"s": state}
 
     def run():
@@ -160,12 +167,12 @@ def profile_ours(model_name: str, kwargs: dict, trace_dir: str) -> dict:
         ms[cat] += e.get("dur", 0) / 1000.0 / STEPS
         if cat.startswith("conv") and (e["name"], k) not in counted_flops and k == 0:
             counted_flops.add((e["name"], k))
-            flops[cat] += conv_flops(inst["body"])
+            flops[cat] += conv_flops(inst["body"], shapes)
     wall_ms = 1000.0 * sorted(walls)[len(walls) // 2]
     ms["untraced"] = max(0.0, wall_ms - sum(ms.values()))
     # the convolutions XLA:CPU runs outside a fusion (Eigen) are still in the HLO: their FLOPs
     eigen = {n: i for n, i in insts.items() if i["op"] == "convolution"}
-    eigen_flops = sum(conv_flops(i["body"]) for i in eigen.values())
+    eigen_flops = sum(conv_flops(i["body"], shapes) for i in eigen.values())
     return {"step_ms": round(wall_ms, 2), "ms": {c: round(ms.get(c, 0.0), 2) for c in CATEGORIES},
             "conv_gflop": {c: round(v / 1e9, 3) for c, v in flops.items()},
             "untraced_conv_gflop": round(eigen_flops / 1e9, 3),

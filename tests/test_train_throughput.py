@@ -44,9 +44,16 @@ def test_quick_mode_writes_json_and_markdown(tmp_path):
     js = json.loads((tmp_path / "train_throughput.json").read_text())
     assert js["quick"] and set(js["cases"]) == {"vgg16_w0.125"}
     case = js["cases"]["vgg16_w0.125"]
-    assert case["batch"] == 16 and case["repeats"] == 2
-    for v in ("torch", "ours"):
+    assert case["batch"] == 16 and case["repeats"] == 2 and case["rounds"] == 1
+    for v in ("torch", "ours", "ours_tuned"):
         assert case["variants"][v]["images_per_s"] > 0
+    # the tuned group ran in a process with the tuned flags, the others without them
+    from rws_jax.cpu_tuning import EIGEN_CONVOLUTIONS
+
+    assert EIGEN_CONVOLUTIONS in case["tuned_xla_flags"] and EIGEN_CONVOLUTIONS in js["tuned_xla_flags"]
+    assert case["ratio_tuned_over_torch"] == pytest.approx(
+        case["variants"]["ours_tuned"]["images_per_s"] / case["variants"]["torch"]["images_per_s"], rel=1e-2)
+    assert json.loads(docs.with_suffix(".json").read_text())["cases"] == js["cases"]
     assert case["ratio_ours_over_torch"] == pytest.approx(
         case["variants"]["ours"]["images_per_s"] / case["variants"]["torch"]["images_per_s"], rel=1e-2)
     assert js["threads"]["torch_num_threads"] >= 1
