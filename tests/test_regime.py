@@ -136,7 +136,7 @@ def test_tiny_map_end_to_end_and_resumes(tmp_path, capsys):
         v = r["corruptions"]["gaussian_noise"]
         for k in ("barrier_ta", "barrier_ra", "ta_standard", "ta_robust", "ta_patched", "clean_change", "cos"):
             assert v[k] is not None and np.isfinite(v[k]), (r["cell"], k)
-        assert r["probe"] is not None and r["shrink"] is not None
+        assert r["probe"] is not None and r["shrink"] is not None and 0.0 <= r["probe_common"] <= 1.0
     # the lr / 10 cell fine-tuned from the current cell's θ_init (it trained none of its own)
     assert not (out / "rotation" / "lr_div10" / "checkpoints" / "init").exists()
     assert (out / "rotation" / "current" / "checkpoints" / "init").exists()
@@ -151,3 +151,21 @@ def test_tiny_map_end_to_end_and_resumes(tmp_path, capsys):
     # a started map keeps its plan: the stored one round-trips exactly
     stored = regime.stored_plan(out)
     assert stored is not None and stored.to_dict() == regime.tiny_plan().to_dict()
+
+
+def test_study_design_rule():
+    from rws_jax.pipeline.study_design import LABEL_FREE_KINDS, choose_design, choose_init, choose_width
+
+    rows = [{"init": k, "recipe": "current", "width": 0.125, "probe_common": p}
+            for k, p in (("rotation", 0.80), ("fractal", 0.85), ("other_classes", 0.85), ("same_classes", 0.99))]
+    rows.append({"init": "rotation", "recipe": "long", "width": 0.125, "probe_common": 0.99})  # not the study's recipe
+    d = choose_design(rows, {0.125: 7, 0.25: 4, 0.5: 1})
+    # same_classes saw the task's labels: never chosen; a tie goes to the kind listed first
+    assert d.init == "fractal" and LABEL_FREE_KINDS.index("fractal") < LABEL_FREE_KINDS.index("other_classes")
+    assert (d.width, d.epochs) == (0.25, 4)  # the widest width that fits at least the current 4 epochs
+    assert d.milestones() == [pytest.approx(1.6), pytest.approx(3.2)]
+    assert choose_width({0.125: 9, 0.25: 3}) == (0.125, 9)
+    with pytest.raises(ValueError, match="missing"):
+        choose_init({"rotation": 0.5})
+    with pytest.raises(ValueError, match="no width"):
+        choose_width({0.125: 2})

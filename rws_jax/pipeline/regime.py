@@ -27,14 +27,17 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from rws_jax import tree_paths
-from rws_jax.data import fractals
+from rws_jax.data import fractals, restrict_classes, split_disjoint
+from rws_jax.linear_probe import linear_probe
 from rws_jax.pipeline import regime_presets as P
 from rws_jax.pipeline.config import PipelineConfig
 from rws_jax.pipeline.metrics_files import read_metrics, write_metrics
+from rws_jax.pipeline.model_store import train_config
 from rws_jax.pipeline.run import Run
 from rws_jax.pipeline.run_data import RunData
 from rws_jax.pipeline.stages import run_stages
 from rws_jax.training import TrainConfig, weight_decay_shrink
+from rws_jax.training.augment import normalize_images
 
 # Cells the plan may cut, last first (the width axis, then the weight-decay cell).
 CUT_ORDER = ("width_0.5", "width_0.25", "rotation/wd_shrink")
@@ -244,6 +247,20 @@ def _gap_closed(acc: dict, c: str, alpha: str) -> float | None:
     return (p[c] - std[c]) / (rob[c] - std[c])
 
 
+def common_task_probe(run: Run) -> float:
+    """θ_init's linear probe on the task every label-free θ_init kind can be compared on: the
+    other-classes kind's task (classes :data:`regime_presets.COMMON_PROBE_CLASSES` of the
+    fine-tuning half, scored on the same classes of the test set), whatever the cell's own task.
+    Inputs normalised as the cell's fine-tune sees them."""
+    tc = train_config(run.cfg, "finetune")
+    full = run.data.full
+    fine = restrict_classes(split_disjoint(full.train, 2, seed=run.cfg.seed)[1], P.COMMON_PROBE_CLASSES)
+    test = restrict_classes(full.test, P.COMMON_PROBE_CLASSES)
+    res = linear_probe(run.models.model, run.models.theta_init, (fine.images, fine.labels), (test.images, test.labels),
+                       preprocess=lambda x: normalize_images(x, tc.mean, tc.std))
+    return float(res.test_accuracy)
+
+
 def cell_row(run: Run, cell: RegimeCell) -> dict:
     """The cell's row (one entry per corruption), from its metrics and models; written to
     ``<cell>/metrics/regime_row.json``."""
@@ -257,6 +274,7 @@ def cell_row(run: Run, cell: RegimeCell) -> dict:
                            "weight_decay": float(run.cfg.finetune["weight_decay"]),
                            "probe": probe.get("theta_init", {}).get("test_accuracy"),
                            "probe_random": probe.get("random_init", {}).get("test_accuracy"),
+                           "probe_common": common_task_probe(run),
                            "shrink": facts.get("shrink", {}).get("finetune"),
                            "classes": None if run.cfg.classes is None else list(run.cfg.classes), "corruptions": {}}
     std = acc.get("standard", {})

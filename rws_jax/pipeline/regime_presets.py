@@ -46,6 +46,9 @@ INIT_KINDS: tuple[tuple[str, dict, dict, list | None], ...] = (
     ("other_classes", {"kind": "classes", "classes": [5, 6, 7, 8, 9]}, dict(_PRETRAIN, epochs=8), [0, 1, 2, 3, 4]),
     ("same_classes", {"kind": "supervised"}, _PRETRAIN, None),
 )
+# The task every label-free θ_init kind is probed on for the study's design rule (issue 31):
+# the other-classes kind's task, classes 0-4 (rotation and fractal θ_inits never saw them either).
+COMMON_PROBE_CLASSES = (0, 1, 2, 3, 4)
 # The study's θ_init kind and recipe: the wd cell and the width axis vary them.
 STUDY_INIT = "rotation"
 WIDTHS = (0.25, 0.5)

@@ -43,7 +43,7 @@ def points(data: dict) -> list[dict]:
 
 
 def regime_table(data: dict) -> list[str]:
-    lines = ["| cell | θ_init | recipe | width | probe (random) | shrink | corruption | barrier TA / RA pp | "
+    lines = ["| cell | θ_init | recipe | width | probe (random; on classes 0–4) | shrink | corruption | barrier TA / RA pp | "
              "‖a‖/‖θ_init‖ | cos(Δ,a) | TA std / rob / patched | RA std / rob / patched | gap closed α=0.5 / 1 | "
              "TA cost vs std / rob pp |",
              "|---|---|---|---:|---|---:|---|---|---:|---:|---|---|---|---|"]
@@ -51,7 +51,8 @@ def regime_table(data: dict) -> list[str]:
         for c, v in row["corruptions"].items():
             lines.append(
                 f"| {row['cell']} | {row['init']} | {row['recipe']} ({row['epochs']} ep, lr {row['lr']:g}, "
-                f"wd {row['weight_decay']:.3g}) | {row['width']:g} | {pct(row['probe'])} ({pct(row['probe_random'])}) | "
+                f"wd {row['weight_decay']:.3g}) | {row['width']:g} | {pct(row['probe'])} ({pct(row['probe_random'])}; "
+                f"{pct(row.get('probe_common'))}) | "
                 f"{fixed(row['shrink'])} | {c} | {_pp(v['barrier_ta'])} / {_pp(v['barrier_ra'])} | "
                 f"{fixed(v['clean_change'])} | {fixed(v['cos'])} | {pct(v['ta_standard'])} / {pct(v['ta_robust'])} / "
                 f"{pct(v['ta_patched'])} | {pct(v['ra_standard'])} / {pct(v['ra_robust'])} / {pct(v['ra_patched'])} | "
