@@ -69,6 +69,28 @@ def choose_width(epochs_by_width: Mapping[float, int], current: int = FINETUNE_E
     return w, int(epochs_by_width[w])
 
 
+def epochs_by_width(costs: Mapping, budget_s: float = 2.5 * 3600) -> dict[float, int]:
+    """Fine-tuning epochs that fit the study's budget at each of :data:`WIDTHS`, from the file
+    ``benchmarks.study_epoch`` writes (``docs/study_epoch_cpu.json``): its per-run
+    image-epochs of one fine-tuning epoch, its per-image tuned costs per network and its
+    estimate of the part of the study that does not scale with the epochs (``rest_s_estimate``,
+    measured at width 1/8). At another width the VGG runs' fine-tuning costs that width's
+    per-image time and the rest is scaled by the same ratio (pre-training and evaluation are
+    the same network's forward and backward passes); ResNet-20's run is unchanged."""
+    nets = costs["networks"]
+    base = float(nets["vgg16"]["seconds_per_image_tuned"])
+    out = {}
+    for w in WIDTHS:
+        key = "vgg16" if w == WIDTHS[0] else f"vgg16_w{w}"
+        spi = float(nets[key]["seconds_per_image_tuned"])
+        epoch = sum(float(r["image_epochs"]) * (spi if r["network"] == "vgg16"
+                                                else float(nets[r["network"]]["seconds_per_image_tuned"]))
+                    for r in costs["runs"].values())
+        rest = float(costs["rest_s_estimate"]) * spi / base
+        out[w] = max(0, int((budget_s - rest) // epoch))
+    return out
+
+
 def choose_design(rows: list[dict], epochs_by_width: Mapping[float, int],
                   current: int = FINETUNE_EPOCHS) -> StudyDesign:
     """The rule of the module docstring, from the regime map's rows and the epochs that fit
