@@ -116,7 +116,7 @@ def test_summary_splits_points_by_the_premise():
     assert [p["met"] for p in points(data)] == [True, False]
     s = summary_sentence(data)
     assert "premise met (every barrier < 2 pp): 1 points, gap closed at α = 1 80%" in s
-    assert "premise not met (every barrier < 2 pp): 1 points, gap closed at α = 1 -20%" in s
+    assert "premise not met (a barrier ≥ 2 pp): 1 points, gap closed at α = 1 -20%" in s
 
 
 def test_plan_needs_its_cost_file(tmp_path):

@@ -67,12 +67,12 @@ def summary_sentence(data: dict) -> str:
     pts = points(data)
     thr = data.get("threshold", 0.02)
     parts = []
-    for label, sel in (("premise met", [p for p in pts if p["met"] is True]),
-                       ("premise not met", [p for p in pts if p["met"] is False])):
+    for label, sel in ((f"premise met (every barrier < {100 * thr:.0f} pp)", [p for p in pts if p["met"] is True]),
+                       (f"premise not met (a barrier ≥ {100 * thr:.0f} pp)", [p for p in pts if p["met"] is False])):
         g = [p["gap_closed_1"] for p in sel if p["gap_closed_1"] is not None]
         t = [p["ta_cost_vs_standard"] for p in sel if p["ta_cost_vs_standard"] is not None]
         if sel and g:
-            parts.append(f"{label} (every barrier < {100 * thr:.0f} pp): {len(sel)} points, gap closed at α = 1 "
+            parts.append(f"{label}: {len(sel)} points, gap closed at α = 1 "
                          f"{100 * sum(g) / len(g):.0f}% on average (range {100 * min(g):.0f}% to {100 * max(g):.0f}%), "
                          f"TA cost vs θ_std {100 * sum(t) / len(t):+.1f} pp")
         else:
