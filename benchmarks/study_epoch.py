@@ -118,7 +118,7 @@ def main(argv=None) -> dict:
         return {}
     if not args.out:
         p.error("--out is required")
-    from benchmarks.common import loadavg, machine_info
+    from benchmarks.common import loadavg, machine_info, write_outputs
     from rws_jax.cpu_tuning import tuned_xla_flags
     from rws_jax.pipeline.presets import FINETUNE_EPOCHS
 
@@ -152,14 +152,8 @@ def main(argv=None) -> dict:
                epochs_fit_default=math.floor((BUDGET_S - rest) / epoch_default),
                epochs_fit_tuned=math.floor((BUDGET_S - rest) / epoch_tuned),
                wall_s=time.perf_counter() - t0, loadavg_end=loadavg())
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "study_epoch.json").write_text(json.dumps(res, indent=2))
     md = to_markdown(res, command)
-    (out / "study_epoch.md").write_text(md)
-    if args.docs:
-        Path(args.docs).write_text(md)
-        Path(args.docs).with_suffix(".json").write_text(json.dumps(res, indent=2))
+    write_outputs(args.out, "study_epoch", res, md, args.docs)
     print(md)
     return res
 

@@ -306,7 +306,7 @@ def main(argv=None) -> dict:
         return {}
     if not args.out:
         p.error("--out is required")
-    from benchmarks.common import loadavg, machine_info
+    from benchmarks.common import loadavg, machine_info, write_outputs
     from rws_jax.cpu_tuning import tuned_xla_flags
 
     names = args.only.split(",") if args.only else list(CASES)
@@ -324,14 +324,8 @@ def main(argv=None) -> dict:
                                  "ours_tuned": run_child(case, "ours", tuned)}
     result["wall_s"] = time.perf_counter() - t0
     result["loadavg_end"] = loadavg()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train_profile.json").write_text(json.dumps(result, indent=2))
     md = to_markdown(result, command)
-    (out / "train_profile.md").write_text(md)
-    if args.docs:
-        Path(args.docs).write_text(md)
-        Path(args.docs).with_suffix(".json").write_text(json.dumps(result, indent=2))
+    write_outputs(args.out, "train_profile", result, md, args.docs)
     print(md)
     return result
 

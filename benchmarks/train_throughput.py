@@ -51,7 +51,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from benchmarks.common import interleaved, machine_info
+from benchmarks.common import interleaved, machine_info, write_outputs
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -443,21 +443,16 @@ def main(argv=None) -> dict:
                            "met": r["ratio_tuned_over_torch"] >= goals[n]}
                        for n, r in result["cases"].items() if n in goals}
     below = [n for n, r in result["cases"].items() if r["ratio_tuned_over_torch"] < 1.0]
-    busy_now = [n for n, r in result["cases"].items() if (r.get("other_processes_cpu_cores") or 0) > 0.25]
-    caveat = " (but see the next note)" if busy_now else ""
+    busy = [n for n, r in result["cases"].items() if (r.get("other_processes_cpu_cores") or 0) > 0.25]
+    caveat = " (but see the next note)" if busy else ""
     result["notes"] = ([f"below 1.0x torch: {', '.join(below)}{caveat}"] if below else
                        [f"ours >= 1.0x torch for every model measured{caveat}"])
-    busy = [n for n, r in result["cases"].items() if (r.get("other_processes_cpu_cores") or 0) > 0.25]
     if busy:
         result["notes"].append(
             f"other processes used CPU during {', '.join(busy)} (column `other CPU`): the torch "
             "numbers and the ours/torch ratios of those rows are not reliable; rerun on an idle machine")
-    (out / "train_throughput.json").write_text(json.dumps(result, indent=2))
     md = to_markdown(result, command)
-    (out / "train_throughput.md").write_text(md)
-    if args.docs:
-        Path(args.docs).write_text(md)
-        Path(args.docs).with_suffix(".json").write_text(json.dumps(result, indent=2))
+    write_outputs(out, "train_throughput", result, md, args.docs)
     print(md)
     return result
 
