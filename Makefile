@@ -46,10 +46,12 @@ demo: venv data
 reproduce: venv data
 	$(PY) -m rws_jax reproduce --out results/reproduce
 
-# ... committed: docs/reproduce/ (reports, figures, metrics, configs) and README's expectations table
-# (with the verdicts of docs/reproduce_previous, the earlier design, beside them when it is there)
+# ... committed: docs/reproduce/ (reports, figures, metrics, configs), the released model with its 8-bit
+# signatures (docs/reproduce/release/) and README's expectations table (with the verdicts of the earlier
+# designs, docs/reproduce_*, beside them)
 reproduce-docs: reproduce
 	$(PY) -m rws_jax report --preset reproduce --out results/reproduce --export docs/reproduce
+	$(PY) -m rws_jax release export --run results/reproduce/vgg16_seed0 --out docs/reproduce/release
 	$(PY) -m rws_jax report --preset reproduce --out docs/reproduce --summary --splice README.md
 
 # The regime map (resumable, planned for <= 2 h on 2 CPU cores): results/regime/report.md

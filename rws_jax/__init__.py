@@ -93,9 +93,11 @@ from rws_jax.linear_probe import ProbeResult, fit_probe, linear_probe, penultima
 # Training speed on CPUs: XLA:CPU flags, applied before the first JAX computation.
 from rws_jax.cpu_tuning import apply_cpu_tuning, tuned_xla_flags
 
-# Files: signatures, variables and model checkpoints on disk.
+# Files: signatures, variables and model checkpoints on disk; a released model with its signatures.
 from rws_jax.files import (
+    Release,
     bytes_on_disk,
+    load_release,
     load_model,
     load_signature,
     load_variables,
@@ -105,6 +107,8 @@ from rws_jax.files import (
     save_signature,
     save_variables,
     storage_ratio,
+    verify_release,
+    write_release,
 )
 
 # Test-time auto-patching of an unknown corruption.
@@ -125,6 +129,7 @@ from rws_jax.errors import (
     NonFiniteError,
     OutputExistsError,
     PatchStackError,
+    ReleaseFileError,
     RWSError,
     SignatureFileError,
 )
@@ -211,8 +216,10 @@ __all__ = (
     "apply_cpu_tuning",
     "tuned_xla_flags",
     # Files
+    "Release",
     "bytes_on_disk",
     "load_model",
+    "load_release",
     "load_signature",
     "load_variables",
     "model_format",
@@ -221,6 +228,8 @@ __all__ = (
     "save_signature",
     "save_variables",
     "storage_ratio",
+    "verify_release",
+    "write_release",
     # Auto-patching
     "AutoPatcher",
     "CorruptionDetector",
@@ -235,6 +244,7 @@ __all__ = (
     "NonFiniteError",
     "OutputExistsError",
     "PatchStackError",
+    "ReleaseFileError",
     "RWSError",
     "SignatureFileError",
 )

@@ -25,6 +25,10 @@ class ModelFileError(RWSError):
     """A model checkpoint file is missing, truncated, damaged, or of an unsupported format."""
 
 
+class ReleaseFileError(RWSError):
+    """A release directory (a model with its signatures) is incomplete, tampered with or malformed."""
+
+
 class FileWriteError(RWSError):
     """An output file or directory cannot be written (the OS refused: permissions, disk...)."""
 

@@ -11,6 +11,7 @@ The top level is the user's tasks::
     rws-jax evaluate-patch --signature fog ...  patch a run's model and evaluate it
     rws-jax stage NAME  one stage of the pipeline (`rws-jax stage --help` lists them)
     rws-jax sig extract|info|verify|compose|patch   signature files on any checkpoint
+    rws-jax release export|verify|evaluate       a released model with its signatures
     rws-jax import-torch FILE --model NAME --out DIR
     rws-jax presets | corruption-grid
 
@@ -46,6 +47,7 @@ from rws_jax.pipeline.metrics_files import read_metrics
 from rws_jax.pipeline.patch_check import patch_and_evaluate
 from rws_jax.pipeline.stages import STAGES
 from rws_jax.pipeline.study import open_study_run
+from rws_jax.cli.release_commands import add_parser as add_release_parser
 from rws_jax.cli.signature_commands import add_parser as add_sig_parser
 
 
@@ -327,9 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print README's Markdown tables (accuracies, chosen α) instead of writing the report")
     p.add_argument("--splice", metavar="MARKDOWN", default=None,
                    help="with --summary: write the tables between the demo-summary markers of this file")
-    p.add_argument("--previous", metavar="DIR", default=None,
+    p.add_argument("--previous", metavar="DIR", action="append", default=None,
                    help="a study's --summary: judge an earlier copy of the study (e.g. docs/reproduce_previous) by the "
-                        "same rules, in a column beside the verdicts")
+                        "same rules, in a column beside the verdicts (repeatable; default: every <out>_* directory "
+                        "beside --out that holds the study's runs)")
     p.add_argument("--export", metavar="DIR", default=None,
                    help="study presets: copy reports, figures, metrics and configs (no checkpoints) to DIR")
     p.set_defaults(fn=_cmd_report)
@@ -358,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_evaluate_patch)
     _add_stage_parser(sub)
     add_sig_parser(sub)  # `rws-jax sig extract|info|verify|compose|patch`: signatures on any checkpoint
+    add_release_parser(sub)  # `rws-jax release export|verify|evaluate`: a model with its signatures
     p = sub.add_parser("import-torch", help="convert a PyTorch checkpoint of the reference code to Flax variables")
     p.add_argument("checkpoint", help="a .pth file: a state dict or {'state_dict': ...}")
     p.add_argument("--model", required=True, help="model name, e.g. vgg16, resnet20, resnet50")
