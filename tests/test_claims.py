@@ -14,7 +14,7 @@ from rws_jax.pipeline.claims_before import (alpha_scales_before, claim_verdicts_
                                             patch_recovers_before, quantization_lossless_before,
                                             shallow_layers_before, signatures_compose_before,
                                             signatures_transfer_before)
-from rws_jax.pipeline.study_report import study_verdicts
+from rws_jax.pipeline.study_tables import study_verdicts
 from rws_jax.pipeline.tables import before_cells, claims_table
 
 CS = ["fog", "contrast"]

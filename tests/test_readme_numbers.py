@@ -51,8 +51,8 @@ def test_readme_expectations_equal_the_committed_reproduction(tmp_path):
 
     study = STUDIES["reproduce"]
     shutil.copytree(ROOT / "docs" / "reproduce", tmp_path / "reproduce")
-    if (ROOT / "docs" / "reproduce_previous").is_dir():  # the earlier design, judged by the same rules
-        shutil.copytree(ROOT / "docs" / "reproduce_previous", tmp_path / "reproduce_previous")
+    for earlier in (ROOT / "docs").glob("reproduce_*"):  # the earlier designs, judged by the same rules
+        shutil.copytree(earlier, tmp_path / earlier.name)
     expected = study_summary_markdown(study, tmp_path / "reproduce")
     readme = read_block((ROOT / "README.md").read_text(), SUMMARY_BEGIN, SUMMARY_END)
     assert readme is not None, "README has no reproduce-summary markers"
@@ -93,7 +93,7 @@ def _quoted_figures(text: str) -> list[str]:
 
 def test_readme_prose_figures_are_in_the_committed_reports():
     """Every decimal, pp, × and % figure that README's prose quotes about the study is in the
-    committed study reports (docs/reproduce, docs/reproduce_previous): none typed by hand."""
+    committed study reports (docs/reproduce and its earlier designs, docs/reproduce_*): none typed by hand."""
     readme = (ROOT / "README.md").read_text()
     reports = "\n".join(p.read_text() for p in sorted((ROOT / "docs").glob("reproduce*/report.md")))
     reports = reports.replace("−", "-")
