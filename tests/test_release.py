@@ -85,6 +85,8 @@ def test_other_refusals(release, tmp_path, tiny_models, sigs):
         rws.write_release(release, tiny_models[2], {}, {})
     with pytest.raises(rws.ReleaseFileError, match="cannot be a file name"):
         rws.write_release(tmp_path / "bad", tiny_models[2], {"../x": sigs[0]}, {})
+    with pytest.raises(rws.ReleaseFileError, match="would replace a file of the release"):
+        rws.write_release(tmp_path / "bad", tiny_models[2], {}, {}, text_files={"SHA256SUMS": ""})
     assert not (tmp_path / "bad").exists()
 
 
@@ -136,6 +138,9 @@ def test_release_of_a_tiny_run_measures_what_the_run_measured(tmp_path, capsys):
     assert again["command"] == f"rws-jax release export --run {run.dir} --out {tmp_path / 'again'} --bits 8"
     assert {k: v for k, v in again.items() if k != "command"} == {k: v for k, v in manifest.items() if k != "command"}
     assert (tmp_path / "again" / "model.msgpack").read_bytes() == (dest / "model.msgpack").read_bytes()
+    readme = (tmp_path / "again" / "README.md").read_text()  # written from the manifest, checksummed
+    assert "README.md" in rws.verify_release(tmp_path / "again") and "## What to expect" in readme
+    assert f"| contrast | {100 * exp['standard']['contrast']:.1f} |" in readme
 
 
 RELEASE = ROOT / "docs" / "reproduce" / "release"

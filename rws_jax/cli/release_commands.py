@@ -19,6 +19,7 @@ from rws_jax.errors import RWSError, one_line
 from rws_jax.files.release import load_release, verify_release
 from rws_jax.pipeline.config import run_config_from_file
 from rws_jax.pipeline.release_export import RELEASE_BITS, evaluate_release, export_release
+from rws_jax.pipeline.release_report import release_readme
 from rws_jax.pipeline.run import Run
 
 EXIT_REFUSED = 2
@@ -30,7 +31,8 @@ def cmd_export(args) -> int:
         raise RWSError(f"{run_dir}: not a run directory (no config.yaml)")
     run = Run(run_config_from_file(run_dir / "config.yaml"), run_dir, progress=False)
     command = f"rws-jax release export --run {args.run} --out {args.out} --bits {args.bits}"
-    out = export_release(run, args.out, bits=args.bits, command=command)
+    out = export_release(run, args.out, bits=args.bits, command=command,
+                         readme=lambda manifest: release_readme(manifest, path=str(args.out)))
     print(f"wrote {out}")
     return 0
 

@@ -5,6 +5,7 @@
     <release>/release.json          what it is: the network, its preprocessing and classes,
                                     the corruptions and the accuracies to expect
     <release>/SHA256SUMS            sha256 of every other file (``sha256sum -c SHA256SUMS``)
+    <release>/README.md             (optional) how to use it, written from the manifest
 
 :func:`write_release` writes it atomically; :func:`load_release` checks every file against
 ``SHA256SUMS`` (and each signature against its own checksum and the model) before it returns
@@ -72,7 +73,8 @@ def checksum_lines(path: str | os.PathLike) -> str:
 
 
 def write_release(path: str | os.PathLike, variables: Any, signatures: Mapping[str, Signature],
-                  manifest: Mapping[str, Any], *, overwrite: bool = False) -> Path:
+                  manifest: Mapping[str, Any], *, text_files: Mapping[str, str] | None = None,
+                  overwrite: bool = False) -> Path:
     """Writes a release directory (module docstring) atomically and returns its path.
 
     Args:
@@ -81,14 +83,21 @@ def write_release(path: str | os.PathLike, variables: Any, signatures: Mapping[s
       signatures: name → signature; each is written to ``signatures/<name>.rws``.
       manifest: JSON-serialisable facts about the release; ``model`` and ``signatures``
         (the files' relative paths) are added.
+      text_files: more files at the top of the release, name → text (e.g. a ``README.md``);
+        checksummed like the rest.
       overwrite: replace an existing ``path`` (only once the new one is complete).
 
     Raises :class:`~rws_jax.errors.OutputExistsError` for an existing ``path`` unless
-    ``overwrite``, and :class:`~rws_jax.errors.ReleaseFileError` for a bad signature name.
+    ``overwrite``, and :class:`~rws_jax.errors.ReleaseFileError` for a bad signature or
+    text file name.
     """
-    for name in signatures:
-        if not name or "/" in name or name.startswith("."):
-            raise ReleaseFileError(f"signature name {name!r} cannot be a file name")
+    text_files = dict(text_files or {})
+    for name in [*signatures, *text_files]:
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise ReleaseFileError(f"name {name!r} cannot be a file name")
+    reserved = [n for n in text_files if n in (MODEL_FILE, MANIFEST_FILE, SUMS_FILE, SIGNATURE_DIR)]
+    if reserved:
+        raise ReleaseFileError(f"text file {reserved[0]!r} would replace a file of the release")
     files = {name: f"{SIGNATURE_DIR}/{name}.rws" for name in signatures}
     meta = {**dict(manifest), "model": MODEL_FILE, "signatures": files}
     text = json.dumps(meta, indent=1, sort_keys=True, allow_nan=False) + "\n"
@@ -99,6 +108,8 @@ def write_release(path: str | os.PathLike, variables: Any, signatures: Mapping[s
         for name, sig in signatures.items():
             save_signature(tmp / files[name], sig)
         (tmp / MANIFEST_FILE).write_text(text)
+        for name, body in text_files.items():
+            (tmp / name).write_text(body)
         (tmp / SUMS_FILE).write_text(checksum_lines(tmp))
 
     return atomic_write_dir(path, write, overwrite=overwrite)

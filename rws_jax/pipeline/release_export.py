@@ -65,12 +65,13 @@ def release_manifest(run: Run, bits: int, command: str | None = None) -> dict:
 
 
 def export_release(run: Run, dest: str | Path, *, bits: int = RELEASE_BITS, command: str | None = None,
-                   overwrite: bool = True) -> Path:
+                   readme: Callable[[dict], str] | None = None, overwrite: bool = True) -> Path:
     """Writes the release of a finished run to ``dest`` (replacing an older one only once the
-    new one is complete)."""
+    new one is complete); ``readme(manifest)``, when given, writes its ``README.md``."""
     manifest = release_manifest(run, bits, command)
     sigs = {c: run.signatures.quantized(c, bits) for c in run.cfg.corruptions}
-    return write_release(dest, run.models.standard(), sigs, manifest, overwrite=overwrite)
+    texts = {} if readme is None else {"README.md": readme(manifest)}
+    return write_release(dest, run.models.standard(), sigs, manifest, text_files=texts, overwrite=overwrite)
 
 
 def release_accuracy_fn(release: Release, *, log: Callable[[str], None] = lambda *_: None) -> Callable:

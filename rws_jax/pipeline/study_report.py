@@ -28,7 +28,7 @@ from rws_jax.pipeline.claims import NOT_MEASURED, claim_verdicts  # noqa: E402
 from rws_jax.pipeline.claims_before import claim_verdicts_before  # noqa: E402
 from rws_jax.pipeline.config import Study  # noqa: E402
 from rws_jax.pipeline.metrics_files import read_metrics  # noqa: E402
-from rws_jax.pipeline.report import write_report  # noqa: E402
+from rws_jax.pipeline.report import premise_lines, write_report  # noqa: E402
 from rws_jax.pipeline.run_metrics import RunMetrics, seed_mean  # noqa: E402
 from rws_jax.pipeline.study_tables import (MAIN_ROWS, earlier_designs, fmt, init_comparison_table,  # noqa: E402
                                           main_cells, main_table, mean_std, open_run, same_domain_run, seed_runs,
@@ -76,6 +76,8 @@ def study_summary_markdown(study: Study, out: str | Path, previous: str | Path |
     if timing is not None:
         lines += [f"Wall time of the whole study on the 2-core CPU that made it: "
                   f"{sum(t['seconds'] for t in timing.values()) / 60:.0f} min (`metrics/timing.json`).", ""]
+    lines += ["The premise (the models lie in one linear basin), measured in every seed run:", "",
+              *study_premise_lines(runs), ""]
     rows = study_verdicts(out, runs, same)
     before = study_verdicts(out, runs, same, claim_verdicts_before)
     if previous is None:
@@ -175,6 +177,13 @@ def _test_images(run: RunMetrics) -> str:
     return f"{what} {n:,} test images" if n else "the whole test split"
 
 
+def study_premise_lines(runs: list[RunMetrics]) -> list[str]:
+    """The premise of each seed run (its ``metrics/premise.json``): the gate every verdict
+    below is read through."""
+    return [line.replace("- ", f"- `{r.cfg.name.split('/')[-1]}`: ", 1)
+            for r in runs for line in premise_lines(r.load_metrics("premise"))]
+
+
 def design_lines(run: RunMetrics) -> list[str]:
     """The design the study ran on, and the shrink factor its fine-tuning reached (seed 0's
     ``run_facts``) against the reference's."""
@@ -208,6 +217,8 @@ def write_study_report(study: Study, out: str | Path, *, log: Callable[[str], No
     lines = [
         f"# Robust Weight Signatures: study `{study.name}`", "",
         study.description, "",
+        "## The premise: one linear basin", "",
+        *study_premise_lines(runs), "",
         f"- generated {datetime.datetime.now().isoformat(timespec='seconds')} on {platform.node()} "
         f"(Python {sys.version.split()[0]}); command: `{command or '(library call)'}`",
         "- runs (each a full pipeline run directory with its own report): "
