@@ -58,9 +58,9 @@ reproduce-docs: reproduce
 regime: venv data
 	$(PY) -m rws_jax regime --out results/regime
 
-# ... committed: docs/regime/ (report, figure, regime.json)
+# ... committed: docs/regime/ (report, figure, regime.json) and README's paragraph on it
 regime-docs: regime
-	$(PY) -m rws_jax regime --out results/regime --report-only --export docs/regime
+	$(PY) -m rws_jax regime --out results/regime --report-only --export docs/regime --splice README.md
 
 # Static types: mypy over rws_jax/ (configured in pyproject.toml's [tool.mypy]); `make test`
 # (so CI) runs it first. Seconds: mypy keeps its results in .mypy_cache between runs.

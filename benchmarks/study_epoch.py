@@ -18,10 +18,11 @@ fine-tuning epochs fit the study's 2.5 h budget.
    fine-tuning recipe) x the run's fine-tuning examples; x the per-image time (mean of clean
    and fog) of the run's network.
 3. **Epochs that fit.** The rest of the study (pre-training, evaluation, signatures, reports)
-   does not scale with the fine-tuning epochs. It is estimated as the committed study's
-   measured wall time (``docs/reproduce/metrics/timing.json``, ``FINETUNE_EPOCHS`` epochs,
-   one θ_std per run) minus its fine-tuning at the default per-image time measured here
-   (an estimate: that study ran on another machine of the same 2-core size). Epochs that fit
+   does not scale with the fine-tuning epochs. It is estimated as a committed study's
+   measured wall time (``--committed``, default ``docs/reproduce``: its ``metrics/timing.json``,
+   and per run the fine-tuning epochs and models of its own ``config.yaml``) minus its
+   fine-tuning at the default per-image time measured here (an estimate where that study ran
+   on another machine of the same 2-core size). Epochs that fit
    = floor((budget - rest) / (fine-tuning seconds per epoch at the tuned speed)).
 """
 
@@ -89,28 +90,36 @@ def _run_child(network: str, flags: str | None) -> dict:
 def finetune_image_epochs(premise: bool = True) -> dict:
     """Per run of the reproduce study: (network, image-epochs of one fine-tuning epoch)."""
     from rws_jax.pipeline import STUDIES
-    from rws_jax.pipeline.run_data import RunData
+    from rws_jax.pipeline.study_design import study_finetune_image_epochs
 
-    study = STUDIES["reproduce"]
-    out = {}
-    for name, _ in study.runs:
-        cfg = study.config(name)
-        data = RunData(cfg, log=lambda *_: None)
-        n_fine = len(data.halves[1].labels)
-        models = ((2 if premise and cfg.premise else 1) + len(cfg.corruptions) * cfg.robust_replicates
-                  + int(bool(cfg.mixture)) + int(bool(cfg.update_backbone_epochs)))
-        images = models * n_fine
-        if cfg.transfer_dataset is not None and dict(cfg.transfer_finetune) == dict(cfg.finetune):
-            images += (1 + len(cfg.corruptions)) * len(data.transfer.train.labels)
-        out[name] = {"network": cfg.model, "models": models, "finetune_examples": n_fine,
-                     "image_epochs": images}
-    return out
+    return study_finetune_image_epochs(STUDIES["reproduce"], premise=premise)
+
+
+def committed_finetune_image_epochs(study_dir: str | Path) -> dict:
+    """Per run of a committed study directory, from each run's own ``config.yaml``: image-epochs
+    of one fine-tuning epoch (the premise's second θ_std counted only where the run measured
+    the premise, ``metrics/premise.json``) and the run's fine-tuning epochs."""
+    from rws_jax.pipeline.config import Study, run_config_from_file
+    from rws_jax.pipeline.study_design import study_finetune_image_epochs
+
+    runs, epochs = [], {}
+    for cfg_file in sorted(Path(study_dir).glob("*/config.yaml")):
+        cfg = run_config_from_file(cfg_file)
+        measured = (cfg_file.parent / "metrics" / "premise.json").exists()
+        name = cfg_file.parent.name
+        runs.append((name, dict(cfg.to_dict(), premise=bool(cfg.premise and measured))))
+        epochs[name] = int(cfg.finetune["epochs"])
+    counts = study_finetune_image_epochs(Study(name="committed", description="", runs=tuple(runs), seed_group=()))
+    return {n: {**v, "epochs": epochs[n]} for n, v in counts.items()}
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", help="directory for study_epoch.json/.md")
     p.add_argument("--docs", default=None, help="also write the Markdown (and .json beside it) here")
+    p.add_argument("--committed", default="docs/reproduce",
+                   help="a committed study directory whose measured wall time gives the part that does not scale "
+                        "with the epochs (its metrics/timing.json and its runs' config.yaml)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -137,18 +146,18 @@ def main(argv=None) -> dict:
         n = res["networks"][net]
         n["speedup"] = n["seconds_per_image_default"] / n["seconds_per_image_tuned"]
     runs_now = finetune_image_epochs(premise=True)
-    runs_then = finetune_image_epochs(premise=False)
+    runs_then = committed_finetune_image_epochs(args.committed)
     spi = {net: (v["seconds_per_image_default"], v["seconds_per_image_tuned"]) for net, v in res["networks"].items()}
     epoch_default = sum(r["image_epochs"] * spi[r["network"]][0] for r in runs_now.values())
     epoch_tuned = sum(r["image_epochs"] * spi[r["network"]][1] for r in runs_now.values())
-    timing = json.loads(Path("docs/reproduce/metrics/timing.json").read_text())
+    timing = json.loads((Path(args.committed) / "metrics" / "timing.json").read_text())
     committed_s = sum(v["seconds"] for v in timing.values())
-    committed_finetune_s = FINETUNE_EPOCHS * sum(r["image_epochs"] * spi[r["network"]][0]
-                                                 for r in runs_then.values())
+    committed_finetune_s = sum(r["epochs"] * r["image_epochs"] * spi[r["network"]][0] for r in runs_then.values())
     rest = max(0.0, committed_s - committed_finetune_s)
     res.update(runs=runs_now, finetune_epoch_s_default=epoch_default, finetune_epoch_s_tuned=epoch_tuned,
                committed_study_s=committed_s, committed_finetune_s_estimate=committed_finetune_s,
                rest_s_estimate=rest, budget_s=BUDGET_S, finetune_epochs_now=FINETUNE_EPOCHS,
+               committed_study=str(args.committed), committed_runs=runs_then,
                epochs_fit_default=math.floor((BUDGET_S - rest) / epoch_default),
                epochs_fit_tuned=math.floor((BUDGET_S - rest) / epoch_tuned),
                wall_s=time.perf_counter() - t0, loadavg_end=loadavg())
@@ -179,7 +188,7 @@ def to_markdown(r: dict, command: str) -> str:
     lines += ["",
               f"One fine-tuning epoch of the whole study: **{r['finetune_epoch_s_default'] / 60:.1f} min** at XLA's "
               f"defaults, **{r['finetune_epoch_s_tuned'] / 60:.1f} min** tuned. The committed study "
-              f"({r['finetune_epochs_now']} epochs, one θ_std per run) took {r['committed_study_s'] / 60:.0f} min, "
+              f"(`{r.get('committed_study', 'docs/reproduce')}`) took {r['committed_study_s'] / 60:.0f} min, "
               f"of which fine-tuning ≈ {r['committed_finetune_s_estimate'] / 60:.0f} min at this machine's default "
               f"speed, leaving ≈ {r['rest_s_estimate'] / 60:.0f} min that does not scale with the epochs "
               "(an estimate across machines).", "",

@@ -32,8 +32,8 @@ def test_cells_cover_the_grid_and_share_their_theta_init():
         assert own[0].fields["init_from"] is None  # the first cell of a θ_init trains it
         assert all(c.fields["init_from"] == "current" for c in own[1:])  # the others take it from there
     by = {c.name: c for c in cells}
-    # the study's design is the grid's rotation/current cell: its θ_init recipe and fine-tuning recipe
-    study = presets.REPRODUCE.config("vgg16_seed0")
+    # the study's earlier design is the grid's rotation/current cell: its θ_init recipe and fine-tuning recipe
+    study = presets.reproduce_study("rotation", P.STUDY_WIDTH, presets.FINETUNE_EPOCHS).config("vgg16_seed0")
     cur = by["rotation/current"].config()
     assert cur.finetune == study.finetune and cur.pretrain == study.pretrain and cur.init == study.init
     assert cur.model_kwargs == study.model_kwargs
@@ -150,32 +150,3 @@ def test_tiny_map_end_to_end_and_resumes(tmp_path, capsys):
     # a started map keeps its plan: the stored one round-trips exactly
     stored = regime.stored_plan(out)
     assert stored is not None and stored.to_dict() == regime.tiny_plan().to_dict()
-
-
-def test_study_design_rule():
-    from rws_jax.pipeline.study_design import LABEL_FREE_KINDS, choose_design, choose_init, choose_width
-
-    rows = [{"init": k, "recipe": "current", "width": 0.125, "probe_common": p}
-            for k, p in (("rotation", 0.80), ("fractal", 0.85), ("other_classes", 0.85), ("same_classes", 0.99))]
-    rows.append({"init": "rotation", "recipe": "long", "width": 0.125, "probe_common": 0.99})  # not the study's recipe
-    d = choose_design(rows, {0.125: 7, 0.25: 4, 0.5: 1})
-    # same_classes saw the task's labels: never chosen; a tie goes to the kind listed first
-    assert d.init == "fractal" and LABEL_FREE_KINDS.index("fractal") < LABEL_FREE_KINDS.index("other_classes")
-    assert (d.width, d.epochs) == (0.25, 4)  # the widest width that fits at least the current 4 epochs
-    assert d.milestones() == [pytest.approx(1.6), pytest.approx(3.2)]
-    assert choose_width({0.125: 9, 0.25: 3}) == (0.125, 9)
-    with pytest.raises(ValueError, match="missing"):
-        choose_init({"rotation": 0.5})
-    with pytest.raises(ValueError, match="no width"):
-        choose_width({0.125: 2})
-
-
-def test_epochs_by_width_agrees_with_the_benchmark_file():
-    from pathlib import Path
-
-    from rws_jax.pipeline.study_design import WIDTHS, epochs_by_width
-
-    costs = json.loads((Path(__file__).parent.parent / "docs" / "study_epoch_cpu.json").read_text())
-    got = epochs_by_width(costs)
-    assert got[WIDTHS[0]] == costs["epochs_fit_tuned"]  # the benchmark's own figure at width 1/8
-    assert got[WIDTHS[0]] >= got[WIDTHS[1]] >= got[WIDTHS[2]]  # wider networks never fit more epochs

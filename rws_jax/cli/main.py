@@ -43,6 +43,7 @@ from rws_jax.corruptions import grid
 from rws_jax.models import TorchImportError, from_torch_state_dict, model_family, torch_load
 from rws_jax.pipeline import STUDIES, PRESETS, ConfigMismatchError, Run, RunMetrics, load_config, run_all, run_study
 from rws_jax.pipeline import autopatch_eval, autopatch_report, regime, regime_report, report, stages, study_report
+from rws_jax.pipeline.markdown_blocks import write_block
 from rws_jax.pipeline.metrics_files import read_metrics
 from rws_jax.pipeline.patch_check import patch_and_evaluate
 from rws_jax.pipeline.stages import STAGES
@@ -142,6 +143,11 @@ def _cmd_regime(args) -> int:
     print(regime_report.write_regime_report(out, command=_command_line().strip()))
     if args.export:
         print(regime_report.export_regime(out, args.export))
+    if args.splice:
+        data = read_metrics(out, "regime")
+        write_block(Path(args.splice), regime_report.REGIME_BEGIN, regime_report.REGIME_END,
+                    "\n" + regime_report.regime_summary_markdown(data, docs=str(args.export or out)))
+        print(f"wrote the regime map's summary into {args.splice}")
     return 0
 
 
@@ -319,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", action="store_true", help="print the plan (cells, epochs, cuts) and stop")
     p.add_argument("--report-only", action="store_true", help="collect the rows written so far and write the report")
     p.add_argument("--export", metavar="DIR", default=None, help="copy report, figure and regime.json to DIR")
+    p.add_argument("--splice", metavar="MARKDOWN", default=None,
+                   help="write the map's summary paragraph between the regime-summary markers of this file")
     p.add_argument("--tiny", action="store_true", help="the smoke-test map (two cells, a few hundred images)")
     p.add_argument("--costs", default=None, help="per-image costs file (default docs/study_epoch_cpu.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -179,107 +179,182 @@ PRESETS["cifar10_vgg16_colab"] = dict(
 REPRODUCE_CORRUPTIONS = ("gaussian_noise", "impulse_noise", "defocus_blur", "motion_blur",
                          "fog", "contrast", "pixelate", "jpeg_compression")
 
-# The reference's fine-tuning recipe (SGD 0.01, momentum 0.9, wd 5e-4, batch 128, ×0.1 at 40% and
-# 80% of the epochs, crop + flip) cut to FINETUNE_EPOCHS epochs to fit the study's budget.
+# The fine-tuning epochs of the study before issue 31's design rule (the regime map's "current"
+# recipe and the rule's floor): the reference's recipe cut to 4 epochs.
 FINETUNE_EPOCHS = 4
-_FINETUNE = dict(epochs=FINETUNE_EPOCHS, batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4,
-                 schedule="step", milestones=[0.4 * FINETUNE_EPOCHS, 0.8 * FINETUNE_EPOCHS], augment=True, flip=True,
-                 mean=GRAYSCALE["mean"], std=GRAYSCALE["std"])
-_ALPHA_GRID = [0.0, 0.5, 1.0, 1.5]
 
-_VGG = dict(
-    dataset="fashion_mnist",
-    val_size=5000,
-    model="vgg16",
-    model_kwargs={"width": 0.125, "init_scheme": "he_fan_in"},
-    corruptions=list(REPRODUCE_CORRUPTIONS),
-    severity=5,
-    eval_severities=[1, 2, 3, 4, 5],
-    # θ_init never sees a label: rotation prediction on the pre-training half (4 × 30,000 images)
-    init={"kind": "rotation"},
-    pretrain=dict(epochs=5, batch_size=128, lr=0.03, schedule="cosine", warmup_epochs=0.25, **GRAYSCALE),
-    finetune=dict(_FINETUNE),
-    transfer_finetune=dict(epochs=8, batch_size=32, lr=0.02, schedule="cosine", **GRAYSCALE),
-    alphas=[0.0, 0.5, 1.0, 1.5],
-    quant_bits=[8, 4],
-    merge_methods=["ties"],
-    alpha_grid=_ALPHA_GRID,
-    # one full round of coordinate ascent over the 8 coefficients: α = 0, the start, 8 × 4 grid points
-    alpha_search_budget=2 + len(REPRODUCE_CORRUPTIONS) * len(_ALPHA_GRID),
-    alpha_search_examples=2000,
-    robust_replicates=1,
-    update_backbone_epochs=1,
-    seed=0,
+
+def reference_recipe(epochs: int) -> dict:
+    """The reference's fine-tuning recipe (SGD 0.01, momentum 0.9, wd 5e-4, batch 128, ×0.1 at
+    40% and 80% of the epochs, crop + flip) cut to ``epochs``, on grayscale inputs."""
+    return dict(epochs=epochs, batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="step",
+                milestones=[0.4 * epochs, 0.8 * epochs], augment=True, flip=True, mean=GRAYSCALE["mean"],
+                std=GRAYSCALE["std"])
+
+
+_FINETUNE = reference_recipe(FINETUNE_EPOCHS)
+
+# How θ_init is made (the study and the regime map): (label, init dict, pre-training recipe,
+# the task's classes or None for all ten). A θ_init supervised on classes 5-9 of the
+# pre-training half makes the task classes 0-4, which it never saw (the reference's kind:
+# ImageNet's labels are disjoint from CIFAR-10's).
+PRETRAIN_INIT: dict = dict(epochs=5, batch_size=128, lr=0.03, schedule="cosine", warmup_epochs=0.25, **GRAYSCALE)
+THETA_INIT_KINDS: tuple[tuple[str, dict, dict, list | None], ...] = (
+    ("rotation", {"kind": "rotation"}, PRETRAIN_INIT, None),
+    ("rotation_4x", {"kind": "rotation"}, dict(PRETRAIN_INIT, epochs=4 * PRETRAIN_INIT["epochs"]), None),
+    ("fractal", {"kind": "fractal"}, PRETRAIN_INIT, None),
+    ("other_classes", {"kind": "classes", "classes": [5, 6, 7, 8, 9]}, dict(PRETRAIN_INIT, epochs=8), [0, 1, 2, 3, 4]),
+    ("same_classes", {"kind": "supervised"}, PRETRAIN_INIT, None),
 )
-# The extra seeds: only the main rows (θ_std, θ_rob,c, θ_std + RWS_c at severities 1–5).
-_MAIN_ROWS_ONLY = dict(transfer_dataset=None, update_backbone_epochs=0, mixture=False, alphas=[1.0], quant_bits=[],
-                       merge_methods=[], alpha_search=False, composition_rows=False, init_from="vgg16_seed0")
-_CLASSES_0_4 = dict(classes=[0, 1, 2, 3, 4], eval_severities=[])
 
-REPRODUCE = Study(
-    name="reproduce",
-    description="the paper's 7 claims on all of Fashion-MNIST with the reference's experiment: a generic θ_init "
-                "(rotation prediction, no labels) fine-tuned with the reference's schedule; VGG-16 (width 1/8) with "
-                "3 training seeds, severities 1–5, 8 corruptions; the same-domain transfer pair (classes 0–4 and 5–9 "
-                "from one θ_init, both directions), an updated backbone and, beyond the paper, digits; θ_init made "
-                "from other classes for comparison; ResNet-20 with the reference BatchNorm scheme; auto-patching; "
-                "sized for at most 2.5 h on 2 CPU cores",
-    runs=(
-        ("vgg16_seed0", dict(_VGG, name="reproduce/vgg16_seed0", transfer_dataset="digits",
-                             description="VGG-16 width 1/8, seed 0: every stage")),
-        ("vgg16_seed1", dict(_VGG, **_MAIN_ROWS_ONLY, name="reproduce/vgg16_seed1", training_seed=1,
-                             description="VGG-16 width 1/8, training seed 1 (θ_init of seed 0): main rows")),
-        ("vgg16_seed2", dict(_VGG, **_MAIN_ROWS_ONLY, name="reproduce/vgg16_seed2", training_seed=2,
-                             description="VGG-16 width 1/8, training seed 2 (θ_init of seed 0): main rows")),
-        ("vgg16_classes", dict(
-            _VGG, **{**_MAIN_ROWS_ONLY, "transfer_dataset": "fashion_mnist"}, **_CLASSES_0_4,
-            name="reproduce/vgg16_classes",
-            description="the paper's transfer: classes 0–4 and classes 5–9 of the fine-tuning half, each with its "
-                        "own 5-way head and the full schedule from seed 0's θ_init; each side's RWSs patch the other",
-            transfer_classes=[5, 6, 7, 8, 9], transfer_finetune=dict(_FINETUNE))),
-        ("vgg16_init_classes", dict(
-            _VGG, **{**_MAIN_ROWS_ONLY, "init_from": None}, **_CLASSES_0_4,
-            name="reproduce/vgg16_init_classes",
-            description="the other generic θ_init: pre-trained on classes 5–9 of the pre-training half (own head), "
-                        "fine-tuned on classes 0–4 as vgg16_classes; 4 corruptions",
+
+def theta_init_kind(label: str) -> tuple[dict, dict, list | None]:
+    """(init dict, pre-training recipe, task classes) of a :data:`THETA_INIT_KINDS` label."""
+    for name, init, pretrain, classes in THETA_INIT_KINDS:
+        if name == label:
+            return dict(init), dict(pretrain), None if classes is None else list(classes)
+    raise KeyError(f"unknown θ_init kind {label!r}; known: {[k[0] for k in THETA_INIT_KINDS]}")
+
+
+_ALPHA_GRID = [0.0, 0.5, 1.0, 1.5]
+_CLASSES_0_4 = [0, 1, 2, 3, 4]
+_CLASSES_5_9 = [5, 6, 7, 8, 9]
+# ResNet-20's rotation pre-training (its 10,000-image subset): the recipe the earlier designs used.
+_RESNET_ROTATION_PRETRAIN = dict(epochs=3, batch_size=128, lr=0.05, schedule="cosine", warmup_epochs=0.25,
+                                 weight_decay=5e-4, **GRAYSCALE)
+
+
+def reproduce_study(init: str, width: float, epochs: int) -> Study:
+    """The ``reproduce`` study on a design: θ_init kind ``init`` (a :data:`THETA_INIT_KINDS`
+    label), VGG-16 at ``width`` and the reference's fine-tuning recipe cut to ``epochs``
+    (:mod:`rws_jax.pipeline.study_design` chooses them by a rule). The task is all ten classes,
+    or the classes θ_init did not see for the other-classes kind; the θ_init comparison sets
+    the design's kind beside rotation (or beside the other-classes kind when the design is
+    rotation or fractal) on classes 0–4."""
+    init_dict, pretrain, classes = theta_init_kind(init)
+    finetune = reference_recipe(epochs)
+    vgg = dict(
+        dataset="fashion_mnist",
+        val_size=5000,
+        model="vgg16",
+        model_kwargs={"width": width, "init_scheme": "he_fan_in"},
+        corruptions=list(REPRODUCE_CORRUPTIONS),
+        severity=5,
+        eval_severities=[1, 2, 3, 4, 5],
+        init=init_dict,
+        pretrain=pretrain,
+        classes=classes,
+        finetune=finetune,
+        transfer_finetune=dict(epochs=8, batch_size=32, lr=0.02, schedule="cosine", **GRAYSCALE),
+        alphas=[0.0, 0.5, 1.0, 1.5],
+        quant_bits=[8, 4],
+        merge_methods=["ties"],
+        alpha_grid=_ALPHA_GRID,
+        # one full round of coordinate ascent over the 8 coefficients: α = 0, the start, 8 × 4 grid points
+        alpha_search_budget=2 + len(REPRODUCE_CORRUPTIONS) * len(_ALPHA_GRID),
+        alpha_search_examples=2000,
+        robust_replicates=1,
+        update_backbone_epochs=1,
+        seed=0,
+    )
+    # The extra seeds: only the main rows (θ_std, θ_rob,c, θ_std + RWS_c at severities 1–5).
+    main_only = dict(transfer_dataset=None, update_backbone_epochs=0, mixture=False, alphas=[1.0], quant_bits=[],
+                     merge_methods=[], alpha_search=False, composition_rows=False, init_from="vgg16_seed0")
+    classes_0_4 = dict(classes=_CLASSES_0_4, eval_severities=[])
+    task = "all ten classes" if classes is None else f"classes {classes[0]}–{classes[-1]}"
+    w = f"width 1/{round(1 / width)}"
+    other = "rotation" if init == "other_classes" else "other_classes"
+    o_init, o_pretrain, _ = theta_init_kind(other)
+    if init == "other_classes":
+        # the design's run on classes 0-4 is seed 0 itself
+        comparison_pair = ("vgg16_seed0", "vgg16_init_rotation")
+    else:
+        comparison_pair = ("vgg16_classes", "vgg16_init_classes")
+    resnet_pretrain = (_RESNET_ROTATION_PRETRAIN if init == "rotation"
+                       else dict(pretrain, weight_decay=5e-4))
+    # The same-domain pair needs two class sets θ_init never saw: with a θ_init supervised on
+    # classes 5-9 only the task's classes remain, so the pair is cut (named in ``cut``).
+    same_domain = None if classes is not None else ("vgg16_classes", dict(
+        vgg, **{**main_only, "transfer_dataset": "fashion_mnist"}, **classes_0_4,
+        name="reproduce/vgg16_classes",
+        description="the paper's transfer: classes 0–4 and classes 5–9 of the fine-tuning half, each with its "
+                    "own 5-way head and the full schedule from seed 0's θ_init; each side's RWSs patch the other",
+        transfer_classes=_CLASSES_5_9, transfer_finetune=dict(finetune)))
+    runs = (
+        ("vgg16_seed0", dict(vgg, name="reproduce/vgg16_seed0", transfer_dataset="digits",
+                             description=f"VGG-16 {w}, seed 0: every stage")),
+        ("vgg16_seed1", dict(vgg, **main_only, name="reproduce/vgg16_seed1", training_seed=1,
+                             description=f"VGG-16 {w}, training seed 1 (θ_init of seed 0): main rows")),
+        ("vgg16_seed2", dict(vgg, **main_only, name="reproduce/vgg16_seed2", training_seed=2,
+                             description=f"VGG-16 {w}, training seed 2 (θ_init of seed 0): main rows")),
+        *(() if same_domain is None else (same_domain,)),
+        (comparison_pair[1], dict(
+            vgg, **{**main_only, "init_from": None}, **classes_0_4,
+            name=f"reproduce/{comparison_pair[1]}",
+            description=f"the other generic θ_init: {other.replace('_', ' ')} (own pre-training), fine-tuned on "
+                        "classes 0–4; 4 corruptions",
             corruptions=["gaussian_noise", "defocus_blur", "fog", "contrast"],
-            init={"kind": "classes", "classes": [5, 6, 7, 8, 9]},
-            pretrain=dict(epochs=8, batch_size=128, lr=0.03, schedule="cosine", warmup_epochs=0.25, **GRAYSCALE))),
+            init=o_init, pretrain=o_pretrain)),
         ("resnet20", dict(
-            _VGG, name="reproduce/resnet20", model="resnet20", model_kwargs={},
-            description="ResNet-20 with the reference BatchNorm scheme, its own rotation θ_init, 4 corruptions, "
-                        "subsets",
+            vgg, name="reproduce/resnet20", model="resnet20", model_kwargs={},
+            description=f"ResNet-20 with the reference BatchNorm scheme, its own θ_init ({init.replace('_', ' ')}), "
+                        "4 corruptions, subsets",
             corruptions=["gaussian_noise", "defocus_blur", "fog", "contrast"], eval_severities=[],
-            pretrain_examples=10000, finetune_examples=5000, bn="reference",
-            pretrain=dict(epochs=3, batch_size=128, lr=0.05, schedule="cosine", warmup_epochs=0.25,
-                          weight_decay=5e-4, **GRAYSCALE),
+            pretrain_examples=10000, finetune_examples=5000, bn="reference", pretrain=resnet_pretrain,
             transfer_dataset=None, update_backbone_epochs=0, mixture=False, alphas=[1.0],
             quant_bits=[], merge_methods=[], alpha_search=False, composition_rows=False)),
-    ),
-    seed_group=("vgg16_seed0", "vgg16_seed1", "vgg16_seed2"),
-    same_domain="vgg16_classes",
-    batch_norm="resnet20",
-    autopatch=("vgg16_seed0", "resnet20"),
-    init_comparison=("vgg16_classes", "vgg16_init_classes"),
-    cut=(
-        "VGG-16 at width 1/8 instead of full width: both models' parameter counts and training images/s on "
-        "this CPU are in docs/train_throughput_cpu.md (`make bench-train`)",
-        f"fine-tuning: the reference's recipe (SGD 0.01, momentum 0.9, wd 5e-4, batch 128, ×0.1 at 40% and 80%, "
-        f"crop + flip) for {FINETUNE_EPOCHS} epochs instead of 50 ({FINETUNE_EPOCHS / 50:.0%}): the budget allows no "
-        "more on this CPU",
-        "θ_init: rotation prediction on the pre-training half (5 epochs over its 4 rotations) instead of ImageNet "
-        "weights, which Fashion-MNIST has no offline equivalent of; the seeds share it",
-        "8 of the 19 corruptions: saturate does nothing to grayscale images, frost/snow/spatter paint coloured "
-        "textures; shot/speckle noise, glass/zoom/gaussian blur, brightness and elastic were cut for time",
-        "severities 1–5 for θ_std, θ_rob,c and θ_std + RWS_c; every other row at severity 5 only, on seed 0",
-        "robust models are trained at severity 5 only (as the paper), and tested at every severity",
-        "ResNet-20: one seed, 4 corruptions, 10,000 pre-training (3 epochs of rotations) and 5,000 fine-tuning "
-        "images, severity 5, only θ_std, θ_rob,c and θ_std + RWS_c (α = 1)",
-        "the same-domain pair: one seed, severity 5, on the fine-tuning half (15,000 images a side)",
-        "the θ_init comparison (classes 5–9): one seed, 4 corruptions, severity 5",
-        "α search on 2,000 validation images, one full round of coordinate ascent, the TIES merge only (DARE cut)",
-    ),
-)
+    )
+    init_text = {"rotation": "rotation prediction on the pre-training half (5 epochs over its 4 rotations)",
+                 "rotation_4x": "rotation prediction on the pre-training half (20 epochs over its 4 rotations)",
+                 "fractal": "supervised on FractalDB-style fractal images (5 epochs)",
+                 "other_classes": "supervised on classes 5–9 of the pre-training half (8 epochs); the task is classes "
+                                  "0–4, which θ_init never saw",
+                 "same_classes": "supervised on the task's own classes of the pre-training half"}[init]
+    return Study(
+        name="reproduce",
+        description=f"the paper's 7 claims on Fashion-MNIST ({task}) with the reference's experiment: θ_init "
+                    f"{init_text}, fine-tuned with the reference's recipe for {epochs} epochs; VGG-16 ({w}) with 3 "
+                    "training seeds, severities 1–5, 8 corruptions; the same-domain transfer pair (classes 0–4 and 5–9 "
+                    "from one θ_init, both directions), an updated backbone and, beyond the paper, digits; another "
+                    "θ_init kind for comparison; ResNet-20 with the reference BatchNorm scheme; auto-patching; sized for "
+                    "at most 2.5 h on 2 CPU cores (the design: rws_jax.pipeline.study_design)",
+        runs=runs,
+        seed_group=("vgg16_seed0", "vgg16_seed1", "vgg16_seed2"),
+        same_domain=None if same_domain is None else same_domain[0],
+        batch_norm="resnet20",
+        autopatch=("vgg16_seed0", "resnet20"),
+        init_comparison=comparison_pair,
+        cut=(
+            f"VGG-16 at {w} instead of full width: both models' parameter counts and training images/s on "
+            "this CPU are in docs/train_throughput_cpu.md (`make bench-train`)",
+            f"fine-tuning: the reference's recipe (SGD 0.01, momentum 0.9, wd 5e-4, batch 128, ×0.1 at 40% and 80%, "
+            f"crop + flip) for {epochs} epochs instead of 50 ({epochs / 50:.0%}): as many as fit the budget on this "
+            "CPU (rws_jax.pipeline.study_design)",
+            f"θ_init: {init_text}, instead of ImageNet weights, which Fashion-MNIST has no offline equivalent of; "
+            "the seeds share it",
+            "8 of the 19 corruptions: saturate does nothing to grayscale images, frost/snow/spatter paint coloured "
+            "textures; shot/speckle noise, glass/zoom/gaussian blur, brightness and elastic were cut for time",
+            "severities 1–5 for θ_std, θ_rob,c and θ_std + RWS_c; every other row at severity 5 only, on seed 0",
+            "robust models are trained at severity 5 only (as the paper), and tested at every severity",
+            "ResNet-20: one seed, 4 corruptions, 10,000 pre-training and 5,000 fine-tuning images (before the task's "
+            "classes are taken), severity 5, only θ_std, θ_rob,c and θ_std + RWS_c (α = 1)",
+            ("the same-domain pair: one seed, severity 5, on the fine-tuning half (about 14,000 images a side)"
+             if same_domain is not None else
+             "the same-domain transfer pair: cut, since it needs a second set of classes θ_init never saw and θ_init "
+             "saw classes 5–9; signatures' transfer is judged on the updated backbone and digits"),
+            f"the θ_init comparison ({other.replace('_', ' ')}): one seed, 4 corruptions, severity 5",
+            "α search on 2,000 validation images, one full round of coordinate ascent, the TIES merge only (DARE cut)",
+        ),
+    )
+
+
+# The study's design (issue 31's rule, rws_jax.pipeline.study_design.choose_design, applied to the
+# committed regime map docs/regime/metrics/regime.json and the per-image costs of
+# docs/study_epoch_cpu.json; a test checks these values are the rule's).
+REPRODUCE_INIT = "rotation"
+REPRODUCE_WIDTH = 0.125
+REPRODUCE_EPOCHS = 7
+REPRODUCE = reproduce_study(REPRODUCE_INIT, REPRODUCE_WIDTH, REPRODUCE_EPOCHS)
 
 STUDIES: dict[str, Study] = {"reproduce": REPRODUCE}
 

@@ -36,6 +36,7 @@ from rws_jax.pipeline.model_store import train_config
 from rws_jax.pipeline.run import Run
 from rws_jax.pipeline.run_data import RunData
 from rws_jax.pipeline.stages import run_stages
+from rws_jax.pipeline.study_design import LABEL_FREE_KINDS, design_from_map, probes_from_rows
 from rws_jax.training import TrainConfig, weight_decay_shrink
 from rws_jax.training.augment import normalize_images
 
@@ -346,9 +347,19 @@ def collect_rows(plan: RegimePlan, out: str | Path) -> dict:
     for cell in plan.cells:
         r = read_metrics(out / cell.name, "regime_row")
         (rows.append(r) if r is not None else missing.append(cell.name))
-    data = {"plan": plan.to_dict(), "rows": rows, "missing": missing, "threshold": 0.02}
+    data = {"plan": plan.to_dict(), "rows": rows, "missing": missing, "threshold": 0.02,
+            "design": map_design(rows)}
     write_metrics(out, "regime", data)
     return data
+
+
+def map_design(rows: list[dict], costs_file: str | Path = P.COSTS_FILE) -> dict | None:
+    """The study's design by :func:`rws_jax.pipeline.study_design.design_from_map` once every
+    label-free θ_init kind's row is in (else None), with the cost file it read."""
+    if any(k not in probes_from_rows(rows) for k in LABEL_FREE_KINDS):
+        return None
+    costs = json.loads(Path(costs_file).read_text())
+    return {**design_from_map(rows, costs).to_dict(), "costs_file": str(costs_file)}
 
 
 def regime_sizes() -> dict:

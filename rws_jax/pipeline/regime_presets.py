@@ -18,17 +18,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from rws_jax.pipeline.presets import FINETUNE_EPOCHS, GRAYSCALE, REFERENCE_FINETUNE
+from rws_jax.pipeline.presets import FINETUNE_EPOCHS, REFERENCE_FINETUNE, THETA_INIT_KINDS, reference_recipe
 
 # The corruptions, in the issue's order: a noise, a blur, and the one whose signature the
 # projection barely touched. Cutting to two drops the last (the rule cuts from the end).
 REGIME_CORRUPTIONS = ("gaussian_noise", "defocus_blur", "fog")
 REGIME_BUDGET_S = 2 * 3600.0
 
-# The study's fine-tuning recipe (the reference's, cut to FINETUNE_EPOCHS epochs).
-CURRENT_RECIPE: dict[str, Any] = dict(epochs=FINETUNE_EPOCHS, batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4,
-                      schedule="step", milestones=[0.4 * FINETUNE_EPOCHS, 0.8 * FINETUNE_EPOCHS], augment=True,
-                      flip=True, mean=GRAYSCALE["mean"], std=GRAYSCALE["std"])
+# The study's fine-tuning recipe before the design rule (the reference's, cut to FINETUNE_EPOCHS epochs).
+CURRENT_RECIPE: dict[str, Any] = reference_recipe(FINETUNE_EPOCHS)
 # The reference's own length (50 epochs at ×0.1 at 20 and 40) bounds the longest recipe.
 REFERENCE_EPOCHS = int(REFERENCE_FINETUNE.epochs)
 # The longest recipe must be longer than the current one to be a cell of its own.
@@ -36,16 +34,8 @@ MIN_LONG_EPOCHS = FINETUNE_EPOCHS + 1
 # The shrink factor of the reference's fine-tune (weight decay alone, 50 epochs of 391 steps).
 REFERENCE_SHRINK = 0.649
 
-_PRETRAIN: dict[str, Any] = dict(epochs=5, batch_size=128, lr=0.03, schedule="cosine", warmup_epochs=0.25, **GRAYSCALE)
-
 # θ_init kinds: (label, init dict, pre-training recipe, task classes or None for all ten).
-INIT_KINDS: tuple[tuple[str, dict, dict, list | None], ...] = (
-    ("rotation", {"kind": "rotation"}, _PRETRAIN, None),
-    ("rotation_4x", {"kind": "rotation"}, dict(_PRETRAIN, epochs=4 * _PRETRAIN["epochs"]), None),
-    ("fractal", {"kind": "fractal"}, _PRETRAIN, None),
-    ("other_classes", {"kind": "classes", "classes": [5, 6, 7, 8, 9]}, dict(_PRETRAIN, epochs=8), [0, 1, 2, 3, 4]),
-    ("same_classes", {"kind": "supervised"}, _PRETRAIN, None),
-)
+INIT_KINDS = THETA_INIT_KINDS
 # The task every label-free θ_init kind is probed on for the study's design rule (issue 31):
 # the other-classes kind's task, classes 0-4 (rotation and fractal θ_inits never saw them either).
 COMMON_PROBE_CLASSES = (0, 1, 2, 3, 4)

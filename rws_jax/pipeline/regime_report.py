@@ -80,6 +80,29 @@ def summary_sentence(data: dict) -> str:
     return "; ".join(parts) + "."
 
 
+def design_section(design: dict | None) -> list[str]:
+    """The study's design rule, the values that chose, and the chosen recipe's shrink."""
+    if design is None:
+        return ["## The study's design", "", "Not chosen yet: the rule needs the row of every label-free θ_init kind "
+                "with the study's recipe.", ""]
+    kinds = design["label_free_kinds"]
+    probes = ", ".join(f"{k} {pct(design['probes'][k])}" for k in kinds)
+    widths = ", ".join(f"1/{round(1 / float(w))}: {e}" for w, e in design["epochs_by_width"].items())
+    return [
+        "## The study's design", "",
+        "The rule (`rws_jax.pipeline.study_design`, fixed before any cell ran): the θ_init kind with the best linear "
+        "probe among those that never saw a label of the study's task (" + ", ".join(kinds) + "), compared on one "
+        "task (classes 0–4); the reference's fine-tuning recipe with one cut, the number of epochs: as many as fit "
+        f"the study's {design['budget_s'] / 3600:g} h budget (counted for the study built on the chosen kind, from "
+        f"the per-image costs of `{design['costs_file']}`), at the widest width where that is at least the study's "
+        f"earlier {design['current_epochs']} epochs.", "",
+        f"- probes on classes 0–4: {probes} → **{design['init']}**",
+        f"- fine-tuning epochs that fit, by width: {widths} → **width 1/{round(1 / design['width'])}, "
+        f"{design['epochs']} epochs**",
+        f"- the chosen recipe's shrink factor (weight decay alone, seed 0's fine-tuning split): "
+        f"**{fixed(design['shrink'])}**, the reference's {fixed(design['reference_shrink'])}", ""]
+
+
 def regime_figure(data: dict, path: Path) -> Path:
     pts = [p for p in points(data) if p["gap_closed_1"] is not None]
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
@@ -133,9 +156,36 @@ def write_regime_report(out: str | Path, command: str | None = None) -> Path:
     if data["rows"]:
         lines += ["**" + summary_sentence(data) + "**", "", "![regime map](figures/regime.png)", ""]
         regime_figure(data, out / "figures" / "regime.png")
-    lines += regime_table(data) + [""]
+    lines += design_section(data.get("design")) + regime_table(data) + [""]
     (out / "report.md").write_text("\n".join(lines))
     return out / "report.md"
+
+
+REGIME_BEGIN = "<!-- regime-summary:begin (make regime-docs: rws-jax regime --report-only --export docs/regime --splice README.md) -->"
+REGIME_END = "<!-- regime-summary:end -->"
+
+
+def regime_summary_markdown(data: dict, docs: str = "docs/regime") -> str:
+    """README's paragraph on the map, from ``regime.json`` alone: how many cells and points,
+    how many met the premise, the mean gap closed and TA cost on each side of it, the figure,
+    and the design the rule chose."""
+    pts = points(data)
+    thr = data.get("threshold", 0.02)
+    met = [p for p in pts if p["met"] is True]
+    plan = data["plan"]
+    lines = [f"{len(data['rows'])} of {len(plan['cells'])} cells of the map "
+             f"(VGG-16, {', '.join(plan['corruptions'])}; one seed; `make regime-docs`, "
+             f"[report]({docs}/report.md)): {len(met)} of {len(pts)} cell × corruption points meet the premise "
+             f"(both θ_std ↔ θ_rob,c barriers under {100 * thr:.0f} pp). **{summary_sentence(data)}**", "",
+             f"![regime map]({docs}/figures/regime.png)", ""]
+    d = data.get("design")
+    if d is not None:
+        lines += [f"The study's design, by the rule fixed before the map ran (`rws_jax.pipeline.study_design`): "
+                  f"θ_init **{d['init']}** (probe on classes 0–4: "
+                  + ", ".join(f"{k} {pct(v)}" for k, v in d["probes"].items())
+                  + f"), width 1/{round(1 / d['width'])}, **{d['epochs']} fine-tuning epochs** (shrink "
+                  f"{fixed(d['shrink'])}; the reference's {fixed(d['reference_shrink'])}).", ""]
+    return "\n".join(lines)
 
 
 def export_regime(out: str | Path, dest: str | Path) -> Path:

@@ -48,7 +48,7 @@ def study_summary_markdown(study: Study, out: str | Path, previous: str | Path |
     (mean over corruptions, per severity), the seed spread, the claims' verdicts (with, given
     ``previous`` (one directory or several), the same rules on earlier study directories'
     metrics beside them; by default every :func:`earlier_designs` directory beside ``out``,
-    e.g. ``docs/reproduce_rotation`` and ``docs/reproduce_previous``)."""
+    e.g. ``docs/reproduce_4_epochs`` and ``docs/reproduce_previous``)."""
     out = Path(out)
     runs = seed_runs(study, out)
     same = open_run(out, study.same_domain) or same_domain_run(out)

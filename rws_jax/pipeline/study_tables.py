@@ -214,7 +214,7 @@ def same_domain_run(out: Path) -> RunMetrics | None:
 
 def earlier_designs(out: Path) -> list[Path]:
     """The study's earlier designs kept beside ``out``: ``<out>_<label>`` directories holding a
-    seed-0 run (``docs/reproduce_rotation``, ``docs/reproduce_previous``), in the order of
+    seed-0 run (``docs/reproduce_4_epochs``, ``docs/reproduce_previous``), in the order of
     :data:`EARLIER_DESIGNS` (newest first), then any other by name."""
     found = [d for d in sorted(out.parent.glob(out.name + "_*")) if (d / "vgg16_seed0" / "config.yaml").exists()]
     order = {n: i for i, n in enumerate(EARLIER_DESIGNS)}
@@ -222,4 +222,4 @@ def earlier_designs(out: Path) -> list[Path]:
 
 
 # Earlier designs of the reproduce study, newest first (their directories: docs/reproduce_<label>).
-EARLIER_DESIGNS = ("rotation", "previous")
+EARLIER_DESIGNS = ("4_epochs", "previous")
