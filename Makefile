@@ -96,13 +96,14 @@ bench-quick: venv
 bench: venv data
 	$(PY) -m benchmarks --out results/bench
 
-# a full run, committed: docs/benchmark_results_cpu.{md,json} and README's targets table
+# a full run, committed: docs/benchmarks/benchmark_results_cpu.{md,json} and the targets table of
+# docs/results/benchmarks.md
 bench-docs: bench
-	cp results/bench/results.md docs/benchmark_results_cpu.md
-	cp results/bench/results.json docs/benchmark_results_cpu.json
-	$(PY) -m benchmarks.report --json docs/benchmark_results_cpu.json --splice README.md
+	cp results/bench/results.md docs/benchmarks/benchmark_results_cpu.md
+	cp results/bench/results.json docs/benchmarks/benchmark_results_cpu.json
+	$(PY) -m benchmarks.report --json docs/benchmarks/benchmark_results_cpu.json --splice docs/results/benchmarks.md
 
-# Training throughput of our jitted step vs. a PyTorch loop (docs/train_throughput_cpu.md).
+# Training throughput of our jitted step vs. a PyTorch loop (docs/benchmarks/train_throughput_cpu.md).
 bench-train: venv
 	$(PY) -m benchmarks.train_throughput --out results/bench-train
 

@@ -175,7 +175,7 @@ def test_epochs_by_width_agrees_with_the_benchmark_file():
 
     from rws_jax.pipeline.study_design import WIDTHS, epochs_by_width
 
-    costs = json.loads((Path(__file__).parent.parent / "docs" / "study_epoch_cpu.json").read_text())
+    costs = json.loads((Path(__file__).parent.parent / "docs" / "benchmarks" / "study_epoch_cpu.json").read_text())
     got = epochs_by_width(costs)
     assert got[WIDTHS[0]] == costs["epochs_fit_tuned"]  # the benchmark's own figure at width 1/8
     assert got[WIDTHS[0]] >= got[WIDTHS[1]] >= got[WIDTHS[2]]  # wider networks never fit more epochs

@@ -1,6 +1,6 @@
 """Generated blocks inside hand-written Markdown: the text between two marker comments.
 
-README and docs/corruptions.md hold tables that commands write (``rws-jax report --summary
+README and docs/guides/corruptions.md hold tables that commands write (``rws-jax report --summary
 --splice``, ``python -m benchmarks.report``, ``python -m benchmarks.corruption_fidelity
 --docs``); tests read the blocks back to compare them with the committed results.
 """

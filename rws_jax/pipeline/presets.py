@@ -153,7 +153,7 @@ for _name, _ds, _other in (("cifar10_vgg16", "cifar10", "cifar100"), ("cifar100_
         corrupted_test="official" if _ds == "cifar10" else "generated",
     )
 
-# Colab-sized CIFAR-10 (fits a free Colab session; estimated times in docs/colab_estimate.md,
+# Colab-sized CIFAR-10 (fits a free Colab session; estimated times in docs/benchmarks/colab_estimate.md,
 # written by benchmarks/colab_estimate.py): the reference recipe, shorter, 4 corruptions, and a
 # θ_init that needs no download: rotation prediction on the other half of the training split.
 PRESETS["cifar10_vgg16_colab"] = dict(
@@ -263,7 +263,7 @@ REPRODUCE = Study(
     init_comparison=("vgg16_classes", "vgg16_init_classes"),
     cut=(
         "VGG-16 at width 1/8 instead of full width: both models' parameter counts and training images/s on "
-        "this CPU are in docs/train_throughput_cpu.md (`make bench-train`)",
+        "this CPU are in docs/benchmarks/train_throughput_cpu.md (`make bench-train`)",
         f"fine-tuning: the reference's recipe (SGD 0.01, momentum 0.9, wd 5e-4, batch 128, ×0.1 at 40% and 80%, "
         f"crop + flip) for {FINETUNE_EPOCHS} epochs instead of 50 ({FINETUNE_EPOCHS / 50:.0%}): the budget allows no "
         "more on this CPU",

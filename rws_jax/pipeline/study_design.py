@@ -71,7 +71,7 @@ def choose_width(epochs_by_width: Mapping[float, int], current: int = FINETUNE_E
 
 def epochs_by_width(costs: Mapping, budget_s: float = 2.5 * 3600) -> dict[float, int]:
     """Fine-tuning epochs that fit the study's budget at each of :data:`WIDTHS`, from the file
-    ``benchmarks.study_epoch`` writes (``docs/study_epoch_cpu.json``): its per-run
+    ``benchmarks.study_epoch`` writes (``docs/benchmarks/study_epoch_cpu.json``): its per-run
     image-epochs of one fine-tuning epoch, its per-image tuned costs per network and its
     estimate of the part of the study that does not scale with the epochs (``rest_s_estimate``,
     measured at width 1/8). At another width the VGG runs' fine-tuning costs that width's
