@@ -46,11 +46,13 @@ demo: venv data
 reproduce: venv data
 	$(PY) -m rws_jax reproduce --out results/reproduce
 
-# ... committed: docs/reproduce/ (reports, figures, metrics, configs) and README's expectations table
-# (with the verdicts of docs/reproduce_previous, the earlier design, beside them when it is there)
+# ... committed: docs/reproduce/ (reports, figures, metrics, configs), README's headline table and the
+# tables of docs/results/reproduction.md (with the verdicts of docs/reproduce_previous, the earlier
+# design, beside them when it is there) and docs/results/autopatching.md
 reproduce-docs: reproduce
 	$(PY) -m rws_jax report --preset reproduce --out results/reproduce --export docs/reproduce
-	$(PY) -m rws_jax report --preset reproduce --out docs/reproduce --summary --splice README.md
+	$(PY) -m rws_jax report --preset reproduce --out docs/reproduce --summary --splice README.md \
+	  --splice docs/results/reproduction.md --splice docs/results/autopatching.md
 
 # The regime map (resumable, planned for <= 2 h on 2 CPU cores): results/regime/report.md
 regime: venv data

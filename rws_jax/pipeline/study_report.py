@@ -2,8 +2,9 @@
 1–5, the claims judged on the seed means, transfer pairs, the BatchNorm model.
 
 Everything is computed from the runs' ``metrics/`` and ``config.yaml`` and the study's
-``metrics/``: :func:`study_summary_markdown` (README's "what to expect" tables) needs no
-checkpoint, so it can be recomputed from the committed ``docs/reproduce``.
+``metrics/``: :func:`study_summary_markdown` (the "what to expect" tables of
+docs/results/reproduction.md; README's headline is its first table,
+:func:`study_headline_markdown`) needs no checkpoint, so it can be recomputed from the committed ``docs/reproduce``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rws_jax.pipeline.markdown_blocks import write_block  # noqa: E402
+from rws_jax.pipeline.markdown_blocks import read_block, write_block  # noqa: E402
 from rws_jax.pipeline.autopatch_report import autopatch_markdown  # noqa: E402
 from rws_jax.pipeline.claims import NOT_MEASURED, claim_verdicts  # noqa: E402
 from rws_jax.pipeline.claims_before import claim_verdicts_before  # noqa: E402
@@ -219,15 +220,9 @@ def spread(runs: list[RunMetrics]) -> dict:
     return {"max": max(stds) if stds else None, "median": float(np.median(stds)) if stds else None}
 
 
-def study_summary_markdown(study: Study, out: str | Path, previous: str | Path | None = None) -> str:
-    """README's "what to expect" tables from a study directory: the seed-mean main rows
-    (mean over corruptions, per severity), the seed spread, the claims' verdicts (with, given
-    ``previous``, the same rules on an earlier study directory's metrics beside them; by
-    default the directory ``<out>_previous`` when there is one, e.g. ``docs/reproduce_previous``)."""
-    out = Path(out)
-    runs = _seed_runs(study, out)
-    same = _open(out, study.same_domain)
-    mean_run = seed_mean(runs, similarity=study_similarity(out), same_domain=same)
+def _headline_lines(study: Study, out: Path, runs: list[RunMetrics]) -> list[str]:
+    """The seed-mean main rows (mean over corruptions, per severity), the seed spread and the
+    study's wall time: the first lines of the summary, and README's headline."""
     cells = [main_cells(r) for r in runs]
     sevs = severities(runs[0].cfg)
     sp = spread(runs)
@@ -245,6 +240,27 @@ def study_summary_markdown(study: Study, out: str | Path, previous: str | Path |
     if timing is not None:
         lines += [f"Wall time of the whole study on the 2-core CPU that made it: "
                   f"{sum(t['seconds'] for t in timing.values()) / 60:.0f} min (`metrics/timing.json`).", ""]
+    return lines
+
+
+def study_headline_markdown(study: Study, out: str | Path) -> str:
+    """README's headline table from a study directory: the first lines of
+    :func:`study_summary_markdown` (the seed-mean main rows, the seed spread, the wall time)."""
+    out = Path(out)
+    return "\n".join(_headline_lines(study, out, _seed_runs(study, out))).rstrip("\n") + "\n"
+
+
+def study_summary_markdown(study: Study, out: str | Path, previous: str | Path | None = None) -> str:
+    """The study's "what to expect" tables (docs/results/reproduction.md) from a study directory:
+    the headline (:func:`study_headline_markdown`), the claims' verdicts (with, given
+    ``previous``, the same rules on an earlier study directory's metrics beside them; by
+    default the directory ``<out>_previous`` when there is one, e.g. ``docs/reproduce_previous``)
+    and the transfer table."""
+    out = Path(out)
+    runs = _seed_runs(study, out)
+    same = _open(out, study.same_domain)
+    mean_run = seed_mean(runs, similarity=study_similarity(out), same_domain=same)
+    lines = _headline_lines(study, out, runs)
     rows = study_verdicts(out, runs, same)
     before = study_verdicts(out, runs, same, claim_verdicts_before)
     prev = prev_before = None
@@ -275,6 +291,11 @@ def study_summary_markdown(study: Study, out: str | Path, previous: str | Path |
     return "\n".join(lines) + "\n"
 
 
+# The study's generated blocks: README holds the headline; docs/results/reproduction.md the
+# summary; docs/results/autopatching.md the auto-patching tables (`make reproduce-docs` splices all).
+HEADLINE_BEGIN = "<!-- reproduce-headline:begin (rws-jax report --preset reproduce --out docs/reproduce --summary) -->"
+HEADLINE_END = "<!-- reproduce-headline:end -->"
+
 SUMMARY_BEGIN = "<!-- reproduce-summary:begin (rws-jax report --preset reproduce --out docs/reproduce --summary) -->"
 SUMMARY_END = "<!-- reproduce-summary:end -->"
 
@@ -284,7 +305,7 @@ AUTOPATCH_END = "<!-- autopatch-summary:end -->"
 
 
 def autopatch_summary_markdown(study: Study, out: str | Path) -> str | None:
-    """README's auto-patching tables (each of the study's auto-patching runs), or None before they ran."""
+    """The auto-patching tables (docs/results/autopatching.md) (each of the study's auto-patching runs), or None before they ran."""
     parts = []
     for name in study.autopatch_runs:
         m = read_metrics(Path(out) / name, "autopatch")
@@ -296,12 +317,23 @@ def autopatch_summary_markdown(study: Study, out: str | Path) -> str | None:
     return "\n".join(parts) if parts else None
 
 
-def splice_study_summary(doc: Path, summary: str, autopatch: str | None = None) -> None:
-    """Writes the study's summary (and, when given, the auto-patching tables) between
-    their markers in ``doc``."""
-    write_block(doc, SUMMARY_BEGIN, SUMMARY_END, "\n\n" + summary + "\n")
-    if autopatch is not None:
-        write_block(doc, AUTOPATCH_BEGIN, AUTOPATCH_END, "\n\n" + autopatch + "\n")
+def splice_study_summary(doc: Path, summary: str, autopatch: str | None = None,
+                         headline: str | None = None) -> list[str]:
+    """Writes each of the study's blocks whose markers ``doc`` holds (the headline, the
+    summary and, when given, the auto-patching tables) between those markers; returns the
+    names of the blocks written. Exits naming the file, and writes nothing, when ``doc``
+    holds none of them."""
+    text = Path(doc).read_text()
+    blocks = [("headline", HEADLINE_BEGIN, HEADLINE_END, headline), ("summary", SUMMARY_BEGIN, SUMMARY_END, summary),
+              ("autopatch", AUTOPATCH_BEGIN, AUTOPATCH_END, autopatch)]
+    present = [(name, begin, end, inner) for name, begin, end, inner in blocks
+               if inner is not None and read_block(text, begin, end) is not None]
+    if not present:
+        raise SystemExit(f"{doc}: none of the study's reproduce-headline, reproduce-summary or autopatch-summary "
+                         "markers to replace")
+    for _, begin, end, inner in present:
+        write_block(doc, begin, end, "\n\n" + inner + "\n")
+    return [name for name, *_ in present]
 
 
 # ----------------------------------------------------------------------------- figures
