@@ -8,7 +8,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PRESET ?= offline
 OUT    ?= results/$(PRESET)
 
-.PHONY: regime regime-docs venv venv-all data demo typecheck test test-all test-fast test-count bench bench-quick bench-docs bench-train grid reproduce reproduce-docs clean
+.PHONY: regime regime-docs venv venv-all data demo typecheck test test-all test-fast test-count bench bench-quick bench-docs bench-train grid reproduce reproduce-docs docs clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+# The documentation site's tools (the `docs` extra: Sphinx, myst-nb, sphinx-book-theme), added
+# to .venv: the API reference imports the package, so the site builds where the tests run.
+$(VENV)/.docs-installed: $(VENV)/.installed setup.cfg
+	$(PY) -m pip install -q -e '.[docs]'
+	touch $@
 
 # The extras (torch, imagecorruptions, psutil) live in their own environment, so that
 # `make test` in .venv stays exactly the default suite that CI runs.
@@ -109,8 +115,16 @@ bench-docs: bench
 bench-train: venv
 	$(PY) -m benchmarks.train_throughput --out results/bench-train
 
+# The documentation site (docs/, MyST Markdown; the notebooks of colabs/ rendered, not run; the
+# API reference generated from the docstrings) -> docs/_build/html/index.html. Every Sphinx
+# warning is an error. .ci/run builds it after the tests.
+docs: $(VENV)/.docs-installed
+	rm -rf docs/api/generated
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs: open docs/_build/html/index.html"
+
 grid: venv data
 	$(PY) -m rws_jax corruption-grid --out results/corruption_grid.png
 
 clean:
-	rm -rf $(VENV) $(VENV_ALL) results runs .pytest_cache
+	rm -rf $(VENV) $(VENV_ALL) results runs .pytest_cache docs/_build docs/api/generated
