@@ -8,7 +8,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PRESET ?= offline
 OUT    ?= results/$(PRESET)
 
-.PHONY: regime regime-docs venv venv-all data demo typecheck test test-all test-fast test-count bench bench-quick bench-docs bench-train grid reproduce reproduce-docs clean
+.PHONY: regime regime-docs venv venv-all data demo typecheck test test-all test-fast test-count bench bench-quick bench-docs bench-train grid reproduce reproduce-docs docs clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+# The documentation site's tools (the `docs` extra: Sphinx, myst-nb, sphinx-book-theme), added
+# to .venv: the API reference imports the package, so the site builds where the tests run.
+$(VENV)/.docs-installed: $(VENV)/.installed setup.cfg
+	$(PY) -m pip install -q -e '.[docs]'
+	touch $@
 
 # The extras (torch, imagecorruptions, psutil) live in their own environment, so that
 # `make test` in .venv stays exactly the default suite that CI runs.
@@ -47,12 +53,14 @@ reproduce: venv data
 	$(PY) -m rws_jax reproduce --out results/reproduce
 
 # ... committed: docs/reproduce/ (reports, figures, metrics, configs), the released model with its 8-bit
-# signatures (docs/reproduce/release/) and README's expectations table (with the verdicts of the earlier
-# designs, docs/reproduce_*, beside them)
+# signatures (docs/reproduce/release/), README's headline table and the tables of
+# docs/results/reproduction.md (with the verdicts of the earlier designs, docs/reproduce_*, beside them)
+# and docs/results/autopatching.md
 reproduce-docs: reproduce
 	$(PY) -m rws_jax report --preset reproduce --out results/reproduce --export docs/reproduce
 	$(PY) -m rws_jax release export --run results/reproduce/vgg16_seed0 --out docs/reproduce/release
-	$(PY) -m rws_jax report --preset reproduce --out docs/reproduce --summary --splice README.md
+	$(PY) -m rws_jax report --preset reproduce --out docs/reproduce --summary --splice README.md \
+	  --splice docs/results/reproduction.md --splice docs/results/autopatching.md
 
 # The regime map (resumable, planned for <= 2 h on 2 CPU cores): results/regime/report.md
 regime: venv data
@@ -98,18 +106,27 @@ bench-quick: venv
 bench: venv data
 	$(PY) -m benchmarks --out results/bench
 
-# a full run, committed: docs/benchmark_results_cpu.{md,json} and README's targets table
+# a full run, committed: docs/benchmarks/benchmark_results_cpu.{md,json} and the targets table of
+# docs/results/benchmarks.md
 bench-docs: bench
-	cp results/bench/results.md docs/benchmark_results_cpu.md
-	cp results/bench/results.json docs/benchmark_results_cpu.json
-	$(PY) -m benchmarks.report --json docs/benchmark_results_cpu.json --splice README.md
+	cp results/bench/results.md docs/benchmarks/benchmark_results_cpu.md
+	cp results/bench/results.json docs/benchmarks/benchmark_results_cpu.json
+	$(PY) -m benchmarks.report --json docs/benchmarks/benchmark_results_cpu.json --splice docs/results/benchmarks.md
 
-# Training throughput of our jitted step vs. a PyTorch loop (docs/train_throughput_cpu.md).
+# Training throughput of our jitted step vs. a PyTorch loop (docs/benchmarks/train_throughput_cpu.md).
 bench-train: venv
 	$(PY) -m benchmarks.train_throughput --out results/bench-train
+
+# The documentation site (docs/, MyST Markdown; the notebooks of colabs/ rendered, not run; the
+# API reference generated from the docstrings) -> docs/_build/html/index.html. Every Sphinx
+# warning is an error. .ci/run builds it after the tests.
+docs: $(VENV)/.docs-installed
+	rm -rf docs/api/generated
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs: open docs/_build/html/index.html"
 
 grid: venv data
 	$(PY) -m rws_jax corruption-grid --out results/corruption_grid.png
 
 clean:
-	rm -rf $(VENV) $(VENV_ALL) results runs .pytest_cache
+	rm -rf $(VENV) $(VENV_ALL) results runs .pytest_cache docs/_build docs/api/generated

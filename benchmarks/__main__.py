@@ -1,6 +1,6 @@
 """``python -m benchmarks [--quick] [--out DIR] [--only patch,compose,extract,corruption,storage]``
 
-Writes ``DIR/results.json`` and ``DIR/results.md``. See docs/benchmarks.md.
+Writes ``DIR/results.json`` and ``DIR/results.md``. See docs/benchmarks/index.md.
 """
 
 from __future__ import annotations

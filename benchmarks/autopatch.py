@@ -1,6 +1,6 @@
 """What auto-patching adds to a forward pass (issue target: ≤ 20% on a batch of 64, CPU).
 
-    python -m benchmarks.autopatch --out results/bench-autopatch --docs docs/autopatch_overhead_cpu.md
+    python -m benchmarks.autopatch --out results/bench-autopatch --docs docs/benchmarks/autopatch_overhead_cpu.md
 
 The model is the `reproduce` study's: VGG-16 at width 1/8 on 32×32×1 Fashion-MNIST
 images, 8 signatures over its first 7 units (random deltas of the right shapes: the cost

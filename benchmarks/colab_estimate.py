@@ -1,7 +1,7 @@
 """Estimated wall time of the CIFAR-10 recipes on Colab accelerators, from a measured CPU
 throughput and XLA's FLOP count (no GPU/TPU is used: the accelerator times are ESTIMATES).
 
-    python benchmarks/colab_estimate.py [--batch 32] [--steps 4] [--out docs/colab_estimate]
+    python benchmarks/colab_estimate.py [--batch 32] [--steps 4] [--out docs/benchmarks/colab_estimate]
 
 1. Builds the full-width VGG-16 (no BN) on 32x32x3 and the pipeline's jitted train step
    (SGD + momentum + weight decay, crop + flip, on-device corruption as in a robust fine-tune)
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--out", default="docs/colab_estimate")
+    p.add_argument("--out", default="docs/benchmarks/colab_estimate")
     args = p.parse_args(argv)
     command = "python benchmarks/colab_estimate.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     m = measure(args.batch, args.steps)

@@ -89,7 +89,7 @@ def measure(sizes=(224, 64, 32), seeds: int = 2, names=None, severities=(1, 2, 3
 def render(res: dict) -> str:
     sizes = res["sizes"]
     lines = ["# Corruption fidelity against imagecorruptions", "",
-             "Written by `python -m benchmarks.corruption_fidelity --out docs --docs docs/corruptions.md` "
+             "Written by `python -m benchmarks.corruption_fidelity --out docs/benchmarks --docs docs/guides/corruptions.md` "
              "(needs `pip install -e '.[bench]'`; minutes on 2 CPU cores).", "",
              f"Strength = mean PSNR (dB) of corrupted vs. clean photograph over {len(res['photographs'])} "
              f"photographs ({', '.join(res['photographs'])}) and {res['seeds']} random draws each at 224 px, "

@@ -1,6 +1,6 @@
 """How far do the pipeline's numbers move on another CPU, compared with another seed?
 
-    python -m benchmarks.cpu_spread --out results/cpu-spread --docs docs/cpu_spread.md
+    python -m benchmarks.cpu_spread --out results/cpu-spread --docs docs/benchmarks/cpu_spread.md
 
 We have one kind of machine. Another CPU changes the float rounding of XLA's kernels
 (vector width, fused multiply-add, reduction order); ``--xla_cpu_max_isa`` makes XLA on

@@ -1,6 +1,6 @@
 """``rws.patch`` against the memory-bandwidth bound: the two patch-latency goals, side by side.
 
-    python -m benchmarks.patch_bound --out results/bench-patch-bound --docs docs/patch_bound.md
+    python -m benchmarks.patch_bound --out results/bench-patch-bound --docs docs/benchmarks/patch_bound.md
 
 Goals (issue "Training at least as fast as PyTorch", item 4), each a row of the written
 table with its measured ratio, target and met/missed:

@@ -371,16 +371,19 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
-README_BEGIN = "<!-- bench-summary:begin (python -m benchmarks.report --splice README.md) -->"
-README_END = "<!-- bench-summary:end -->"
-RESULTS_JSON = "docs/benchmark_results_cpu.json"
+# The targets table lives on the results page (docs/results/benchmarks.md), between these markers.
+SUMMARY_DOC = "docs/results/benchmarks.md"
+SUMMARY_BEGIN = f"<!-- bench-summary:begin (python -m benchmarks.report --splice {SUMMARY_DOC}) -->"
+SUMMARY_END = "<!-- bench-summary:end -->"
+RESULTS_JSON = "docs/benchmarks/benchmark_results_cpu.json"
 
 
-def readme_block(results: dict) -> str:
-    """README's benchmark summary: the machine line and the targets table of a run."""
+def summary_block(results: dict) -> str:
+    """The results page's benchmark summary: the machine line and the targets table of a run
+    (its link is relative to docs/results/)."""
     m = results.get("machine", {})
     lines = [f"Full mode, `python -m benchmarks --out results/bench` (`make bench`), copied to "
-             f"`{RESULTS_JSON}` and [docs/benchmark_results_cpu.md](docs/benchmark_results_cpu.md): "
+             f"`{RESULTS_JSON}` and [benchmark_results_cpu.md](../benchmarks/benchmark_results_cpu.md): "
              f"{m.get('cpu_model', m.get('processor'))}, {m.get('cpu_count')} cores, JAX {m.get('jax')} on "
              f"{m.get('jax_backend')}, load average {results.get('loadavg_start')} at the start, "
              f"{results.get('total_s', 0):.0f} s in all.", ""]
@@ -389,8 +392,9 @@ def readme_block(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def readme_block_in(text: str):
-    return read_block(text, README_BEGIN, README_END)
+def summary_block_in(text: str):
+    """The benchmark summary between the bench-summary markers of ``text`` (None without them)."""
+    return read_block(text, SUMMARY_BEGIN, SUMMARY_END)
 
 
 def main(argv=None) -> int:
@@ -399,12 +403,12 @@ def main(argv=None) -> int:
     from pathlib import Path
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks.report",
-                                 description="Write README's benchmark summary from a results.json.")
+                                 description="Write the benchmark summary of the results page from a results.json.")
     ap.add_argument("--json", default=RESULTS_JSON)
-    ap.add_argument("--splice", default="README.md", help="Markdown file with the bench-summary markers")
+    ap.add_argument("--splice", default=SUMMARY_DOC, help="Markdown file with the bench-summary markers")
     args = ap.parse_args(argv)
-    block = readme_block(json.loads(Path(args.json).read_text()))
-    write_block(Path(args.splice), README_BEGIN, README_END, "\n\n" + block + "\n")
+    block = summary_block(json.loads(Path(args.json).read_text()))
+    write_block(Path(args.splice), SUMMARY_BEGIN, SUMMARY_END, "\n\n" + block + "\n")
     print(f"wrote the benchmark summary of {args.json} into {args.splice}")
     return 0
 

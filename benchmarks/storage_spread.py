@@ -1,7 +1,7 @@
 """How much the bytes on disk of one signature file move from one write to the next.
 
 ``python -m benchmarks.storage_spread [--signature results/offline/signatures/fog.rws]
-[--writes 5] [--docs docs/storage_spread.md]``: writes the same signature (fp32 and
+[--writes 5] [--docs docs/benchmarks/storage_spread.md]``: writes the same signature (fp32 and
 quantized to 8/4/2/1 bit) ``--writes`` times with ``rws.save_signature`` and records the
 smallest and largest ``rws.bytes_on_disk``. orbax's OCDBT layout does not give the same
 bytes for the same arrays on every write, so the demo's storage ratios (claim 7) move by

@@ -1,7 +1,7 @@
 """The study's fine-tuning epoch under XLA's defaults and the tuned flags, and how many
 fine-tuning epochs fit the study's 2.5 h budget.
 
-    python -m benchmarks.study_epoch --out DIR [--docs docs/study_epoch_cpu.md]
+    python -m benchmarks.study_epoch --out DIR [--docs docs/benchmarks/study_epoch_cpu.md]
 
 1. **Per-image time of the study's fine-tuning.** For each network of the ``reproduce``
    study (VGG-16 width 1/8, ResNet-20), ``fit`` runs 2 epochs of the study's own fine-tuning

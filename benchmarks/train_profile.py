@@ -1,7 +1,7 @@
 """Where the time of one training step goes: our jitted step (``jax.profiler``) against the
 PyTorch loop (``torch.profiler``), by category, with the convolutions' GFLOP/s.
 
-    python -m benchmarks.train_profile --out DIR [--docs docs/train_profile_cpu.md] [--only vgg16_w0.125]
+    python -m benchmarks.train_profile --out DIR [--docs docs/benchmarks/train_profile_cpu.md] [--only vgg16_w0.125]
 
 Each case (VGG-16 at width 1/8, the study's network, and ResNet-20) is profiled in a child
 process per XLA setting, because ``XLA_FLAGS`` is read once when the backend starts: the

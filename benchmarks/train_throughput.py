@@ -1,6 +1,6 @@
 """Training throughput: our jitted train step against a PyTorch loop, same machine, same run.
 
-    python -m benchmarks.train_throughput --out DIR [--quick] [--docs docs/train_throughput_cpu.md]
+    python -m benchmarks.train_throughput --out DIR [--quick] [--docs docs/benchmarks/train_throughput_cpu.md]
 
 writes ``DIR/train_throughput.json`` and ``DIR/train_throughput.md`` (and the Markdown to
 ``--docs`` when given). Images per second of one optimizer step (forward, backward, SGD)

@@ -49,10 +49,12 @@ from rws_jax.errors import IncompatibleSignatureError, NonFiniteError, RWSError
 from rws_jax.signature import SignatureLike, signature_list
 from rws_jax.types import Alphas, PyTree, Variables
 
-# Substrings of a leaf path that the reference replaces by the robust models' mean:
-# the reference tests ``'bn' in key or 'downsample' in key``; ``proj_`` names our
-# shortcut convs/BNs (``proj_conv``, ``proj_bn``).
+#: Substrings of a leaf path that the reference replaces by the robust models' mean
+#: (a regular expression): the reference tests ``'bn' in key or 'downsample' in key``;
+#: ``proj_`` names our shortcut convs/BNs (``proj_conv``, ``proj_bn``).
 REFERENCE_BN_PATTERN = r"bn|downsample|proj_"
+#: The values of ``bn=`` in :func:`patch_batch_norm`, in order the reference's scheme, the
+#: pure weight patch, and BatchNorm leaves left as they are.
 BN_MODES = ("reference", "patch", "none")
 STATS_COLLECTION = "batch_stats"
 

@@ -6,7 +6,7 @@ are ignored. So the flags are a property of the process, chosen before any JAX w
 already names them), and a Python user calls :func:`apply_cpu_tuning` first thing.
 
 The flags (measured by ``python -m benchmarks.train_profile`` and
-``python -m benchmarks.train_throughput``, see ``docs/train_profile_cpu.md``):
+``python -m benchmarks.train_throughput``, see ``docs/benchmarks/train_profile_cpu.md``):
 
 * ``--xla_cpu_experimental_ynn_fusion_type=-LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION``:
   convolutions stay with XLA's Eigen kernels instead of YNNPACK. YNNPACK's kernel

@@ -340,7 +340,7 @@ def quantize(
       bits: 8, 4, 2 or 1.
       scheme: ``'asymmetric'`` (min–max), ``'symmetric'`` (max-abs, exact zero),
         ``'log2'`` (sign + log-magnitude), ``'tanh'``, or ``'sign'`` (1 bit: sign and
-        a mean-|x| scale; the only 1-bit scheme) (see the module doc). ``None``
+        a mean-``|x|`` scale; the only 1-bit scheme) (see the module doc). ``None``
         (default): ``'sign'`` at ``bits=1``, else ``'asymmetric'``.
       per_channel: one scale per slice along ``axis`` instead of per tensor.
 

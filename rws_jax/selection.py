@@ -206,8 +206,8 @@ def by_paths(paths: Sequence[str]) -> Selection:
     return Selection(mode="paths", paths=tuple(paths), collections=None, exclude_head=False, floating_only=False)
 
 
-#: A layer selection, or what :func:`as_selection` turns into one: a :class:`Selection`, an
-#: int k (the first k units), a regular expression, or a sequence of leaf paths.
+#: A layer selection, or what :func:`as_selection` turns into one (a :class:`Selection`, an
+#: int k for the first k units, a regular expression, or a sequence of leaf paths).
 SelectionLike: TypeAlias = Union[Selection, int, str, Sequence[str]]
 
 

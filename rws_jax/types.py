@@ -33,7 +33,7 @@ PyTree: TypeAlias = Any
 #: A model's variable tree (Linen variable dict, NNX ``State`` or any pytree of arrays).
 Variables: TypeAlias = PyTree
 
-#: Patch coefficients: one number for all signatures, or one per signature.
+#: The patch coefficients, one number for all signatures or one per signature.
 Alphas: TypeAlias = Union[float, Sequence[float], ArrayLike]
 
 __all__ = ["Alphas", "PyTree", "Variables"]

@@ -133,26 +133,27 @@ def test_report_judges_patch_targets_per_device():
     assert comp["status"] == "met" and "82%" in comp["measured"]
 
 
-def test_readme_benchmark_summary_is_the_committed_run():
-    """README's benchmark table is docs/benchmark_results_cpu.json as benchmarks.report renders it."""
+def test_benchmark_summary_is_the_committed_run():
+    """The targets table of docs/results/benchmarks.md is docs/benchmarks/benchmark_results_cpu.json
+    as benchmarks.report renders it."""
     import json
     from pathlib import Path
 
-    from benchmarks.report import RESULTS_JSON, readme_block, readme_block_in
+    from benchmarks.report import RESULTS_JSON, SUMMARY_DOC, summary_block, summary_block_in
 
     root = Path(__file__).resolve().parent.parent
     results = json.loads((root / RESULTS_JSON).read_text())
-    assert readme_block_in((root / "README.md").read_text()) == readme_block(results)
+    assert summary_block_in((root / SUMMARY_DOC).read_text()) == summary_block(results)
 
 
 @pytest.mark.parametrize("name", ["cpu_spread", "autopatch_overhead_cpu"])
 def test_committed_side_benchmarks_are_their_json(name):
-    """docs/cpu_spread.md and docs/autopatch_overhead_cpu.md are what their benchmark writes
+    """docs/benchmarks/cpu_spread.md and docs/benchmarks/autopatch_overhead_cpu.md are what their benchmark writes
     from the JSON committed beside them (no number edited by hand)."""
     import importlib
     import re
 
-    md_path = Path(__file__).resolve().parents[1] / "docs" / f"{name}.md"
+    md_path = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / f"{name}.md"
     md = md_path.read_text()
     result = json.loads(md_path.with_suffix(".json").read_text())
     command = re.search(r"Written by `([^`]+)`", md).group(1)

@@ -318,6 +318,6 @@ def test_colab_sized_preset_and_its_estimate():
     w_full = workload("cifar10_vgg16")
     assert w_full["pretrain_epochs"] == 0
     assert w_full["train_images"] == 4 * 22_500 * 10 + 45_000 * 50 * w_full["finetuned_models"]
-    doc = (REPO / "docs" / "colab_estimate.md").read_text()
+    doc = (REPO / "docs" / "benchmarks" / "colab_estimate.md").read_text()
     assert "python benchmarks/colab_estimate.py" in doc and "estimates, not measurements" in doc
     assert "`cifar10_vgg16_colab`" in doc and "`cifar10_vgg16`" in doc

@@ -123,4 +123,4 @@ def test_tuned_step_keeps_the_loss_trajectory_of_nn_conv():
 
 
 def test_module_documents_its_measurements():
-    assert "docs/train_profile_cpu.md" in (cpu_tuning.__doc__ or "")
+    assert "docs/benchmarks/train_profile_cpu.md" in (cpu_tuning.__doc__ or "")

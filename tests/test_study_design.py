@@ -13,7 +13,7 @@ from rws_jax.pipeline.regime_report import design_section
 from rws_jax.pipeline.study_design import LABEL_FREE_KINDS, WIDTHS, choose_design, choose_init, design_from_map
 
 ROOT = Path(__file__).parent.parent
-COSTS = json.loads((ROOT / "docs" / "study_epoch_cpu.json").read_text())
+COSTS = json.loads((ROOT / "docs" / "benchmarks" / "study_epoch_cpu.json").read_text())
 
 
 def _rows(best: str) -> list[dict]:
@@ -44,7 +44,7 @@ def test_epochs_by_width_agrees_with_the_benchmark_file():
 
     from rws_jax.pipeline.study_design import WIDTHS, epochs_by_width
 
-    costs = json.loads((Path(__file__).parent.parent / "docs" / "study_epoch_cpu.json").read_text())
+    costs = json.loads((Path(__file__).parent.parent / "docs" / "benchmarks" / "study_epoch_cpu.json").read_text())
     got = epochs_by_width(costs)
     assert got[WIDTHS[0]] == costs["epochs_fit_tuned"]  # the benchmark's own figure at width 1/8
     assert got[WIDTHS[0]] >= got[WIDTHS[1]] >= got[WIDTHS[2]]  # wider networks never fit more epochs
@@ -70,7 +70,7 @@ def test_design_counts_the_study_built_on_the_chosen_kind():
     assert 0 < cls.shrink < 1 and 0 < rot.shrink < 1
     d = cls.to_dict()
     assert d["reference_shrink"] == pytest.approx(0.649) and d["epochs_by_width"]["0.125"] == cls.epochs
-    text = "\n".join(design_section({**d, "costs_file": "docs/study_epoch_cpu.json"}))
+    text = "\n".join(design_section({**d, "costs_file": "docs/benchmarks/study_epoch_cpu.json"}))
     assert "→ **other_classes**" in text and f"{cls.epochs} epochs" in text
     assert "Not chosen yet" in "\n".join(design_section(None))
 

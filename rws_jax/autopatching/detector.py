@@ -5,7 +5,7 @@ energy at several scales, 8×8 block and pixel-repeat structure, saturated pixel
 and classifies them with a small MLP into ``('clean', c_1, ..., c_K)``, the corruptions of
 a signature set. It never looks at the classifier's weights, so it works for any model of
 the same image size; it costs 11–52% of the forward pass of a batch on the 2-core CPU of
-docs/autopatch_overhead_cpu.md (VGG-16 width 1/8: 11% at batch 64, 21% at batch 8, 52% at
+docs/benchmarks/autopatch_overhead_cpu.md (VGG-16 width 1/8: 11% at batch 64, 21% at batch 8, 52% at
 batch 1; ``python -m benchmarks.autopatch`` measures it)::
 
     det = rws.train_detector(images, [fog, contrast], severity=5, key=jax.random.key(0))
@@ -62,8 +62,8 @@ def image_features(images: jax.Array) -> jax.Array:
     """``f32[N, 22]`` statistics of ``images`` (uint8 or float in [0, 1], ``[N, H, W, C]``).
 
     Per image, all in one pass over the pixels (no sort, no FFT): mean, std, min, max,
-    skewness, kurtosis; the fraction of pixels near 0 and near 1 (impulse noise); mean |∂x|,
-    mean |∂y|, std and max of ∂x; mean and std of |Laplacian| and the Laplacian/gradient
+    skewness, kurtosis; the fraction of pixels near 0 and near 1 (impulse noise); mean ``|∂x|``,
+    mean ``|∂y|``, std and max of ∂x; mean and std of ``|Laplacian|`` and the Laplacian/gradient
     ratio (noise vs. blur); the gradient of the 2×2, 4×4 and 8×8 block means relative to
     the std (the spectrum's bands: fog, contrast, blur); 8×8 block-boundary vs. all
     differences (JPEG); the fraction of zero horizontal and vertical differences

@@ -5,7 +5,7 @@ The top level is the user's tasks::
     rws-jax run        --preset NAME | --config FILE [--set key=value ...] [--out DIR]
     rws-jax demo       (an alias of `run`; the offline preset is the default of both)
     rws-jax reproduce  (an alias of `run --preset reproduce`, with --only RUN)
-    rws-jax report     [--summary [--splice FILE]] [--export DIR]
+    rws-jax report     [--summary [--splice FILE ...]] [--export DIR]
     rws-jax regime     the regime map (--plan, --only CELL, --export DIR, --tiny)
     rws-jax autopatch  evaluate auto-patching on a run
     rws-jax evaluate-patch --signature fog ...  patch a run's model and evaluate it
@@ -173,8 +173,9 @@ def _cmd_report(args) -> int:
             return 0
         text = report.summary_markdown(RunMetrics.from_dir(run_dir))
         if args.splice:
-            report.splice_summary(Path(args.splice), text)
-            print(f"wrote the summary tables into {args.splice}")
+            for doc in args.splice:
+                report.splice_summary(Path(doc), text)
+                print(f"wrote the summary tables into {doc}")
         else:
             print(text, end="")
         return 0
@@ -183,8 +184,10 @@ def _cmd_report(args) -> int:
         text = study_report.study_summary_markdown(study, out, previous=args.previous)
         auto = study_report.autopatch_summary_markdown(study, out)
         if args.splice:
-            study_report.splice_study_summary(Path(args.splice), text, auto)
-            print(f"wrote the {study.name} summary tables into {args.splice}")
+            headline = study_report.study_headline_markdown(study, out)
+            for doc in args.splice:
+                written = study_report.splice_study_summary(Path(doc), text, auto, headline)
+                print(f"wrote the {study.name} {', '.join(written)} tables into {doc}")
         else:
             print(text + ("" if auto is None else "\n" + auto), end="")
     elif args.export:
@@ -328,15 +331,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splice", metavar="MARKDOWN", default=None,
                    help="write the map's summary paragraph between the regime-summary markers of this file")
     p.add_argument("--tiny", action="store_true", help="the smoke-test map (two cells, a few hundred images)")
-    p.add_argument("--costs", default=None, help="per-image costs file (default docs/study_epoch_cpu.json)")
+    p.add_argument("--costs", default=None, help="per-image costs file (default docs/benchmarks/study_epoch_cpu.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(fn=_cmd_regime)
     p = sub.add_parser("report", help="write report.md and figures/ from the stored metrics")
     _add_run_args(p)
     p.add_argument("--summary", action="store_true",
-                   help="print README's Markdown tables (accuracies, chosen α) instead of writing the report")
-    p.add_argument("--splice", metavar="MARKDOWN", default=None,
-                   help="with --summary: write the tables between the demo-summary markers of this file")
+                   help="print the results pages' Markdown tables (accuracies, chosen α, claims) instead of writing "
+                        "the report")
+    p.add_argument("--splice", metavar="MARKDOWN", action="append", default=None,
+                   help="with --summary: write the tables between the markers this file holds (a run: demo-summary; "
+                        "a study: reproduce-headline, reproduce-summary, autopatch-summary); may be repeated")
     p.add_argument("--previous", metavar="DIR", action="append", default=None,
                    help="a study's --summary: judge an earlier copy of the study (e.g. docs/reproduce_previous) by the "
                         "same rules, in a column beside the verdicts (repeatable; default: every <out>_* directory "

@@ -9,7 +9,7 @@ Weight Signatures can be generated on device inside the input pipeline.
 >>> x = jnp.zeros((4, 32, 32, 3), jnp.uint8)
 >>> y = corrupt(x, "gaussian_noise", 5, jax.random.key(0))
 
-See docs/corruptions.md for the parameters and the differences from the
+See docs/guides/corruptions.md for the parameters and the differences from the
 reference implementations.
 """
 

@@ -1,6 +1,6 @@
 """Figure of every corruption at every severity.
 
-    python -m rws_jax.corruptions.grid --out docs/corruption_grid.png \\
+    python -m rws_jax.corruptions.grid --out docs/guides/corruption_grid.png \\
         [--preset cifar10|imagenet] [--dataset fashion_mnist|synthetic] [--index I]
 
 Rows: the 19 corruptions; columns: the clean image and severities 1..5.

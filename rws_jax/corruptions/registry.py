@@ -184,7 +184,7 @@ CPU_CHUNK_VALUES = 1 << 20
 # Corruptions that stream each value through a few fused passes with no large intermediate
 # (pixelate: two shifted-slice passes): chunking only adds copies (the batch gathered into
 # chunks, the loop's output buffer, the remainder apart), so the whole batch is one vmap
-# (same values; 224 px, 16 images: 0.70 -> 0.38 ms per image in docs/corruption_speed_224.md).
+# (same values; 224 px, 16 images: 0.70 -> 0.38 ms per image in docs/benchmarks/corruption_speed_224.md).
 UNCHUNKED = frozenset({"pixelate"})
 
 

@@ -2,7 +2,7 @@
 
 Why: with jax/jaxlib 0.10 XLA:CPU hands every convolution to YNNPACK. Two shapes that
 our CIFAR networks use are very slow there (measured on a 2-core Xeon, batch 128, 3x3,
-see ``docs/training.md``):
+see ``docs/guides/training.md``):
 
 * convolutions on a tiny feature map (VGG-16's last three convs see 2x2x512): forward
   and input gradient take seconds, where the same arithmetic written as im2col patches
@@ -38,7 +38,7 @@ IMPLS = ("auto", "xla", "im2col", "tap_grad")
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
-# 'auto' thresholds (measured, see docs/training.md).
+# 'auto' thresholds (measured, see docs/guides/training.md).
 IM2COL_MAX_OUT_PIXELS = 4        # output H*W at or below this: im2col
 TAP_GRAD_MIN_CHANNEL_PRODUCT = 8192  # in_channels * out_channels at or above this: per-tap kernel grad
 

@@ -1,8 +1,9 @@
 """Generated blocks inside hand-written Markdown: the text between two marker comments.
 
-README and docs/corruptions.md hold tables that commands write (``rws-jax report --summary
---splice``, ``python -m benchmarks.report``, ``python -m benchmarks.corruption_fidelity
---docs``); tests read the blocks back to compare them with the committed results.
+README (the study's headline), the results pages of docs/results/ and docs/guides/corruptions.md
+hold tables that commands write (``rws-jax report --summary --splice``, ``python -m
+benchmarks.report``, ``python -m benchmarks.corruption_fidelity --docs``); tests read the
+blocks back to compare them with the committed results.
 """
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ for _name, _ds, _other in (("cifar10_vgg16", "cifar10", "cifar100"), ("cifar100_
         corrupted_test="official" if _ds == "cifar10" else "generated",
     )
 
-# Colab-sized CIFAR-10 (fits a free Colab session; estimated times in docs/colab_estimate.md,
+# Colab-sized CIFAR-10 (fits a free Colab session; estimated times in docs/benchmarks/colab_estimate.md,
 # written by benchmarks/colab_estimate.py): the reference recipe, shorter, 4 corruptions, and a
 # θ_init that needs no download: rotation prediction on the other half of the training split.
 PRESETS["cifar10_vgg16_colab"] = dict(
@@ -326,7 +326,7 @@ def reproduce_study(init: str, width: float, epochs: int) -> Study:
         init_comparison=comparison_pair,
         cut=(
             f"VGG-16 at {w} instead of full width: both models' parameter counts and training images/s on "
-            "this CPU are in docs/train_throughput_cpu.md (`make bench-train`)",
+            "this CPU are in docs/benchmarks/train_throughput_cpu.md (`make bench-train`)",
             f"fine-tuning: the reference's recipe (SGD 0.01, momentum 0.9, wd 5e-4, batch 128, ×0.1 at 40% and 80%, "
             f"crop + flip) for {epochs} epochs instead of 50 ({epochs / 50:.0%}): as many as fit the budget on this "
             "CPU (rws_jax.pipeline.study_design)",
@@ -350,7 +350,7 @@ def reproduce_study(init: str, width: float, epochs: int) -> Study:
 
 # The study's design (issue 31's rule, rws_jax.pipeline.study_design.choose_design, applied to the
 # committed regime map docs/regime/metrics/regime.json and the per-image costs of
-# docs/study_epoch_cpu.json; a test checks these values are the rule's).
+# docs/benchmarks/study_epoch_cpu.json; a test checks these values are the rule's).
 REPRODUCE_INIT = "rotation"
 REPRODUCE_WIDTH = 0.125
 REPRODUCE_EPOCHS = 7

@@ -162,7 +162,7 @@ def load_costs(path: str | Path | None = None) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: the regime plan reads its per-image costs; write it with "
                                 "`python -m benchmarks.study_epoch --out results/bench-study-epoch --docs "
-                                "docs/study_epoch_cpu.md`")
+                                "docs/benchmarks/study_epoch_cpu.md`")
     data = json.loads(path.read_text())
     return {net: {"train": v["seconds_per_image_tuned"], "eval": v["tuned"]["eval_seconds_per_image"]}
             for net, v in data["networks"].items()}

@@ -83,7 +83,7 @@ REGIME_CUT = (
 # added per cell by the cost model.
 CELL_OVERHEAD_S = 60.0
 # The file the cost model reads (written by `python -m benchmarks.study_epoch --docs ...`).
-COSTS_FILE = "docs/study_epoch_cpu.json"
+COSTS_FILE = "docs/benchmarks/study_epoch_cpu.json"
 
 # A smoke-test map (tests, `rws-jax regime --tiny`): the first θ_init kind's current and
 # lr / 10 cells on a few hundred images, one corruption, one epoch each. Not a result.

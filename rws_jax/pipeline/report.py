@@ -288,10 +288,10 @@ def _bn_note(facts: dict) -> str:
 
 
 def summary_markdown(run: RunMetrics) -> str:
-    """The Markdown tables README shows for a run: accuracies of every model (TA / RA per
+    """The Markdown tables of a run's results page: accuracies of every model (TA / RA per
     corruption, means) and, when the merge stage ran, the α chosen on validation.
     Printed by ``rws-jax report --summary``; ``tests/test_readme_numbers.py`` checks that
-    README holds exactly this for docs/offline_run."""
+    docs/results/demo.md holds exactly this for docs/offline_run."""
     lines = _accuracy_table(run)
     at = _alpha_table(run)
     if at:

@@ -102,15 +102,16 @@ def study_finetune_image_epochs(study: Study, premise: bool = True) -> dict[str,
                   + len(cfg.corruptions) * cfg.robust_replicates
                   + int(bool(cfg.mixture)) + int(bool(cfg.update_backbone_epochs)))
         images = models * n_fine
-        if cfg.transfer_dataset is not None and dict(cfg.transfer_finetune) == dict(cfg.finetune):
-            images += (1 + len(cfg.corruptions)) * len(data.transfer.train.labels)
+        transfer = data.transfer if cfg.transfer_dataset is not None else None
+        if transfer is not None and dict(cfg.transfer_finetune) == dict(cfg.finetune):
+            images += (1 + len(cfg.corruptions)) * len(transfer.train.labels)
         out[name] = {"network": cfg.model, "models": models, "finetune_examples": n_fine, "image_epochs": images}
     return out
 
 
 def epochs_by_width(costs: Mapping, runs: Mapping | None = None, budget_s: float = STUDY_BUDGET_S) -> dict[float, int]:
     """Fine-tuning epochs that fit the study's budget at each of :data:`WIDTHS`, from the file
-    ``benchmarks.study_epoch`` writes (``docs/study_epoch_cpu.json``): the per-image tuned
+    ``benchmarks.study_epoch`` writes (``docs/benchmarks/study_epoch_cpu.json``): the per-image tuned
     costs per network and its estimate of the part of the study that does not scale with the
     epochs (``rest_s_estimate``, measured at width 1/8), with the image-epochs of one
     fine-tuning epoch per run of ``runs`` (:func:`study_finetune_image_epochs`; default: the

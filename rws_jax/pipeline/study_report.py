@@ -3,8 +3,9 @@
 :mod:`rws_jax.pipeline.study_tables`).
 
 Everything is computed from the runs' ``metrics/`` and ``config.yaml`` and the study's
-``metrics/``: :func:`study_summary_markdown` (README's "what to expect" tables) needs no
-checkpoint, so it can be recomputed from the committed ``docs/reproduce``.
+``metrics/``: :func:`study_summary_markdown` (the "what to expect" tables of
+docs/results/reproduction.md; README's headline is its first table,
+:func:`study_headline_markdown`) needs no checkpoint, so it can be recomputed from the committed ``docs/reproduce``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rws_jax.pipeline.markdown_blocks import write_block  # noqa: E402
+from rws_jax.pipeline.markdown_blocks import read_block, write_block  # noqa: E402
 from rws_jax.pipeline.autopatch_report import autopatch_markdown  # noqa: E402
 from rws_jax.pipeline.claims import NOT_MEASURED, claim_verdicts  # noqa: E402
 from rws_jax.pipeline.claims_before import claim_verdicts_before  # noqa: E402
@@ -39,20 +40,12 @@ from rws_jax.pipeline.tables import (VERDICT_KEY, both_verdicts, fixed, mechanis
                                     transfer_by_corruption, transfer_table, verdict_cell)
 
 
-
 # ----------------------------------------------------------------------------- summary
 
-def study_summary_markdown(study: Study, out: str | Path, previous: str | Path | Sequence[str | Path] | None = None
-                           ) -> str:
-    """README's "what to expect" tables from a study directory: the seed-mean main rows
-    (mean over corruptions, per severity), the seed spread, the claims' verdicts (with, given
-    ``previous`` (one directory or several), the same rules on earlier study directories'
-    metrics beside them; by default every :func:`earlier_designs` directory beside ``out``,
-    e.g. ``docs/reproduce_4_epochs`` and ``docs/reproduce_previous``)."""
-    out = Path(out)
-    runs = seed_runs(study, out)
-    same = open_run(out, study.same_domain) or same_domain_run(out)
-    mean_run = seed_mean(runs, similarity=study_similarity(out), same_domain=same)
+def headline_lines(study: Study, out: Path, runs: list[RunMetrics]) -> list[str]:
+    """The seed-mean main rows (mean over corruptions, per severity), the seed spread, the
+    study's wall time and the premise of every seed run: the first lines of the summary, and
+    README's headline."""
     cells = [main_cells(r) for r in runs]
     sevs = severities(runs[0].cfg)
     sp = spread(runs)
@@ -78,6 +71,29 @@ def study_summary_markdown(study: Study, out: str | Path, previous: str | Path |
                   f"{sum(t['seconds'] for t in timing.values()) / 60:.0f} min (`metrics/timing.json`).", ""]
     lines += ["The premise (the models lie in one linear basin), measured in every seed run:", "",
               *study_premise_lines(runs), ""]
+    return lines
+
+
+def study_headline_markdown(study: Study, out: str | Path) -> str:
+    """README's headline table from a study directory: the first lines of
+    :func:`study_summary_markdown` (the seed-mean main rows, the seed spread, the wall time,
+    the premise)."""
+    out = Path(out)
+    return "\n".join(headline_lines(study, out, seed_runs(study, out))).rstrip("\n") + "\n"
+
+
+def study_summary_markdown(study: Study, out: str | Path, previous: str | Path | Sequence[str | Path] | None = None
+                           ) -> str:
+    """The study's "what to expect" tables (docs/results/reproduction.md) from a study directory:
+    the headline (:func:`study_headline_markdown`), the claims' verdicts (with, given
+    ``previous`` (one directory or several), the same rules on earlier study directories'
+    metrics beside them; by default every :func:`earlier_designs` directory beside ``out``,
+    e.g. ``docs/reproduce_4_epochs`` and ``docs/reproduce_previous``) and the transfer table."""
+    out = Path(out)
+    runs = seed_runs(study, out)
+    same = open_run(out, study.same_domain) or same_domain_run(out)
+    mean_run = seed_mean(runs, similarity=study_similarity(out), same_domain=same)
+    lines = headline_lines(study, out, runs)
     rows = study_verdicts(out, runs, same)
     before = study_verdicts(out, runs, same, claim_verdicts_before)
     if previous is None:
@@ -108,6 +124,11 @@ def study_summary_markdown(study: Study, out: str | Path, previous: str | Path |
     return "\n".join(lines) + "\n"
 
 
+# The study's generated blocks: README holds the headline; docs/results/reproduction.md the
+# summary; docs/results/autopatching.md the auto-patching tables (`make reproduce-docs` splices all).
+HEADLINE_BEGIN = "<!-- reproduce-headline:begin (rws-jax report --preset reproduce --out docs/reproduce --summary) -->"
+HEADLINE_END = "<!-- reproduce-headline:end -->"
+
 SUMMARY_BEGIN = "<!-- reproduce-summary:begin (rws-jax report --preset reproduce --out docs/reproduce --summary) -->"
 SUMMARY_END = "<!-- reproduce-summary:end -->"
 
@@ -117,7 +138,7 @@ AUTOPATCH_END = "<!-- autopatch-summary:end -->"
 
 
 def autopatch_summary_markdown(study: Study, out: str | Path) -> str | None:
-    """README's auto-patching tables (each of the study's auto-patching runs), or None before they ran."""
+    """The auto-patching tables (docs/results/autopatching.md) (each of the study's auto-patching runs), or None before they ran."""
     parts = []
     for name in study.autopatch_runs:
         m = read_metrics(Path(out) / name, "autopatch")
@@ -129,12 +150,23 @@ def autopatch_summary_markdown(study: Study, out: str | Path) -> str | None:
     return "\n".join(parts) if parts else None
 
 
-def splice_study_summary(doc: Path, summary: str, autopatch: str | None = None) -> None:
-    """Writes the study's summary (and, when given, the auto-patching tables) between
-    their markers in ``doc``."""
-    write_block(doc, SUMMARY_BEGIN, SUMMARY_END, "\n\n" + summary + "\n")
-    if autopatch is not None:
-        write_block(doc, AUTOPATCH_BEGIN, AUTOPATCH_END, "\n\n" + autopatch + "\n")
+def splice_study_summary(doc: Path, summary: str, autopatch: str | None = None,
+                         headline: str | None = None) -> list[str]:
+    """Writes each of the study's blocks whose markers ``doc`` holds (the headline, the
+    summary and, when given, the auto-patching tables) between those markers; returns the
+    names of the blocks written. Exits naming the file, and writes nothing, when ``doc``
+    holds none of them."""
+    text = Path(doc).read_text()
+    blocks = [("headline", HEADLINE_BEGIN, HEADLINE_END, headline), ("summary", SUMMARY_BEGIN, SUMMARY_END, summary),
+              ("autopatch", AUTOPATCH_BEGIN, AUTOPATCH_END, autopatch)]
+    present = [(name, begin, end, inner) for name, begin, end, inner in blocks
+               if inner is not None and read_block(text, begin, end) is not None]
+    if not present:
+        raise SystemExit(f"{doc}: none of the study's reproduce-headline, reproduce-summary or autopatch-summary "
+                         "markers to replace")
+    for _, begin, end, inner in present:
+        write_block(doc, begin, end, "\n\n" + inner + "\n")
+    return [name for name, *_ in present]
 
 
 # ----------------------------------------------------------------------------- figures

@@ -1,6 +1,6 @@
 """Training as pure functions: optax SGD, jitted steps with on-device corruption and
 augmentation, best-on-validation selection, orbax checkpoints with exact resume, and data
-parallelism over a ``jax.sharding.Mesh``. See docs/training.md."""
+parallelism over a ``jax.sharding.Mesh``. See docs/guides/training.md."""
 
 from .augment import (augment_batch, build_corrupt_fn, mixture_corrupt_fn, normalize_images,
                       prepare_inputs, random_crop, random_flip)
