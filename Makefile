@@ -66,9 +66,10 @@ reproduce-docs: reproduce
 regime: venv data
 	$(PY) -m rws_jax regime --out results/regime
 
-# ... committed: docs/regime/ (report, figure, regime.json) and README's paragraph on it
+# ... committed: docs/regime/ (report, figure, regime.json) and the paragraph on it in README and docs/results/regime.md
 regime-docs: regime
-	$(PY) -m rws_jax regime --out results/regime --report-only --export docs/regime --splice README.md
+	$(PY) -m rws_jax regime --out results/regime --report-only --export docs/regime --splice README.md \
+	  --splice docs/results/regime.md
 
 # Static types: mypy over rws_jax/ (configured in pyproject.toml's [tool.mypy]); `make test`
 # (so CI) runs it first. Seconds: mypy keeps its results in .mypy_cache between runs.

@@ -130,6 +130,7 @@ def test_readme_regime_paragraph_is_the_committed_map():
     from rws_jax.pipeline.regime_report import REGIME_BEGIN, REGIME_END, regime_summary_markdown
 
     data = json.loads((ROOT / "docs" / "regime" / "metrics" / "regime.json").read_text())
-    block = read_block((ROOT / "README.md").read_text(), REGIME_BEGIN, REGIME_END)
-    assert block is not None, "README has no regime-summary markers"
-    assert block == regime_summary_markdown(data, docs="docs/regime").strip("\n") + "\n"
+    for doc, rel in (("README.md", "docs/regime"), ("docs/results/regime.md", "../regime")):
+        block = read_block((ROOT / doc).read_text(), REGIME_BEGIN, REGIME_END)
+        assert block is not None, f"{doc} has no regime-summary markers"
+        assert block == regime_summary_markdown(data, docs=rel).strip("\n") + "\n", doc

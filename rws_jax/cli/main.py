@@ -29,6 +29,7 @@ library's (:mod:`rws_jax.pipeline`, :mod:`rws_jax.cli.signature_commands` for si
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -143,11 +144,12 @@ def _cmd_regime(args) -> int:
     print(regime_report.write_regime_report(out, command=_command_line().strip()))
     if args.export:
         print(regime_report.export_regime(out, args.export))
-    if args.splice:
+    for doc in args.splice or []:  # links relative to each file
         data = read_metrics(out, "regime")
-        write_block(Path(args.splice), regime_report.REGIME_BEGIN, regime_report.REGIME_END,
-                    "\n" + regime_report.regime_summary_markdown(data, docs=str(args.export or out)))
-        print(f"wrote the regime map's summary into {args.splice}")
+        rel = os.path.relpath(Path(args.export or out), Path(doc).parent)
+        write_block(Path(doc), regime_report.REGIME_BEGIN, regime_report.REGIME_END,
+                    "\n" + regime_report.regime_summary_markdown(data, docs=rel))
+        print(f"wrote the regime map's summary into {doc}")
     return 0
 
 
@@ -328,8 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", action="store_true", help="print the plan (cells, epochs, cuts) and stop")
     p.add_argument("--report-only", action="store_true", help="collect the rows written so far and write the report")
     p.add_argument("--export", metavar="DIR", default=None, help="copy report, figure and regime.json to DIR")
-    p.add_argument("--splice", metavar="MARKDOWN", default=None,
-                   help="write the map's summary paragraph between the regime-summary markers of this file")
+    p.add_argument("--splice", metavar="MARKDOWN", action="append", default=None,
+                   help="write the map's summary paragraph between the regime-summary markers of this file "
+                        "(repeatable; links relative to the file)")
     p.add_argument("--tiny", action="store_true", help="the smoke-test map (two cells, a few hundred images)")
     p.add_argument("--costs", default=None, help="per-image costs file (default docs/benchmarks/study_epoch_cpu.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -110,8 +110,8 @@ def regime_figure(data: dict, path: Path) -> Path:
     colors = {k: plt.get_cmap("tab10")(i) for i, k in enumerate(inits)}
     markers = {"gaussian_noise": "o", "defocus_blur": "s", "fog": "^"}
     for (i, j), (x, y, xl, yl) in {
-        (0, 0): ("barrier_ra", "gap_closed_1", "RA_c barrier θ_std ↔ θ_rob,c (accuracy)", "RA gap closed at α = 1"),
-        (0, 1): ("clean_change", "gap_closed_1", "‖a‖ / ‖θ_init‖ (kept units)", "RA gap closed at α = 1"),
+        (0, 0): ("barrier_ra", "gap_closed_1", "RA_c barrier θ_std ↔ θ_rob,c (accuracy)", "RA gap closed at α = 1 (symlog)"),
+        (0, 1): ("clean_change", "gap_closed_1", "‖a‖ / ‖θ_init‖ (kept units)", "RA gap closed at α = 1 (symlog)"),
         (1, 0): ("barrier_ta", "ta_cost_vs_standard", "TA barrier θ_std ↔ θ_rob,c (accuracy)", "TA cost vs θ_std"),
         (1, 1): ("clean_change", "ta_cost_vs_standard", "‖a‖ / ‖θ_init‖ (kept units)", "TA cost vs θ_std"),
     }.items():
@@ -124,10 +124,13 @@ def regime_figure(data: dict, path: Path) -> Path:
         if x.startswith("barrier"):
             ax.axvline(data.get("threshold", 0.02), color="grey", ls=":", lw=1)
         ax.axhline(1.0 if y == "gap_closed_1" else 0.0, color="grey", ls="--", lw=0.8)
+        if y == "gap_closed_1":  # a few points far below -1 would flatten the rest: linear within ±1
+            ax.set_yscale("symlog", linthresh=1.0)
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
     handles = [plt.Line2D([], [], color=colors[k], marker="o", ls="", label=k) for k in inits]
-    handles += [plt.Line2D([], [], color="k", marker=m, ls="", label=c) for c, m in markers.items()]
+    shown = {p["corruption"] for p in pts}
+    handles += [plt.Line2D([], [], color="k", marker=m, ls="", label=c) for c, m in markers.items() if c in shown]
     fig.legend(handles=handles, loc="upper center", ncol=min(8, len(handles)), fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,9 +159,31 @@ def write_regime_report(out: str | Path, command: str | None = None) -> Path:
     if data["rows"]:
         lines += ["**" + summary_sentence(data) + "**", "", "![regime map](figures/regime.png)", ""]
         regime_figure(data, out / "figures" / "regime.png")
+    lines += ["## By θ_init kind", "", *by_kind_table(data), ""]
     lines += design_section(data.get("design")) + regime_table(data) + [""]
     (out / "report.md").write_text("\n".join(lines))
     return out / "report.md"
+
+
+def by_kind_table(data: dict) -> list[str]:
+    """Per θ_init kind (the weight-decay and width cells apart): points meeting the premise,
+    the largest barrier, the mean share of the RA gap closed at α = 1 and the mean TA cost."""
+    groups: dict[str, list[dict]] = {}
+    for p in points(data):
+        key = p["init"] if p["recipe"] in ("current", "lr_div10", "long") and p["width"] == 0.125 \
+            else f"{p['init']} ({p['recipe']}, width {p['width']:g})"
+        groups.setdefault(key, []).append(p)
+    lines = ["| θ_init (cells) | points meeting the premise | largest barrier (pp) | mean RA gap closed at α = 1 | "
+             "mean TA cost vs θ_std (pp) |", "|---|---|---|---|---|"]
+    for key, pts in groups.items():
+        met = sum(1 for p in pts if p["met"] is True)
+        bars = [max(float(p["barrier_ta"]), float(p["barrier_ra"])) for p in pts
+                if p["barrier_ta"] is not None and p["barrier_ra"] is not None]
+        g = [p["gap_closed_1"] for p in pts if p["gap_closed_1"] is not None]
+        t = [p["ta_cost_vs_standard"] for p in pts if p["ta_cost_vs_standard"] is not None]
+        lines.append(f"| {key} | {met} of {len(pts)} | {_pp(max(bars)) if bars else '–'} | "
+                     f"{_share(sum(g) / len(g)) if g else '–'} | {_pp(sum(t) / len(t)) if t else '–'} |")
+    return lines
 
 
 REGIME_BEGIN = "<!-- regime-summary:begin (make regime-docs: rws-jax regime --report-only --export docs/regime --splice README.md) -->"
@@ -177,11 +202,11 @@ def regime_summary_markdown(data: dict, docs: str = "docs/regime") -> str:
              f"(VGG-16, {', '.join(plan['corruptions'])}; one seed; `make regime-docs`, "
              f"[report]({docs}/report.md)): {len(met)} of {len(pts)} cell × corruption points meet the premise "
              f"(both θ_std ↔ θ_rob,c barriers under {100 * thr:.0f} pp). **{summary_sentence(data)}**", "",
-             f"![regime map]({docs}/figures/regime.png)", ""]
+             *by_kind_table(data), "", f"![regime map]({docs}/figures/regime.png)", ""]
     d = data.get("design")
     if d is not None:
         lines += [f"The study's design, by the rule fixed before the map ran (`rws_jax.pipeline.study_design`): "
-                  f"θ_init **{d['init']}** (probe on classes 0–4: "
+                  f"θ_init **{d['init']}** (linear-probe accuracy on classes 0–4, %: "
                   + ", ".join(f"{k} {pct(v)}" for k, v in d["probes"].items())
                   + f"), width 1/{round(1 / d['width'])}, **{d['epochs']} fine-tuning epochs** (shrink "
                   f"{fixed(d['shrink'])}; the reference's {fixed(d['reference_shrink'])}).", ""]
