@@ -64,6 +64,7 @@ def _flip_last_byte(p: Path) -> None:
      "release.json does not match"),
     (lambda r: shutil.rmtree(r / "signatures" / "snow.rws"), "snow.rws/.* listed in SHA256SUMS but missing"),
     (lambda r: (r / "extra.txt").write_text("x"), "extra.txt not listed in SHA256SUMS"),
+    (lambda r: (r / "signatures" / SUMS_FILE).write_text("x"), "signatures/SHA256SUMS not listed"),
     (lambda r: (r / SUMS_FILE).unlink(), "no SHA256SUMS"),
     (lambda r: (r / SUMS_FILE).write_text("nonsense\n"), "not a '<sha256>  <path>' line"),
     (lambda r: (r / SUMS_FILE).write_text("0" * 64 + "  ../outside\n"), "leaves the release directory"),

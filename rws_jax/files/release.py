@@ -61,8 +61,8 @@ def _sha256(path: Path) -> str:
 def release_files(path: str | os.PathLike) -> list[str]:
     """Every file of a release directory but ``SHA256SUMS``, as sorted POSIX paths relative to it."""
     root = Path(path)
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != SUMS_FILE
-                  and p.relative_to(root).as_posix() != SUMS_FILE)
+    return sorted(rel for rel in (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+                  if rel != SUMS_FILE)
 
 
 def checksum_lines(path: str | os.PathLike) -> str:
