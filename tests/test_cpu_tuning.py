@@ -124,3 +124,30 @@ def test_tuned_step_keeps_the_loss_trajectory_of_nn_conv():
 
 def test_module_documents_its_measurements():
     assert "docs/benchmarks/train_profile_cpu.md" in (cpu_tuning.__doc__ or "")
+
+
+def test_entry_exits_through_finally_blocks_on_sigterm(tmp_path):
+    """A stopped session's SIGTERM runs the finally blocks (a study's timing.json is written)."""
+    import signal
+    import time
+
+    marker = tmp_path / "finally_ran"
+    script = textwrap.dedent(f"""
+        import sys, time
+        import importlib
+        cli = importlib.import_module("rws_jax.cli.main")
+        def slow(argv):
+            try:
+                print("ready", flush=True)
+                time.sleep(60)
+            finally:
+                open({str(marker)!r}, "w").write("yes")
+        cli.main = slow
+        sys.exit(cli.entry(["--xla-defaults"]))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    time.sleep(0.1)
+    assert marker.read_text() == "yes"

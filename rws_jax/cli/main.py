@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -422,13 +423,22 @@ def entry(argv: list[str] | None = None) -> int:
     """The program entry point (``rws-jax``, ``python -m rws_jax``): applies
     :func:`rws_jax.cpu_tuning.apply_cpu_tuning` to this process's ``XLA_FLAGS`` before any JAX
     work, unless ``--xla-defaults`` is given (anywhere on the line; it is then removed), then
-    runs :func:`main`. :func:`main` itself never touches the environment."""
+    runs :func:`main`. :func:`main` itself never touches the environment.
+
+    A SIGTERM (a stopped session, ``kill``) exits through ``SystemExit`` like Ctrl-C, so the
+    ``finally`` blocks run: a study adds the interrupted run's wall time to its
+    ``metrics/timing.json`` and temporary output directories are removed."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if XLA_DEFAULTS_OPTION in argv:
         argv = [a for a in argv if a != XLA_DEFAULTS_OPTION]
     else:
         apply_cpu_tuning()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     return main(argv)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":
