@@ -164,8 +164,9 @@ def test_the_committed_release_verifies_and_fits_its_network():
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1))))
     chex.assert_trees_all_equal_shapes_and_dtypes(rel.variables, shapes)
     assert sorted(rel.signatures) == sorted(rel.manifest["corruptions"]) and len(rel.signatures) == 8
-    assert all(s.bits == 8 for s in rel.signatures.values()) if hasattr(next(iter(rel.signatures.values())), "bits") \
-        else True
+    from rws_jax.quantized_tensor import QuantizedTensor
+
+    assert all(isinstance(v, QuantizedTensor) and v.bits == 8 for s in rel.signatures.values() for v in s.deltas.values())
     total = sum(p.stat().st_size for p in RELEASE.rglob("*") if p.is_file())
     assert total < 5 * 2 ** 20  # a few MB at most
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from rws_jax.errors import RWSError, one_line
-from rws_jax.files.release import load_release, verify_release
+from rws_jax.files.release import load_release, release_files
 from rws_jax.pipeline.config import run_config_from_file
 from rws_jax.pipeline.release_export import RELEASE_BITS, evaluate_release, export_release
 from rws_jax.pipeline.release_report import release_readme
@@ -38,16 +38,15 @@ def cmd_export(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    files = verify_release(args.dir)
-    load_release(args.dir)  # every signature against its own checksum and the model
-    print(f"ok: {len(files)} files match SHA256SUMS; the model and every signature load")
+    load_release(args.dir)  # SHA256SUMS, then every signature against its own checksum and the model
+    print(f"ok: {len(release_files(args.dir))} files match SHA256SUMS; the model and every signature load")
     return 0
 
 
 def cmd_evaluate(args) -> int:
     release = load_release(args.dir, args.sig or None)
     expected = release.manifest.get("expected_accuracy", {})
-    got = evaluate_release(args.dir, args.sig or None, alpha=args.alpha)
+    got = evaluate_release(release, alpha=args.alpha)
     print(f"{'model':24s} {'test set':18s} {'accuracy':>9s} {'the run measured':>17s}")
     for variant, sets in got.items():
         for t, acc in sets.items():

@@ -192,8 +192,6 @@ def reference_recipe(epochs: int) -> dict:
                 std=GRAYSCALE["std"])
 
 
-_FINETUNE = reference_recipe(FINETUNE_EPOCHS)
-
 # How θ_init is made (the study and the regime map): (label, init dict, pre-training recipe,
 # the task's classes or None for all ten). A θ_init supervised on classes 5-9 of the
 # pre-training half makes the task classes 0-4, which it never saw (the reference's kind:

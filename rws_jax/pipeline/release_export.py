@@ -10,7 +10,6 @@ patches the released model with each released signature and evaluates it."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -85,24 +84,23 @@ def release_accuracy_fn(release: Release, *, log: Callable[[str], None] = lambda
     tc = train_config(cfg, "finetune")
     step = make_eval_step(model.apply, mean=tc.mean, std=tc.std)
 
-    @functools.lru_cache(maxsize=None)
-    def test_set(which: str):
-        return data.test_set(which)
-
-    def accuracy(variables, which: str) -> float:
-        return float(evaluate(variables, model.apply, test_set(which), cfg.eval_batch_size, eval_step=step)["accuracy"])
+    def accuracy(variables, which: str) -> float:  # RunData.test_set makes each test set once
+        return float(evaluate(variables, model.apply, data.test_set(which), cfg.eval_batch_size,
+                              eval_step=step)["accuracy"])
 
     return accuracy
 
 
-def evaluate_release(path: str | Path, names: Sequence[str] | None = None, *, alpha: float = 1.0,
+def evaluate_release(release: Release | str | Path, names: Sequence[str] | None = None, *, alpha: float = 1.0,
                      log: Callable[[str], None] = lambda *_: None) -> dict:
     """Patches the released model with each released signature (``names``, default all) at
-    ``alpha`` and measures it, from the release directory alone (and the dataset).
+    ``alpha`` and measures it, from the release alone (and the dataset). ``release``: a
+    release directory, or one :func:`~rws_jax.load_release` loaded (``names`` then unused).
 
     Returns ``{'standard': {test set: accuracy}, 'patched/<c>': {'clean': .., c: ..}}``, the
     layout of the manifest's ``expected_accuracy``."""
-    release = load_release(path, names)
+    if not isinstance(release, Release):
+        release = load_release(release, names)
     accuracy = release_accuracy_fn(release, log=log)
     out: dict = {"standard": {"clean": accuracy(release.variables, "clean")}}
     for c, sig in release.signatures.items():

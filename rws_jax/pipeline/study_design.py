@@ -151,9 +151,11 @@ def design_from_map(rows: list[dict], costs: Mapping,
     a kind that changes the task changes the fine-tuning images), the widest width that fits
     at least the current epochs, and the shrink of the chosen recipe on seed 0's fine-tuning
     split."""
-    init = choose_init(probes_from_rows(rows))
+    probes = probes_from_rows(rows)
+    init = choose_init(probes)
     runs = runs_for(reproduce_study(init, WIDTHS[0], FINETUNE_EPOCHS))
-    design = choose_design(rows, epochs_by_width(costs, runs))
+    fits = epochs_by_width(costs, runs)
+    width, epochs = choose_width(fits)
     examples = int(runs["vgg16_seed0"]["finetune_examples"])
-    shrink = weight_decay_shrink(TrainConfig(**reference_recipe(design.epochs)), num_examples=examples)
-    return dataclasses.replace(design, shrink=float(shrink))
+    shrink = weight_decay_shrink(TrainConfig(**reference_recipe(epochs)), num_examples=examples)
+    return StudyDesign(init, width, epochs, probes, fits, float(shrink))
