@@ -58,7 +58,8 @@ reproduce: venv data
 # and docs/results/autopatching.md
 reproduce-docs: reproduce
 	$(PY) -m rws_jax report --preset reproduce --out results/reproduce --export docs/reproduce
-	$(PY) -m rws_jax release export --run results/reproduce/vgg16_seed0 --out docs/reproduce/release
+	$(PY) -m rws_jax release export --run results/reproduce/vgg16_seed0 --out docs/reproduce/release \
+	  --splice README.md
 	$(PY) -m rws_jax report --preset reproduce --out docs/reproduce --summary --splice README.md \
 	  --splice docs/results/reproduction.md --splice docs/results/autopatching.md
 

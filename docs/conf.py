@@ -32,7 +32,7 @@ extensions = [
 ]
 
 # Pages: Markdown (MyST) and notebooks. The generated report directories (regime/, reproduce/,
-# reproduce_previous/, offline_run/) are pages where their commands write them.
+# reproduce_4_epochs/, reproduce_previous/, offline_run/) are pages where their commands write them.
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}  # .rst first: autosummary writes its stubs in it
 exclude_patterns = ["_build", "**/.ipynb_checkpoints"]
 myst_enable_extensions = ["colon_fence", "dollarmath"]

@@ -25,9 +25,11 @@ def test_python_blocks_finds_fenced_python_only():
 
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
     """Every ```python block of README.md runs, in order, in one namespace, in a temporary
-    directory (the example writes a signature file)."""
+    directory (the example writes a signature file) where ``docs`` is the repository's (the
+    released model's block loads ``docs/reproduce/release``)."""
     blocks = python_blocks((ROOT / "README.md").read_text())
     assert blocks, "README.md has no Python block"
+    (tmp_path / "docs").symlink_to(ROOT / "docs", target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__readme__"}
     for i, block in enumerate(blocks):

@@ -70,16 +70,22 @@ def test_expectations_equal_the_committed_reproduction(tmp_path):
 
 
 def test_readme_headline_is_the_first_table_of_the_committed_reproduction(tmp_path):
-    """README's headline block is the first part of the study's summary, from the same command."""
+    """README's headline block opens with the first part of the study's summary, then the claims'
+    verdicts of this design beside every earlier design's, from the same command."""
     from rws_jax.pipeline.markdown_blocks import read_block
     from rws_jax.pipeline import STUDIES
-    from rws_jax.pipeline.study_report import (HEADLINE_BEGIN, HEADLINE_END, study_headline_markdown,
+    from rws_jax.pipeline.study_report import (HEADLINE_BEGIN, HEADLINE_END, headline_lines, study_headline_markdown,
                                                study_summary_markdown)
+    from rws_jax.pipeline.study_tables import seed_runs
 
     study = STUDIES["reproduce"]
     out = _committed_study(tmp_path)
     expected = study_headline_markdown(study, out)
-    assert study_summary_markdown(study, out).startswith(expected.rstrip("\n"))
+    first = "\n".join(headline_lines(study, out, seed_runs(study, out))).rstrip("\n")
+    assert expected.startswith(first) and study_summary_markdown(study, out).startswith(first)
+    table = [line for line in expected[len(first):].splitlines() if line.startswith("|")]
+    assert table[0] == "| claim | this design | earlier: reproduce_4_epochs | earlier: reproduce_previous |"
+    assert len(table) == 2 + 7  # header, rule, the seven claims
     readme = read_block((ROOT / "README.md").read_text(), HEADLINE_BEGIN, HEADLINE_END)
     assert readme is not None, "README has no reproduce-headline markers"
     assert readme == expected

@@ -137,15 +137,26 @@ def test_release_of_a_tiny_run_measures_what_the_run_measured(tmp_path, capsys):
     assert cli_main(["release", "evaluate", str(dest), "--sig", "contrast"]) == 0
     out = capsys.readouterr().out
     assert "patched/contrast" in out and "the run measured" in out
-    # the CLI export writes the same release
-    assert cli_main(["release", "export", "--run", str(run.dir), "--out", str(tmp_path / "again")]) == 0
+    # the CLI export writes the same release, and splices its accuracies into a Markdown file
+    from rws_jax.pipeline.release_report import RELEASE_BEGIN, RELEASE_END
+
+    doc = tmp_path / "docs" / "page.md"
+    doc.parent.mkdir()
+    doc.write_text(f"before\n{RELEASE_BEGIN}\nold\n{RELEASE_END}\nafter\n")
+    assert cli_main(["release", "export", "--run", str(run.dir), "--out", str(tmp_path / "again"),
+                     "--splice", str(doc)]) == 0
     again = json.loads((tmp_path / "again" / "release.json").read_text())
     assert again["command"] == f"rws-jax release export --run {run.dir} --out {tmp_path / 'again'} --bits 8"
+    assert (tmp_path / "again" / "README.md").is_file()
     assert {k: v for k, v in again.items() if k != "command"} == {k: v for k, v in manifest.items() if k != "command"}
     assert (tmp_path / "again" / "model.msgpack").read_bytes() == (dest / "model.msgpack").read_bytes()
     readme = (tmp_path / "again" / "README.md").read_text()  # written from the manifest, checksummed
     assert "README.md" in rws.verify_release(tmp_path / "again") and "## What to expect" in readme
     assert f"| contrast | {100 * exp['standard']['contrast']:.1f} |" in readme
+    text = doc.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
+    assert f"| RA θ_std (%) | {100 * exp['standard']['contrast']:.1f} |" in text
+    assert "[the release's README](../again/README.md)" in text  # the link as the page reaches it
 
 
 RELEASE = ROOT / "docs" / "reproduce" / "release"
@@ -183,3 +194,28 @@ def test_the_committed_release_gives_the_accuracy_readme_states():
     for v, sets in got.items():
         for t, acc in sets.items():
             assert acc == pytest.approx(exp[v][t], abs=0.002), (v, t)  # 10 test images of 5,000 at most
+
+
+def test_release_summary_lists_every_corruption_in_order():
+    from rws_jax.pipeline.release_report import release_summary_markdown
+
+    exp = {"standard": {"clean": 0.9, "fog": 0.3, "snow": 0.5},
+           "patched/fog": {"clean": 0.8, "fog": 0.7}, "patched/snow": {"clean": 0.85, "snow": 0.6}}
+    md = release_summary_markdown({"expected_accuracy": exp, "corruptions": ["fog", "snow"], "bits": 8,
+                                   "test_examples": 1000}, "rel")
+    assert "θ_std's TA 90.0%" in md and "1,000 test images" in md and "(rel/README.md)" in md
+    assert "| corruption | fog | snow |" in md
+    assert "| RA θ_std (%) | 30.0 | 50.0 |" in md and "| RA patched (%) | 70.0 | 60.0 |" in md
+    assert "| TA patched (%) | 80.0 | 85.0 |" in md
+
+
+@pytest.mark.skipif(not RELEASE.is_dir(), reason="no committed release yet (make reproduce-docs)")
+def test_readme_release_block_is_the_committed_release():
+    """README's accuracies of the released model are `make reproduce-docs`'s splice of its release.json."""
+    from rws_jax.pipeline.markdown_blocks import read_block
+    from rws_jax.pipeline.release_report import RELEASE_BEGIN, RELEASE_END, release_summary_markdown
+
+    manifest = json.loads((RELEASE / "release.json").read_text())
+    block = read_block((ROOT / "README.md").read_text(), RELEASE_BEGIN, RELEASE_END)
+    assert block is not None, "README.md has no release-summary markers"
+    assert block == release_summary_markdown(manifest, "docs/reproduce/release")

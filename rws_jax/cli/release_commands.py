@@ -2,7 +2,8 @@
 
 Subcommands::
 
-    rws-jax release export --run RUN_DIR --out DIR [--bits 8]   # from a finished pipeline run
+    rws-jax release export --run RUN_DIR --out DIR [--bits 8] [--splice README.md]
+                                                                 # from a finished pipeline run
     rws-jax release verify DIR                                   # every file against SHA256SUMS
     rws-jax release evaluate DIR [--sig NAME ...] [--alpha 1]    # patch it and measure, beside
                                                                  # the accuracies the run measured
@@ -12,6 +13,7 @@ that has not finished) is one line ``rws-jax: error: ...`` with exit code 2."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +21,8 @@ from rws_jax.errors import RWSError, one_line
 from rws_jax.files.release import load_release, release_files
 from rws_jax.pipeline.config import run_config_from_file
 from rws_jax.pipeline.release_export import RELEASE_BITS, evaluate_release, export_release
-from rws_jax.pipeline.release_report import release_readme
+from rws_jax.pipeline.markdown_blocks import write_block
+from rws_jax.pipeline.release_report import RELEASE_BEGIN, RELEASE_END, release_readme, release_summary_markdown
 from rws_jax.pipeline.run import Run
 
 EXIT_REFUSED = 2
@@ -34,6 +37,11 @@ def cmd_export(args) -> int:
     out = export_release(run, args.out, bits=args.bits, command=command,
                          readme=lambda manifest: release_readme(manifest, path=str(args.out)))
     print(f"wrote {out}")
+    manifest = load_release(out).manifest
+    for doc in args.splice:  # the release's path as each document's links reach it
+        rel = os.path.relpath(Path(out).resolve(), Path(doc).resolve().parent)
+        write_block(Path(doc), RELEASE_BEGIN, RELEASE_END, "\n" + release_summary_markdown(manifest, rel) + "\n")
+        print(f"spliced {doc}")
     return 0
 
 
@@ -66,6 +74,8 @@ def add_parser(sub) -> None:
     e.add_argument("--run", required=True, help="the run directory (results/reproduce/vgg16_seed0)")
     e.add_argument("--out", required=True, help="the release directory to write (replaced once complete)")
     e.add_argument("--bits", type=int, default=RELEASE_BITS, help="the signatures' bits (the run's quantized copies)")
+    e.add_argument("--splice", metavar="MARKDOWN", action="append", default=[],
+                   help="write the release's accuracies between the release-summary markers of this file (repeatable)")
     e.set_defaults(release_fn=cmd_export)
     v = ss.add_parser("verify", help="check every file against SHA256SUMS and load the model and signatures")
     v.add_argument("dir")

@@ -1,10 +1,15 @@
 """The README of a released model (:mod:`rws_jax.files.release`), written from its manifest
 alone: what it is, how to patch it from the command line and from Python, and the accuracies
-the run measured, with the command that measures them again."""
+the run measured, with the command that measures them again; and the short block of those
+accuracies that ``rws-jax release export --splice`` writes into README."""
 
 from __future__ import annotations
 
 from rws_jax.pipeline.tables import pct
+
+RELEASE_BEGIN = ("<!-- release-summary:begin (make reproduce-docs: rws-jax release export --run "
+                 "results/reproduce/vgg16_seed0 --out docs/reproduce/release --splice README.md) -->")
+RELEASE_END = "<!-- release-summary:end -->"
 
 
 def _classes(manifest: dict) -> str:
@@ -56,4 +61,22 @@ def release_readme(manifest: dict, path: str = "docs/reproduce/release") -> str:
     for c in cs:
         p = exp.get(f"patched/{c}", {})
         lines.append(f"| {c} | {pct(exp['standard'].get(c))} | {pct(p.get(c))} | {pct(p.get('clean'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def release_summary_markdown(manifest: dict, path: str = "docs/reproduce/release") -> str:
+    """README's lines on what the release gives (between :data:`RELEASE_BEGIN` and
+    :data:`RELEASE_END`): θ_std's TA, and per corruption θ_std's RA, the patched model's RA and
+    TA, as the run measured them; ``path`` is the release as README's links reach it."""
+    exp = manifest["expected_accuracy"]
+    cs = manifest["corruptions"]
+    head = " | ".join(["", "corruption", *cs, ""]).strip()
+    lines = [f"What to expect of `{path}` ({manifest['bits']}-bit signatures, α = 1; accuracy on the "
+             f"{manifest['test_examples']:,} test images, as the run measured it and "
+             f"`rws-jax release evaluate {path}` measures it again; θ_std's TA "
+             f"{pct(exp['standard']['clean'])}%; [the release's README]({path}/README.md)):", "",
+             head, "|" + "---|" * (len(cs) + 1),
+             "| RA θ_std (%) | " + " | ".join(pct(exp["standard"].get(c)) for c in cs) + " |",
+             "| RA patched (%) | " + " | ".join(pct(exp.get(f"patched/{c}", {}).get(c)) for c in cs) + " |",
+             "| TA patched (%) | " + " | ".join(pct(exp.get(f"patched/{c}", {}).get("clean")) for c in cs) + " |"]
     return "\n".join(lines) + "\n"

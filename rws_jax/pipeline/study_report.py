@@ -54,7 +54,7 @@ def headline_lines(study: Study, out: Path, runs: list[RunMetrics]) -> list[str]
     n_test = facts.get("data", {}).get("test")
     task = "all ten classes" if cfg0.classes is None else f"classes {cfg0.classes[0]}–{cfg0.classes[-1]}"
     lines = [f"{len(runs)} training seeds of VGG-16 ({cfg0.model_kwargs.get('width', 1):g} width) on "
-             f"Fashion-MNIST ({task}), {len(cfg0.corruptions)} corruptions, "
+             f"Fashion-MNIST ({task}) fine-tuned for {cfg0.finetune['epochs']} epochs, {len(cfg0.corruptions)} corruptions, "
              + (f"the full test set of those classes ({n_test:,} images)" if n_test else "the full test set")
              + f"; mean ± std over seeds (`rws-jax report --preset {study.name} --out docs/{study.name} --summary`):",
              "",
@@ -75,11 +75,44 @@ def headline_lines(study: Study, out: Path, runs: list[RunMetrics]) -> list[str]
 
 
 def study_headline_markdown(study: Study, out: str | Path) -> str:
-    """README's headline table from a study directory: the first lines of
+    """README's headline from a study directory: the first lines of
     :func:`study_summary_markdown` (the seed-mean main rows, the seed spread, the wall time,
-    the premise)."""
+    the premise), then the claims' verdicts beside those of every earlier design
+    (:func:`design_verdicts`), by today's rules."""
     out = Path(out)
-    return "\n".join(headline_lines(study, out, seed_runs(study, out))).rstrip("\n") + "\n"
+    runs = seed_runs(study, out)
+    rows, _, prevs = design_verdicts(study, out, runs)
+    lines = headline_lines(study, out, runs)
+    head = ["claim", "this design", *(f"earlier: {d.name}" for d, _, _ in prevs)]
+    lines += ["The paper's claims, each judged by a rule that follows its words, on this design and on the "
+              "earlier designs' metrics by the same rules ([the reproduction study](docs/results/reproduction.md) "
+              "gives each rule and its numbers):",
+              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, r in enumerate(rows):
+        lines.append("| " + " | ".join([r["claim"], both_verdicts(r), *(both_verdicts(p[i]) for _, p, _ in prevs)]) + " |")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def design_verdicts(study: Study, out: Path, runs: list[RunMetrics],
+                    previous: str | Path | Sequence[str | Path] | None = None) -> tuple[list, list, list]:
+    """The claims' verdicts on the study in ``out`` (``runs``: its seed runs) by today's rules
+    and by the rules before this change, and for each earlier design directory (``previous``;
+    default every :func:`earlier_designs` directory beside ``out``) ``(dir, verdicts,
+    verdicts by the rules before)``, each on that design's own seed runs and same-domain run."""
+    same = open_run(out, study.same_domain) or same_domain_run(out)
+    rows = study_verdicts(out, runs, same)
+    before = study_verdicts(out, runs, same, claim_verdicts_before)
+    if previous is None:
+        prev_dirs = earlier_designs(out)
+    else:
+        prev_dirs = [Path(previous)] if isinstance(previous, (str, Path)) else [Path(p) for p in previous]
+    prevs = []
+    for d in prev_dirs:
+        prev_runs = seed_runs(study, d)
+        prev_same = same_domain_run(d)
+        prevs.append((d, study_verdicts(d, prev_runs, prev_same),
+                      study_verdicts(d, prev_runs, prev_same, claim_verdicts_before)))
+    return rows, before, prevs
 
 
 def study_summary_markdown(study: Study, out: str | Path, previous: str | Path | Sequence[str | Path] | None = None
@@ -94,18 +127,7 @@ def study_summary_markdown(study: Study, out: str | Path, previous: str | Path |
     same = open_run(out, study.same_domain) or same_domain_run(out)
     mean_run = seed_mean(runs, similarity=study_similarity(out), same_domain=same)
     lines = headline_lines(study, out, runs)
-    rows = study_verdicts(out, runs, same)
-    before = study_verdicts(out, runs, same, claim_verdicts_before)
-    if previous is None:
-        prev_dirs = earlier_designs(out)
-    else:
-        prev_dirs = [Path(previous)] if isinstance(previous, (str, Path)) else [Path(p) for p in previous]
-    prevs = []
-    for d in prev_dirs:
-        prev_runs = seed_runs(study, d)
-        prev_same = same_domain_run(d)
-        prevs.append((d, study_verdicts(d, prev_runs, prev_same),
-                      study_verdicts(d, prev_runs, prev_same, claim_verdicts_before)))
+    rows, before, prevs = design_verdicts(study, out, runs, previous)
     head = ["claim", "verdict", "second rule: verdict", "rules before this change", "judged on", "per seed", "numbers"]
     for j, (d, _, _) in enumerate(prevs):
         head.insert(4 + j, f"earlier design ({d.name}): these rules (rules before)")
