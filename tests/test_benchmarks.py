@@ -160,3 +160,72 @@ def test_committed_side_benchmarks_are_their_json(name):
     module = importlib.import_module("benchmarks." + {"cpu_spread": "cpu_spread",
                                                        "autopatch_overhead_cpu": "autopatch"}[name])
     assert module.to_markdown(result, command) == md
+
+
+def test_committed_study_budget_is_the_committed_study():
+    """docs/benchmarks/study_budget_cpu.{md,json} are what `benchmarks.study_budget` computes from
+    the committed study and cost file now (it reads files only, so the numbers are exact)."""
+    import re
+
+    from benchmarks import study_budget
+
+    root = Path(__file__).resolve().parents[1]
+    md_path = root / "docs" / "benchmarks" / "study_budget_cpu.md"
+    committed = json.loads(md_path.with_suffix(".json").read_text())
+    command = re.search(r"Written by `([^`]+)`", md_path.read_text()).group(1)
+    assert study_budget.to_markdown(committed, command) == md_path.read_text()
+    costs = json.loads((root / committed["costs_file"]).read_text())
+    again = study_budget.study_budget(root / committed["study"], costs)
+    again.update(study=committed["study"], costs_file=committed["costs_file"])
+    assert again == committed
+    # the split adds up, and the epochs that fit are the floor of what the budget leaves
+    assert sum(r["finetune_s"] + r["rest_s"] for r in committed["runs"].values()) + sum(
+        committed["stages_without_run"].values()) == pytest.approx(committed["wall_s"])
+    fit = (committed["budget_s"] - committed["rest_s"]) / committed["finetune_epoch_s"]
+    assert committed["epochs_fit"] == max(0, int(fit // 1))
+
+
+def test_study_budget_counts_only_the_finetuning_recipe(tmp_path):
+    """Transfer models count as fine-tuning only where the transfer recipe is the fine-tuning
+    recipe; pre-training never does; a fine-tuned model trained for other epochs is refused."""
+    import shutil
+    from types import SimpleNamespace
+
+    from benchmarks.study_budget import finetune_models, run_budget
+
+    names = ["init", "init_updated", "standard", "standard_seed1", "robust_fog", "mixture", "standard_updated",
+             "transfer_standard", "transfer_robust_fog"]
+    same = SimpleNamespace(finetune={"epochs": 7}, transfer_finetune={"epochs": 7})
+    other = SimpleNamespace(finetune={"epochs": 7}, transfer_finetune={"epochs": 8})
+    assert finetune_models(other, names) == names[2:7]
+    assert finetune_models(same, names) == names[2:]
+
+    root = Path(__file__).resolve().parents[1]
+    costs = json.loads((root / "docs" / "benchmarks" / "study_epoch_cpu.json").read_text())
+    run = tmp_path / "vgg16_seed0"
+    (run / "metrics").mkdir(parents=True)
+    shutil.copy(root / "docs" / "reproduce" / "vgg16_seed0" / "config.yaml", run / "config.yaml")
+    times = json.loads((root / "docs" / "reproduce" / "vgg16_seed0" / "metrics" / "training_time.json").read_text())
+    (run / "metrics" / "training_time.json").write_text(json.dumps(times))
+    ok = run_budget(run, 3000.0, 1, costs)
+    assert ok["finetune_models"] == 12 and ok["finetune_s"] + ok["rest_s"] == pytest.approx(3000.0)
+    times["robust_fog"]["epochs"] = 5
+    (run / "metrics" / "training_time.json").write_text(json.dumps(times))
+    with pytest.raises(ValueError, match="robust_fog"):
+        run_budget(run, 3000.0, 1, costs)
+
+
+@pytest.mark.parametrize("page", ["docs/results/reproduction.md", "docs/guides/accelerators_and_colab.md"])
+def test_pages_quote_the_committed_study_budget(page):
+    """The pages that quote the study's measured budget quote docs/benchmarks/study_budget_cpu.json."""
+    root = Path(__file__).resolve().parents[1]
+    b = json.loads((root / "docs" / "benchmarks" / "study_budget_cpu.json").read_text())
+    text = " ".join((root / page).read_text().split())
+    minutes = lambda s: f"{s / 60:.1f} min"  # noqa: E731
+    assert "benchmarks.study_budget" in text
+    for key in ("finetune_epoch_s", "rest_s"):
+        assert minutes(b[key]) in text, (page, key)
+    if page.endswith("reproduction.md"):
+        for key in ("wall_s", "costs_predicted_wall_s", "costs_rest_s_estimate", "finetune_s", "floor_wall_s"):
+            assert minutes(b[key]) in text, (page, key)
+        assert f"**{b['epochs_fit']} epochs** fit" in text
