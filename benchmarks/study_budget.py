@@ -39,19 +39,22 @@ import sys
 import time
 from pathlib import Path
 
-BUDGET_S = 2.5 * 3600
-FINETUNE_MODELS = ("standard", "standard_seed1", "robust_", "mixture", "standard_updated")
+from rws_jax.pipeline.model_store import MIXTURE, STANDARD, STANDARD_UPDATED, robust_name, transfer_name
+from rws_jax.pipeline.study_design import STUDY_BUDGET_S
 
 
 def finetune_models(cfg, names) -> list[str]:
-    """The models of a run (``training_time.json``'s keys) trained with its fine-tuning recipe."""
+    """The models of a run (``training_time.json``'s keys, named as
+    :mod:`rws_jax.pipeline.model_store` names its checkpoints) trained with its fine-tuning recipe."""
+    transfer = transfer_name(None).removesuffix(STANDARD)  # the transfer models' prefix
     transfer_is_finetune = dict(cfg.transfer_finetune) == dict(cfg.finetune)
     out = []
     for name in names:
-        base = name[len("transfer_"):] if name.startswith("transfer_") else name
-        if name.startswith("transfer_") and not transfer_is_finetune:
+        if name.startswith(transfer) and not transfer_is_finetune:
             continue
-        if base in FINETUNE_MODELS or base.startswith("robust_"):
+        base = name.removeprefix(transfer)
+        if (base in (STANDARD, STANDARD_UPDATED, MIXTURE) or base.startswith(STANDARD + "_seed")
+                or base.startswith(robust_name(""))):
             out.append(name)
     return out
 
@@ -78,7 +81,7 @@ def run_budget(run_dir: Path, wall_s: float, sessions: int, costs: dict) -> dict
             "val_epoch_s_estimate": val_epoch_s}
 
 
-def study_budget(study_dir: str | Path, costs: dict, budget_s: float = BUDGET_S) -> dict:
+def study_budget(study_dir: str | Path, costs: dict, budget_s: float = STUDY_BUDGET_S) -> dict:
     """The measured split of a committed study, the epochs that fit ``budget_s`` by it, and what
     the cost file ``costs`` predicted for the study (see the module docstring)."""
     from rws_jax.pipeline.presets import FINETUNE_EPOCHS

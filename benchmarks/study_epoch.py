@@ -37,7 +37,6 @@ import sys
 import time
 from pathlib import Path
 
-BUDGET_S = 2.5 * 3600
 # images per epoch of the timing fit (50, 20 and 10 steps)
 SLICE = {"vgg16": 6400, "resnet20": 2560, "vgg16_w0.25": 2560, "vgg16_w0.5": 1280}
 NETWORKS = ("vgg16", "resnet20", "vgg16_w0.25", "vgg16_w0.5")
@@ -130,6 +129,7 @@ def main(argv=None) -> dict:
     from benchmarks.common import loadavg, machine_info, write_outputs
     from rws_jax.cpu_tuning import tuned_xla_flags
     from rws_jax.pipeline.presets import FINETUNE_EPOCHS
+    from rws_jax.pipeline.study_design import STUDY_BUDGET_S
 
     command = "python -m benchmarks.study_epoch " + " ".join(argv if argv is not None else sys.argv[1:])
     t0 = time.perf_counter()
@@ -156,10 +156,10 @@ def main(argv=None) -> dict:
     rest = max(0.0, committed_s - committed_finetune_s)
     res.update(runs=runs_now, finetune_epoch_s_default=epoch_default, finetune_epoch_s_tuned=epoch_tuned,
                committed_study_s=committed_s, committed_finetune_s_estimate=committed_finetune_s,
-               rest_s_estimate=rest, budget_s=BUDGET_S, finetune_epochs_now=FINETUNE_EPOCHS,
+               rest_s_estimate=rest, budget_s=STUDY_BUDGET_S, finetune_epochs_now=FINETUNE_EPOCHS,
                committed_study=str(args.committed), committed_runs=runs_then,
-               epochs_fit_default=math.floor((BUDGET_S - rest) / epoch_default),
-               epochs_fit_tuned=math.floor((BUDGET_S - rest) / epoch_tuned),
+               epochs_fit_default=math.floor((STUDY_BUDGET_S - rest) / epoch_default),
+               epochs_fit_tuned=math.floor((STUDY_BUDGET_S - rest) / epoch_tuned),
                wall_s=time.perf_counter() - t0, loadavg_end=loadavg())
     md = to_markdown(res, command)
     write_outputs(args.out, "study_epoch", res, md, args.docs)
